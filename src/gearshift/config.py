@@ -1,0 +1,366 @@
+"""Configuration: strict msgspec Structs, decoded raw, then resolved against the environment.
+
+``load(path)`` reads a TOML (or YAML) file, or the embedded default catalog when ``path`` is
+None, into frozen Structs that reject unknown keys; validation errors keep msgspec's
+``$.models[3].price_in`` path. ``resolve`` then merges the file over the default catalog,
+reads ``env:NAME`` secret references and ``GEARSHIFT_<PROVIDER>_BASE_URL`` overrides, checks
+cross-references, and decides which models are offered (a model whose provider has no key,
+or whose wire format is not supported, is not). This is the only module that reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+Capability = Literal["tools", "vision", "json_schema", "streaming"]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the path."""
+
+
+class Secret:
+    """A credential. Its repr and str never show the value; ``reveal()`` does."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class Timeouts(_Strict, frozen=True):
+    """Seconds. ``first_byte``: until response headers; ``idle``: longest gap between reads."""
+
+    connect: Positive = 5.0
+    first_byte: Positive = 60.0
+    idle: Positive = 60.0
+    total: Positive = 600.0
+
+
+class ProviderSpec(_Strict, frozen=True, tag_field="kind"):
+    """One upstream endpoint. ``api_key`` is ``env:NAME`` (recommended) or a literal."""
+
+    name: str
+    base_url: str | None = None
+    api_key: str | None = None
+    headers: dict[str, str] = {}
+    max_connections: PositiveInt = 100
+    timeouts: Timeouts = Timeouts()
+
+
+class OpenAIProviderSpec(ProviderSpec, frozen=True, tag="openai"):
+    """OpenAI and every OpenAI-compatible server (Azure, Groq, Together, Ollama, vLLM …).
+
+    ``auth_header = "api-key"`` sends the key the way Azure's deployment endpoints want it;
+    ``query`` is appended to the URL (Azure's ``api-version``).
+    """
+
+    auth_header: Literal["authorization", "api-key"] = "authorization"
+    query: dict[str, str] = {}
+
+
+class AnthropicProviderSpec(ProviderSpec, frozen=True, tag="anthropic"):
+    version: str = "2023-06-01"
+
+
+class GeminiProviderSpec(ProviderSpec, frozen=True, tag="gemini"):
+    pass
+
+
+AnyProviderSpec = OpenAIProviderSpec | AnthropicProviderSpec | GeminiProviderSpec
+
+
+class ModelSpec(_Strict, frozen=True):
+    """A model the router may choose. Prices are USD per 1M tokens."""
+
+    name: str
+    provider: str
+    tier: str
+    price_in: NonNegative
+    price_out: NonNegative
+    upstream_id: str | None = None
+    price_cached_in: NonNegative | None = None
+    context_window: PositiveInt = 128_000
+    max_output: PositiveInt = 4096
+    capabilities: list[Capability] = msgspec.field(
+        default_factory=lambda: ["tools", "vision", "json_schema", "streaming"]
+    )
+    enabled: bool = True
+
+
+class ServerSpec(_Strict, frozen=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
+    max_body_bytes: PositiveInt = 32 * 1024 * 1024
+    api_keys: list[str] = []
+
+
+class RoutingSpec(_Strict, frozen=True):
+    """``default_model`` serves ``auto`` until the classifier picks per request."""
+
+    tiers: list[str] = msgspec.field(default_factory=lambda: ["light", "standard", "frontier"])
+    default_model: str = "gpt-4o-mini"
+    auto_aliases: list[str] = msgspec.field(default_factory=lambda: ["auto", "gearshift/auto"])
+
+
+class ConfigFile(_Strict, frozen=True):
+    server: ServerSpec = ServerSpec()
+    routing: RoutingSpec = RoutingSpec()
+    use_default_catalog: bool = True
+    providers: list[AnyProviderSpec] = []
+    models: list[ModelSpec] = []
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """A resolved provider: final base URL, key (or None) and the kind-specific spec."""
+
+    name: str
+    kind: str
+    base_url: str
+    api_key: Secret | None
+    spec: AnyProviderSpec
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self.spec.timeouts
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """A resolved model. ``offered`` is False (with ``why_not``) when it cannot be served."""
+
+    name: str
+    upstream_id: str
+    provider: Provider
+    tier: str
+    tier_rank: int
+    spec: ModelSpec
+    offered: bool
+    why_not: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerSpec
+    routing: RoutingSpec
+    providers: Mapping[str, Provider]
+    models: Mapping[str, Model]
+    proxy_keys: tuple[Secret, ...]
+    source: str
+    offered: tuple[Model, ...] = field(default=())
+
+    def redacted(self) -> dict[str, object]:
+        """The resolved configuration as plain data with every secret replaced by ``***``."""
+        return {
+            "source": self.source,
+            "server": msgspec.to_builtins(self.server)
+            | {"api_keys": ["***"] * len(self.proxy_keys)},
+            "proxy_auth": bool(self.proxy_keys),
+            "routing": msgspec.to_builtins(self.routing),
+            "providers": [
+                {
+                    "name": p.name,
+                    "kind": p.kind,
+                    "base_url": p.base_url,
+                    "api_key": "***" if p.api_key else None,
+                }
+                for p in self.providers.values()
+            ],
+            "models": [
+                {
+                    "name": m.name,
+                    "provider": m.provider.name,
+                    "upstream_id": m.upstream_id,
+                    "tier": m.tier,
+                    "price_in": m.spec.price_in,
+                    "price_out": m.spec.price_out,
+                    "context_window": m.spec.context_window,
+                    "capabilities": list(m.spec.capabilities),
+                    "offered": m.offered,
+                    "why_not": m.why_not,
+                }
+                for m in self.models.values()
+            ],
+        }
+
+
+def decode(data: bytes, *, source: str, fmt: Literal["toml", "yaml"] = "toml") -> ConfigFile:
+    """Decode raw config bytes; errors name the source and the ``$.path``."""
+    try:
+        if fmt == "yaml":
+            return msgspec.yaml.decode(data, type=ConfigFile)
+        return msgspec.toml.decode(data, type=ConfigFile)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{source}: not valid {fmt.upper()}: {exc}") from None
+    except ImportError as exc:  # msgspec.yaml needs PyYAML, an optional extra
+        raise ConfigError(f"{source}: YAML needs PyYAML (pip install 'gearshift[yaml]')") from exc
+
+
+def default_catalog() -> ConfigFile:
+    """The embedded default catalog shipped as ``catalog.toml`` in the package."""
+    data = resources.files("gearshift").joinpath("catalog.toml").read_bytes()
+    return decode(data, source="<default catalog>")
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    kinds: Collection[str] = ("openai", "anthropic", "gemini"),
+) -> Config:
+    """Load, merge over the default catalog, and resolve. ``kinds``: supported wire formats."""
+    if path is None:
+        raw, source = default_catalog(), "<default catalog>"
+    else:
+        source = str(path)
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+        fmt: Literal["toml", "yaml"] = "yaml" if source.endswith((".yaml", ".yml")) else "toml"
+        raw = decode(data, source=source, fmt=fmt)
+    return resolve(
+        raw, source=source, environ=os.environ if environ is None else environ, kinds=kinds
+    )
+
+
+def _secret(ref: str | None, environ: Mapping[str, str]) -> Secret | None:
+    if not ref:
+        return None
+    if ref.startswith("env:"):
+        value = environ.get(ref[4:], "").strip()
+        return Secret(value) if value else None
+    return Secret(ref)
+
+
+def _merge(base: list[msgspec.Struct], extra: list[msgspec.Struct]) -> list[msgspec.Struct]:
+    """Entries of ``extra`` replace same-named entries of ``base``; order is kept."""
+    merged = {getattr(item, "name"): item for item in base}  # noqa: B009
+    merged.update({getattr(item, "name"): item for item in extra})  # noqa: B009
+    return list(merged.values())
+
+
+def _env_name(provider: str) -> str:
+    return "GEARSHIFT_" + "".join(c if c.isalnum() else "_" for c in provider.upper())
+
+
+def resolve(
+    raw: ConfigFile,
+    *,
+    source: str,
+    environ: Mapping[str, str],
+    kinds: Collection[str] = ("openai", "anthropic", "gemini"),
+) -> Config:
+    """Merge ``raw`` over the default catalog (unless it opts out) and resolve references."""
+    if raw.use_default_catalog and source != "<default catalog>":
+        base = default_catalog()
+        provider_specs = _merge(list(base.providers), list(raw.providers))
+        model_specs = _merge(list(base.models), list(raw.models))
+    else:
+        provider_specs, model_specs = list(raw.providers), list(raw.models)
+
+    if len(set(raw.routing.tiers)) != len(raw.routing.tiers) or not raw.routing.tiers:
+        raise ConfigError(f"{source}: $.routing.tiers must be a non-empty list of unique names")
+    ranks = {tier: i for i, tier in enumerate(raw.routing.tiers)}
+
+    providers: dict[str, Provider] = {}
+    for spec in provider_specs:
+        assert isinstance(spec, ProviderSpec)
+        env = _env_name(spec.name)
+        base_url = environ.get(f"{env}_BASE_URL") or spec.base_url
+        if not base_url:
+            raise ConfigError(
+                f"{source}: provider {spec.name!r} has no base_url (set it or {env}_BASE_URL)"
+            )
+        key_ref = spec.api_key
+        providers[spec.name] = Provider(
+            name=spec.name,
+            kind=type(spec).__struct_config__.tag,  # type: ignore[arg-type]
+            base_url=base_url.rstrip("/"),
+            api_key=_secret(key_ref, environ),
+            spec=spec,  # type: ignore[arg-type]
+        )
+
+    models: dict[str, Model] = {}
+    for i, mspec in enumerate(model_specs):
+        assert isinstance(mspec, ModelSpec)
+        where = f"{source}: $.models[{i}] ({mspec.name!r})"
+        provider = providers.get(mspec.provider)
+        if provider is None:
+            raise ConfigError(f"{where}.provider: unknown provider {mspec.provider!r}")
+        if mspec.tier not in ranks:
+            raise ConfigError(
+                f"{where}.tier: unknown tier {mspec.tier!r} (tiers: {', '.join(ranks)})"
+            )
+        why_not = None
+        if not mspec.enabled:
+            why_not = "disabled in the configuration"
+        elif provider.kind not in kinds:
+            why_not = f"wire format {provider.kind!r} is not supported by this build"
+        elif provider.api_key is None:
+            ref = provider.spec.api_key or "none set"
+            why_not = f"provider {provider.name!r} has no API key ({ref})"
+        models[mspec.name] = Model(
+            name=mspec.name,
+            upstream_id=mspec.upstream_id or mspec.name,
+            provider=provider,
+            tier=mspec.tier,
+            tier_rank=ranks[mspec.tier],
+            spec=mspec,
+            offered=why_not is None,
+            why_not=why_not,
+        )
+
+    if raw.routing.default_model not in models:
+        raise ConfigError(
+            f"{source}: $.routing.default_model: unknown model {raw.routing.default_model!r}"
+        )
+    for alias in raw.routing.auto_aliases:
+        if alias in models:
+            raise ConfigError(f"{source}: $.routing.auto_aliases: {alias!r} is also a model name")
+
+    keys = [k.strip() for k in environ.get("GEARSHIFT_API_KEYS", "").split(",") if k.strip()]
+    proxy_keys = tuple(Secret(k) for k in keys) + tuple(
+        s for s in (_secret(ref, environ) for ref in raw.server.api_keys) if s is not None
+    )
+    return Config(
+        server=raw.server,
+        routing=raw.routing,
+        providers=providers,
+        models=models,
+        proxy_keys=proxy_keys,
+        source=source,
+        offered=tuple(m for m in models.values() if m.offered),
+    )
