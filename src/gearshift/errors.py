@@ -1,0 +1,250 @@
+"""The error taxonomy, and the one OpenAI-shaped body every error leaves the process in.
+
+::
+
+    GearshiftError (status, type, code, param, retryable)
+    ├── RequestError                 the client's request is wrong; never retried
+    │   ├── BadRequest               400 invalid_request_error
+    │   ├── Unauthorized             401 authentication_error / invalid_api_key
+    │   ├── NotFound                 404 (model_not_found, unknown path)
+    │   ├── MethodNotAllowed         405
+    │   └── PayloadTooLarge          413 request_too_large
+    ├── UpstreamError (provider, upstream_status)
+    │   ├── Rejected                 upstream 4xx other than 429: passed on, not retried
+    │   ├── RateLimited              429, retryable, carries retry_after
+    │   ├── Unavailable              5xx / 529, retryable (502, or 503 when overloaded)
+    │   ├── Timeout                  504, retryable
+    │   ├── ConnectError             502, retryable
+    │   └── ProtocolError            502 malformed upstream JSON/SSE, retryable
+    ├── CircuitOpen                  503, every candidate's breaker is open
+    └── NoTarget                     503, no usable model for the request
+
+Decisions (fallback, breakers) read ``retryable`` and ``status``; never the message text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import ClassVar
+
+import orjson
+
+
+class GearshiftError(Exception):
+    """Base of every error gearshift raises on purpose; knows its client-facing shape."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+        if status is not None:
+            # A per-instance status (e.g. an upstream 403 passed on) shadows the class default.
+            self.status = status  # type: ignore[misc]
+
+    def body(self) -> bytes:
+        """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``."""
+        return orjson.dumps(
+            {
+                "error": {
+                    "message": self.message,
+                    "type": self.type,
+                    "param": self.param,
+                    "code": self.code,
+                }
+            }
+        )
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers the client should see with this error."""
+        return {}
+
+
+class RequestError(GearshiftError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class BadRequest(RequestError):
+    status = 400
+
+
+class Unauthorized(RequestError):
+    status = 401
+    type = "authentication_error"
+
+
+class NotFound(RequestError):
+    status = 404
+
+
+class MethodNotAllowed(RequestError):
+    status = 405
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+
+
+class UpstreamError(GearshiftError):
+    """A provider failed; ``provider`` names it, ``upstream_status`` is what it answered."""
+
+    type = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        upstream_status: int | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, param=param, status=status)
+        self.provider = provider
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"retry-after": str(max(1, round(self.retry_after)))}
+
+
+class Rejected(UpstreamError):
+    """The upstream refused the request itself (4xx): another model would refuse it too."""
+
+    type = "invalid_request_error"
+
+
+class RateLimited(UpstreamError):
+    status = 429
+    type = "rate_limit_error"
+    retryable = True
+
+
+class Unavailable(UpstreamError):
+    status = 502
+    type = "server_error"
+    retryable = True
+
+
+class Timeout(UpstreamError):
+    status = 504
+    type = "timeout_error"
+    retryable = True
+
+
+class ConnectError(UpstreamError):
+    status = 502
+    type = "connection_error"
+    retryable = True
+
+
+class ProtocolError(UpstreamError):
+    status = 502
+    type = "server_error"
+    retryable = True
+
+
+class CircuitOpen(GearshiftError):
+    status = 503
+    type = "server_error"
+
+
+class NoTarget(GearshiftError):
+    status = 503
+    type = "server_error"
+
+
+def error_event(error: GearshiftError) -> bytes:
+    """The SSE event that ends a stream which failed after its first byte was sent."""
+    return b"data: " + error.body() + b"\n\n"
+
+
+def for_upstream_status(
+    status: int,
+    message: str,
+    *,
+    provider: str,
+    code: str | None = None,
+    param: str | None = None,
+    retry_after: float | None = None,
+) -> UpstreamError:
+    """The error an upstream HTTP status means, with the status an OpenAI client expects.
+
+    429 → 429 (retryable); 500/502 → 502, 503/529 → 503 (overloaded; never leak 529),
+    408/504 → 504 (all retryable); 401/403 → same status, with a message of our own (an
+    upstream's auth message may echo part of gearshift's key); other 4xx pass through.
+    """
+    if status == 429:
+        return RateLimited(
+            message,
+            provider=provider,
+            upstream_status=status,
+            code=code or "rate_limit_exceeded",
+            retry_after=retry_after,
+        )
+    if status in (408, 504):
+        return Timeout(message, provider=provider, upstream_status=status, code=code)
+    if status >= 500:
+        overloaded = status in (503, 529)
+        return Unavailable(
+            message,
+            provider=provider,
+            upstream_status=status,
+            code=code,
+            status=503 if overloaded else 502,
+            retry_after=retry_after,
+        )
+    if status in (401, 403):
+        return Rejected(
+            f"Provider {provider!r} rejected gearshift's credentials (HTTP {status}); "
+            "check the provider key gearshift is configured with.",
+            provider=provider,
+            upstream_status=status,
+            status=status,
+            code="upstream_auth_failed",
+        )
+    return Rejected(
+        message, provider=provider, upstream_status=status, status=status, code=code, param=param
+    )
+
+
+_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*.]{4,}|AIza[0-9A-Za-z_\-]{10,})")
+
+
+def scrub(message: str, limit: int = 1000) -> str:
+    """Upstream text made safe to show: key-like tokens masked, length bounded."""
+    return _KEYLIKE.sub("[redacted]", message[:limit])
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds), if present."""
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is not None:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return None  # an HTTP date: rare from these APIs; treat as unknown
+    return None

