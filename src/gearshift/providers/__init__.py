@@ -1,0 +1,78 @@
+"""Provider adapters: one module per wire format, pure functions, no I/O.
+
+An adapter turns gearshift's inbound OpenAI request into the bytes its upstream wants
+(``encode_request``), and the upstream's answer back into OpenAI bytes
+(``decode_response``, a ``StreamDecoder`` fed one raw SSE event at a time, ``decode_error``).
+``REGISTRY`` is the only place a wire-format name appears; adding one is one module and one
+line here. OpenAI-compatible servers (Azure, Groq, Together, Ollama, vLLM …) are configuration
+of the ``openai`` kind, not code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gearshift.config import Model, Provider
+from gearshift.errors import UpstreamError
+from gearshift.request import ChatRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """What to send upstream: the full URL, the headers and the encoded body."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class Completion:
+    """A decoded non-streaming answer: the OpenAI bytes for the client and the usage."""
+
+    body: bytes
+    usage: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What a stream decoder learned so far; read by the attempt loop and accounting."""
+
+    finished: bool = False
+    usage: dict[str, Any] | None = None
+    error: UpstreamError | None = None
+    error_sent: bool = False  # the decoder already forwarded the error event itself
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StreamDecoder(Protocol):
+    """Turns raw upstream SSE events into OpenAI SSE bytes for the client."""
+
+    state: StreamState
+
+    def feed(self, raw_event: bytes) -> bytes:
+        """Bytes to send to the client for this event (may be empty)."""
+        ...
+
+
+class Adapter(Protocol):
+    def encode_request(self, request: ChatRequest, model: Model) -> Outbound: ...
+
+    def decode_response(self, body: bytes, provider: Provider) -> Completion: ...
+
+    def stream_decoder(self, request: ChatRequest, model: Model) -> StreamDecoder: ...
+
+    def decode_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, provider: Provider
+    ) -> UpstreamError: ...
+
+
+def _registry() -> dict[str, Adapter]:
+    from gearshift.providers import openai
+
+    return {"openai": openai}
+
+
+REGISTRY: Mapping[str, Adapter] = _registry()

@@ -1,0 +1,167 @@
+"""OpenAI Chat Completions, and every OpenAI-compatible server: pure encode/decode.
+
+The request passes through untouched except ``model`` (set to the upstream id) and, for
+streams, ``stream_options.include_usage`` (always asked for, so gearshift can account for
+the cost). Streams are forwarded as the upstream's own bytes; the decoder only looks into the
+final usage chunk, and drops it when the client did not ask for usage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from gearshift import sse
+from gearshift.config import Model, OpenAIProviderSpec, Provider
+from gearshift.errors import ProtocolError, UpstreamError, for_upstream_status, retry_after, scrub
+from gearshift.providers import Completion, Outbound, StreamState
+from gearshift.request import ChatRequest
+
+
+def encode_request(request: ChatRequest, model: Model) -> Outbound:
+    """The upstream call: same body with ``model`` rewritten and stream usage requested."""
+    body = dict(request.body)
+    body["model"] = model.upstream_id
+    if request.stream and not request.client_wants_usage:
+        options = dict(body.get("stream_options") or {})
+        options["include_usage"] = True
+        body["stream_options"] = options
+    return Outbound(
+        url=_url(model.provider), headers=_headers(model.provider), body=orjson.dumps(body)
+    )
+
+
+def _url(provider: Provider) -> str:
+    url = provider.base_url + "/chat/completions"
+    spec = provider.spec
+    if isinstance(spec, OpenAIProviderSpec) and spec.query:
+        url += "?" + urlencode(spec.query)
+    return url
+
+
+def _headers(provider: Provider) -> dict[str, str]:
+    headers = {"content-type": "application/json", "accept": "application/json"}
+    headers.update(provider.spec.headers)
+    if provider.api_key is not None:
+        spec = provider.spec
+        if isinstance(spec, OpenAIProviderSpec) and spec.auth_header == "api-key":
+            headers["api-key"] = provider.api_key.reveal()
+        else:
+            headers["authorization"] = "Bearer " + provider.api_key.reveal()
+    return headers
+
+
+def decode_response(body: bytes, provider: Provider) -> Completion:
+    """Check the answer is a JSON object and take its usage; the bytes go out unchanged."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(
+            f"Provider {provider.name!r} sent a response that is not JSON.", provider=provider.name
+        ) from None
+    if not isinstance(doc, dict) or "choices" not in doc:
+        raise ProtocolError(
+            f"Provider {provider.name!r} sent a response without choices.", provider=provider.name
+        )
+    usage = doc.get("usage")
+    return Completion(body=body, usage=usage if isinstance(usage, dict) else None)
+
+
+class PassThrough:
+    """Forwards OpenAI SSE bytes as they are; notes usage, [DONE] and in-band errors."""
+
+    __slots__ = ("_drop_usage", "_provider", "state")
+
+    def __init__(self, request: ChatRequest, model: Model) -> None:
+        self.state = StreamState()
+        self._drop_usage = not request.client_wants_usage
+        self._provider = model.provider.name
+
+    def feed(self, raw_event: bytes) -> bytes:
+        # Cheap byte tests first: only the rare events (usage, error, [DONE]) are parsed.
+        if b'"usage"' in raw_event and b'"usage":null' not in raw_event:
+            return self._usage_event(raw_event)
+        if b'"error"' in raw_event:
+            self._error_event(raw_event)
+            return raw_event
+        payload = sse.data_payload(raw_event)
+        if payload is None:  # a comment or keep-alive
+            return raw_event
+        if payload == sse.DONE:
+            self.state.finished = True
+        elif not (payload.startswith(b"{") and payload.endswith(b"}")):
+            # A cheap shape check instead of a full parse: catches cut or garbled events.
+            self.state.error = ProtocolError(
+                f"Provider {self._provider!r} sent a malformed stream event.",
+                provider=self._provider,
+                code="malformed_stream",
+            )
+            return b""
+        return raw_event
+
+    def _usage_event(self, raw_event: bytes) -> bytes:
+        chunk = _load_event(raw_event)
+        if chunk is None:
+            return raw_event
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.state.usage = usage
+            # The usage-only chunk (empty choices) exists because gearshift asked for it.
+            if self._drop_usage and not chunk.get("choices"):
+                return b""
+        return raw_event
+
+    def _error_event(self, raw_event: bytes) -> None:
+        chunk = _load_event(raw_event)
+        error = chunk.get("error") if chunk else None
+        if isinstance(error, dict):
+            self.state.error = UpstreamError(
+                scrub(str(error.get("message") or "upstream error in stream")),
+                provider=self._provider,
+                code=error.get("code"),
+            )
+            self.state.error_sent = True
+
+
+def _load_event(raw_event: bytes) -> dict[str, Any] | None:
+    payload = sse.data_payload(raw_event)
+    if not payload or payload == sse.DONE:
+        return None
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def stream_decoder(request: ChatRequest, model: Model) -> PassThrough:
+    return PassThrough(request, model)
+
+
+def decode_error(
+    status: int, headers: Mapping[str, str], body: bytes, provider: Provider
+) -> UpstreamError:
+    """Map an upstream error (OpenAI's ``{"error": {…}}`` or vLLM/Mistral's flat shape)."""
+    message, code, param = f"Provider {provider.name!r} answered HTTP {status}.", None, None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict):
+        inner = doc.get("error")
+        err: dict[str, Any] = inner if isinstance(inner, dict) else doc
+        if isinstance(err.get("message"), str):
+            message = scrub(err["message"])
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+        param = err.get("param") if isinstance(err.get("param"), str) else None
+    return for_upstream_status(
+        status,
+        message,
+        provider=provider.name,
+        code=code,
+        param=param,
+        retry_after=retry_after(headers),
+    )

@@ -1,0 +1,197 @@
+"""Routing: the plan (which models, in which order) and the attempt loop that runs it.
+
+This is the only module that orchestrates: it asks an adapter for the upstream bytes, has
+``upstream`` send them, and feeds what comes back to the adapter. It knows no wire format.
+For now the plan is minimal — a concrete model goes to itself, ``auto`` to the configured
+default — but every call already goes through the loop, which moves to the next target on a
+retryable failure before any byte reached the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from gearshift import sse
+from gearshift.config import Config, Model
+from gearshift.errors import GearshiftError, NotFound, ProtocolError, UpstreamError, error_event
+from gearshift.providers import REGISTRY, Completion, StreamDecoder, StreamState
+from gearshift.request import ChatRequest
+from gearshift.upstream import Upstream, UpstreamStream
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try at one target: ``outcome`` is ``ok`` or the error's type."""
+
+    model: str
+    provider: str
+    outcome: str
+    status: int | None = None
+
+
+@dataclass(slots=True)
+class Plan:
+    """Ordered targets for one request; ``targets[0]`` is the primary."""
+
+    requested: str
+    tier: str
+    targets: list[Model]
+    reason: str
+
+
+@dataclass(slots=True)
+class Trace:
+    """What happened to one request: the plan, each attempt, the model that answered."""
+
+    plan: Plan
+    attempts: list[Attempt] = field(default_factory=list)
+    served_by: Model | None = None
+
+
+def plan(request: ChatRequest, config: Config) -> Plan:
+    """Choose the targets for ``request``; ``NotFound`` for a model this gearshift lacks."""
+    name = request.model
+    if name in config.routing.auto_aliases:
+        model = config.models[config.routing.default_model]
+        if not model.offered:
+            if not config.offered:
+                raise NotFound(
+                    "No model is offered: no provider has an API key configured.",
+                    param="model",
+                    code="model_not_found",
+                )
+            model = min(config.offered, key=lambda m: m.spec.price_in + m.spec.price_out)
+        return Plan(requested=name, tier=model.tier, targets=[model], reason="default-model")
+    model_or_none = config.models.get(name)
+    if model_or_none is None:
+        raise NotFound(
+            f"The model `{name}` does not exist or you do not have access to it. "
+            "GET /v1/models lists the models this gearshift offers.",
+            param="model",
+            code="model_not_found",
+        )
+    if not model_or_none.offered:
+        raise NotFound(
+            f"The model `{name}` is not offered: {model_or_none.why_not}.",
+            param="model",
+            code="model_not_found",
+        )
+    return Plan(
+        requested=name, tier=model_or_none.tier, targets=[model_or_none], reason="requested-model"
+    )
+
+
+class Router:
+    """Runs plans against the upstream pool."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self._upstream = upstream
+
+    async def complete(self, request: ChatRequest, trace: Trace) -> Completion:
+        """A non-streaming answer from the first target that gives one."""
+        last: UpstreamError | None = None
+        for model in trace.plan.targets:
+            adapter = REGISTRY[model.provider.kind]
+            try:
+                reply = await self._upstream.post(
+                    model.provider, adapter.encode_request(request, model)
+                )
+                if reply.status != 200:
+                    raise adapter.decode_error(
+                        reply.status, reply.headers, reply.body, model.provider
+                    )
+                completion = adapter.decode_response(reply.body, model.provider)
+            except UpstreamError as exc:
+                _record(trace, model, exc)
+                if not exc.retryable:
+                    raise
+                last = exc
+                continue
+            _record(trace, model, None)
+            return completion
+        assert last is not None, "a plan always has at least one target"
+        raise last
+
+    async def open_stream(self, request: ChatRequest, trace: Trace) -> Streaming:
+        """An upstream stream that answered 200, from the first target that gives one."""
+        last: UpstreamError | None = None
+        for model in trace.plan.targets:
+            adapter = REGISTRY[model.provider.kind]
+            try:
+                stream = await self._upstream.open_stream(
+                    model.provider, adapter.encode_request(request, model)
+                )
+                if stream.status != 200:
+                    try:
+                        body = await stream.read_error_body()
+                    finally:
+                        stream.close()
+                    raise adapter.decode_error(stream.status, stream.headers, body, model.provider)
+            except UpstreamError as exc:
+                _record(trace, model, exc)
+                if not exc.retryable:
+                    raise
+                last = exc
+                continue
+            _record(trace, model, None)
+            return Streaming(stream, adapter.stream_decoder(request, model), model)
+        assert last is not None, "a plan always has at least one target"
+        raise last
+
+
+def _record(trace: Trace, model: Model, error: GearshiftError | None) -> None:
+    if error is None:
+        trace.served_by = model
+        trace.attempts.append(Attempt(model.name, model.provider.name, "ok", 200))
+    else:
+        status = error.upstream_status if isinstance(error, UpstreamError) else None
+        trace.attempts.append(
+            Attempt(model.name, model.provider.name, type(error).__name__, status)
+        )
+
+
+class Streaming:
+    """A started stream: client-ready bytes from ``pieces()``; ``close()`` in a finally.
+
+    The stream contract: whatever happens after the first byte, the client's stream ends
+    either with the provider's own terminator or with an explicit ``data: {"error": …}``.
+    """
+
+    __slots__ = ("_decoder", "_stream", "model")
+
+    def __init__(self, stream: UpstreamStream, decoder: StreamDecoder, model: Model) -> None:
+        self._stream = stream
+        self._decoder = decoder
+        self.model = model
+
+    @property
+    def state(self) -> StreamState:
+        return self._decoder.state
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        framer = sse.Framer()
+        state = self._decoder.state
+        try:
+            async for data in self._stream.chunks():
+                out = b"".join([self._decoder.feed(event) for event in framer.feed(data)])
+                if out:
+                    yield out
+                if state.error is not None and not state.error_sent:
+                    yield error_event(state.error)
+                    return
+        except UpstreamError as exc:
+            yield error_event(exc)
+            return
+        if state.error is None and not state.finished:
+            yield error_event(
+                ProtocolError(
+                    f"Provider {self.model.provider.name!r} ended the stream before it was "
+                    "complete; the answer above is truncated.",
+                    provider=self.model.provider.name,
+                    code="stream_truncated",
+                )
+            )
+
+    def close(self) -> None:
+        self._stream.close()

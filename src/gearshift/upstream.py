@@ -1,0 +1,160 @@
+"""Upstream I/O: one pooled ``aiohttp.ClientSession`` per provider, and the one place where
+aiohttp's exceptions become gearshift errors.
+
+Nothing here parses a provider's JSON: callers get the status, headers and bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from gearshift.config import Provider
+from gearshift.errors import (
+    ConnectError,
+    GearshiftError,
+    ProtocolError,
+    Timeout,
+    Unavailable,
+    UpstreamError,
+)
+from gearshift.providers import Outbound
+
+# An error body larger than this is cut: it is read only to build a message.
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A whole (non-streaming) upstream answer."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@contextmanager
+def translated(provider: str, phase: str) -> Iterator[None]:
+    """Turn aiohttp/asyncio failures into gearshift's taxonomy; ``phase`` goes in the message."""
+    try:
+        yield
+    except GearshiftError:
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise Timeout(f"Provider {provider!r} timed out ({phase}).", provider=provider) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectError(
+            f"Cannot connect to provider {provider!r}: {exc.strerror or type(exc).__name__}.",
+            provider=provider,
+        ) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise ProtocolError(
+            f"Provider {provider!r} cut the connection or sent a malformed body ({phase}).",
+            provider=provider,
+        ) from exc
+    except (aiohttp.ClientError, ConnectionError) as exc:
+        raise Unavailable(
+            f"Connection to provider {provider!r} failed ({phase}): {type(exc).__name__}.",
+            provider=provider,
+        ) from exc
+
+
+class UpstreamStream:
+    """An open streaming response. Iterate ``chunks()``; always ``close()`` when done."""
+
+    __slots__ = ("_provider", "_response")
+
+    def __init__(self, provider: str, response: aiohttp.ClientResponse) -> None:
+        self._provider = provider
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    async def read_error_body(self) -> bytes:
+        with translated(self._provider, "reading an error body"):
+            return await self._response.content.read(_ERROR_BODY_LIMIT)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive; raises ``UpstreamError`` on a cut or an idle timeout."""
+        content = self._response.content
+        while True:
+            with translated(self._provider, "streaming"):
+                data = await content.readany()
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        """Drop the upstream connection (a stream not read to its end cannot be reused)."""
+        if not self._response.closed:
+            if self._response.content.at_eof():
+                self._response.release()
+            else:
+                self._response.close()
+
+
+class Upstream:
+    """The pooled sessions, one per provider, created in ``start`` and closed in ``close``."""
+
+    def __init__(self, providers: Mapping[str, Provider]) -> None:
+        self._providers = dict(providers)
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    async def start(self) -> None:
+        for name, provider in self._providers.items():
+            t = provider.timeouts
+            connector = aiohttp.TCPConnector(
+                limit=provider.spec.max_connections,
+                limit_per_host=0,
+                ttl_dns_cache=300,
+                keepalive_timeout=30,
+            )
+            self._sessions[name] = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect),
+                auto_decompress=True,
+                trust_env=False,
+            )
+
+    async def close(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        await asyncio.gather(*(s.close() for s in sessions.values()), return_exceptions=True)
+
+    def _session(self, provider: Provider) -> aiohttp.ClientSession:
+        return self._sessions[provider.name]
+
+    async def post(self, provider: Provider, out: Outbound) -> Reply:
+        """Send a non-streaming request and read the whole answer (bounded by ``total``)."""
+        with translated(provider.name, "request"):
+            async with self._session(provider).post(
+                out.url, data=out.body, headers=out.headers
+            ) as response:
+                body = await response.read()
+                return Reply(response.status, response.headers, body)
+
+    async def open_stream(self, provider: Provider, out: Outbound) -> UpstreamStream:
+        """Send a streaming request; return once the response headers are in.
+
+        ``first_byte`` bounds the wait for headers, ``idle`` every later read.
+        """
+        t = provider.timeouts
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.idle)
+        with translated(provider.name, "waiting for the first byte"):
+            async with asyncio.timeout(t.first_byte):
+                response = await self._session(provider).post(
+                    out.url, data=out.body, headers=out.headers, timeout=timeout
+                )
+        return UpstreamStream(provider.name, response)
+
+
+__all__ = ["Reply", "Upstream", "UpstreamError", "UpstreamStream", "translated"]

@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gearshift import errors
+from gearshift.config import load
+from gearshift.providers import openai
+from gearshift.request import parse_chat
+
+CONFIG = load(None, environ={"OPENAI_API_KEY": "sk-test-abcdef123456"})
+MINI = CONFIG.models["gpt-4o-mini"]
+PROVIDER = MINI.provider
+
+
+def _chat(**extra: object):
+    return parse_chat(
+        orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}], **extra})
+    )
+
+
+def test_encode_rewrites_only_the_model() -> None:
+    chat = _chat(temperature=0.3, logit_bias={"50256": -100}, custom={"x": [1, 2.5]})
+    out = openai.encode_request(chat, MINI)
+    body = orjson.loads(out.body)
+    assert body == {**chat.body, "model": "gpt-4o-mini"}
+    assert chat.body["model"] == "auto", "the inbound request is not mutated"
+    assert out.url == "https://api.openai.com/v1/chat/completions"
+    assert out.headers["authorization"] == "Bearer sk-test-abcdef123456"
+
+
+def test_stream_asks_upstream_for_usage_without_touching_other_options() -> None:
+    body = orjson.loads(openai.encode_request(_chat(stream=True), MINI).body)
+    assert body["stream_options"] == {"include_usage": True}
+    chat = _chat(stream=True, stream_options={"include_obfuscation": False})
+    body = orjson.loads(openai.encode_request(chat, MINI).body)
+    assert body["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert "include_usage" not in chat.body["stream_options"]
+
+
+def test_azure_style_auth_header_and_query() -> None:
+    from gearshift.config import decode, resolve
+
+    raw = decode(
+        b"""
+        use_default_catalog = false
+        [[providers]]
+        name = "azure"
+        kind = "openai"
+        base_url = "https://res.openai.azure.com/openai/deployments/gpt4o"
+        api_key = "env:AZ"
+        auth_header = "api-key"
+        query = { "api-version" = "2024-10-21" }
+        [[models]]
+        name = "gpt-4o"
+        provider = "azure"
+        tier = "frontier"
+        price_in = 2.5
+        price_out = 10
+        [routing]
+        default_model = "gpt-4o"
+        """,
+        source="t",
+    )
+    model = resolve(raw, source="t", environ={"AZ": "azkey"}).models["gpt-4o"]
+    out = openai.encode_request(_chat(), model)
+    assert out.url.endswith("/deployments/gpt4o/chat/completions?api-version=2024-10-21")
+    assert out.headers["api-key"] == "azkey"
+    assert "authorization" not in out.headers
+
+
+CHUNK = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
+USAGE = (
+    b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,'
+    b'"total_tokens":4}}\n\n'
+)
+DONE = b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("client_wants_usage", [True, False])
+def test_pass_through_forwards_bytes_and_handles_the_usage_chunk(
+    client_wants_usage: bool,
+) -> None:
+    options = {"stream_options": {"include_usage": True}} if client_wants_usage else {}
+    decoder = openai.stream_decoder(_chat(stream=True, **options), MINI)
+    out = [decoder.feed(e) for e in (CHUNK, USAGE, DONE)]
+    assert out[0] is CHUNK
+    assert out[1] == (USAGE if client_wants_usage else b"")
+    assert out[2] == DONE
+    assert decoder.state.usage == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    assert decoder.state.finished
+
+
+def test_pass_through_flags_malformed_and_error_events() -> None:
+    decoder = openai.stream_decoder(_chat(stream=True), MINI)
+    assert decoder.feed(b"data: {not json\n\n") == b""
+    assert isinstance(decoder.state.error, errors.ProtocolError)
+    assert not decoder.state.error_sent
+
+    decoder = openai.stream_decoder(_chat(stream=True), MINI)
+    event = b'data: {"error":{"message":"boom","type":"server_error"}}\n\n'
+    assert decoder.feed(event) == event
+    assert decoder.state.error is not None
+    assert decoder.state.error_sent
+    assert decoder.feed(b": keep-alive\n\n") == b": keep-alive\n\n"
+
+
+@pytest.mark.parametrize(
+    ("status", "cls", "client_status", "retryable"),
+    [
+        (400, errors.Rejected, 400, False),
+        (401, errors.Rejected, 401, False),
+        (403, errors.Rejected, 403, False),
+        (404, errors.Rejected, 404, False),
+        (408, errors.Timeout, 504, True),
+        (413, errors.Rejected, 413, False),
+        (422, errors.Rejected, 422, False),
+        (429, errors.RateLimited, 429, True),
+        (500, errors.Unavailable, 502, True),
+        (502, errors.Unavailable, 502, True),
+        (503, errors.Unavailable, 503, True),
+        (504, errors.Timeout, 504, True),
+        (529, errors.Unavailable, 503, True),
+    ],
+)
+def test_decode_error_maps_status(
+    status: int, cls: type, client_status: int, retryable: bool
+) -> None:
+    body = orjson.dumps({"error": {"message": "m", "type": "t", "param": "p", "code": "c"}})
+    error = openai.decode_error(status, {}, body, PROVIDER)
+    assert type(error) is cls
+    assert (error.status, error.retryable, error.upstream_status) == (
+        client_status,
+        retryable,
+        status,
+    )
+
+
+def test_decode_error_keeps_code_and_retry_after_and_reads_flat_errors() -> None:
+    body = orjson.dumps(
+        {
+            "error": {
+                "message": "too long",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        }
+    )
+    error = openai.decode_error(400, {}, body, PROVIDER)
+    assert (error.code, error.param, error.message) == (
+        "context_length_exceeded",
+        "messages",
+        "too long",
+    )
+    error = openai.decode_error(
+        429, {"retry-after-ms": "1500", "retry-after": "9"}, b"{}", PROVIDER
+    )
+    assert error.retry_after == 1.5
+    assert error.headers() == {"retry-after": "2"}
+    flat = orjson.dumps(
+        {"object": "error", "message": "bad", "type": "BadRequestError", "param": None, "code": 400}
+    )
+    assert openai.decode_error(400, {}, flat, PROVIDER).message == "bad"
+    assert "HTTP 500" in openai.decode_error(500, {}, b"<html>oops</html>", PROVIDER).message
+
+
+def test_upstream_auth_errors_never_echo_the_key() -> None:
+    body = orjson.dumps(
+        {
+            "error": {
+                "message": "Incorrect API key provided: sk-test-***3456.",
+                "code": "invalid_api_key",
+            }
+        }
+    )
+    error = openai.decode_error(401, {}, body, PROVIDER)
+    assert "sk-" not in error.message
+    assert "3456" not in error.message
+    body = orjson.dumps({"error": {"message": "key sk-proj-abcdefgh1234 is odd"}})
+    assert "sk-proj" not in openai.decode_error(400, {}, body, PROVIDER).message
+
+
+def test_decode_response_rejects_non_json() -> None:
+    with pytest.raises(errors.ProtocolError):
+        openai.decode_response(b'{"id": "x", "choices": [', PROVIDER)
+    with pytest.raises(errors.ProtocolError):
+        openai.decode_response(b'{"id": "x"}', PROVIDER)
+    body = b'{"choices":[],"usage":{"prompt_tokens":1}}'
+    assert openai.decode_response(body, PROVIDER).usage == {"prompt_tokens": 1}
