@@ -1,0 +1,250 @@
+"""The aiohttp application: handlers, middlewares (errors, request id, auth), and the
+upstream pool's lifetime. No routing or translation logic lives here.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from gearshift import route
+from gearshift.config import Config
+from gearshift.errors import (
+    GearshiftError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
+from gearshift.request import ChatRequest, parse_chat
+from gearshift.upstream import Upstream
+
+log = logging.getLogger("gearshift")
+
+CONFIG = web.AppKey("config", Config)
+UPSTREAM = web.AppKey("upstream", Upstream)
+ROUTER = web.AppKey("router", route.Router)
+REQUEST_ID = web.RequestKey("request_id", str)
+
+_OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(error: GearshiftError, headers: dict[str, str] | None = None) -> web.Response:
+    """The one way an error leaves gearshift: OpenAI's JSON shape with the right status."""
+    all_headers = error.headers()
+    if headers:
+        all_headers.update(headers)
+    return web.Response(
+        status=error.status, body=error.body(), content_type="application/json", headers=all_headers
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes an OpenAI-shaped error; nothing leaks a traceback."""
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except GearshiftError as exc:
+        response = error_response(exc)
+    except web.HTTPRequestEntityTooLarge:
+        response = error_response(_too_large(request.app[CONFIG]))
+    except web.HTTPNotFound:
+        response = error_response(
+            NotFound(f"Unknown path: {request.method} {request.path}", code="unknown_url")
+        )
+    except web.HTTPMethodNotAllowed:
+        response = error_response(
+            MethodNotAllowed(
+                f"Method {request.method} is not allowed on {request.path}.",
+                code="method_not_allowed",
+            )
+        )
+    except web.HTTPException as exc:
+        response = error_response(GearshiftError(exc.reason, status=exc.status))
+    except Exception:  # the last resort: log it, and still answer in the client's format
+        log.exception(
+            "unhandled error on %s %s (request %s)", request.method, request.path, request_id
+        )
+        response = error_response(
+            GearshiftError("Internal error in gearshift.", code="internal_error")
+        )
+    if not response.prepared:
+        response.headers["x-request-id"] = request_id
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Proxy keys, when configured: ``Authorization: Bearer`` or ``x-api-key``."""
+    keys = request.app[CONFIG].proxy_keys
+    if keys and request.path not in _OPEN_PATHS:
+        offered = _presented_key(request).encode()
+        # Compare against every key, whatever matched: the time taken says nothing.
+        ok = False
+        for key in keys:
+            ok |= hmac.compare_digest(offered, key.reveal().encode())
+        if not ok:
+            raise Unauthorized(
+                "Incorrect or missing API key for gearshift. Send it as "
+                "'Authorization: Bearer <key>'.",
+                code="invalid_api_key",
+            )
+    return await handler(request)
+
+
+def _presented_key(request: web.Request) -> str:
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key", "")
+
+
+def _too_large(config: Config) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body is larger than gearshift's limit of "
+        f"{config.server.max_body_bytes} bytes.",
+        code="request_too_large",
+    )
+
+
+def _decision_headers(trace: route.Trace) -> dict[str, str]:
+    model = trace.served_by or trace.plan.targets[0]
+    return {
+        "x-gearshift-model": model.name,
+        "x-gearshift-provider": model.provider.name,
+        "x-gearshift-tier": trace.plan.tier,
+        "x-gearshift-reason": trace.plan.reason,
+        "x-gearshift-attempts": str(len(trace.attempts)),
+    }
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    if (request.content_length or 0) > config.server.max_body_bytes:
+        raise _too_large(config)
+    chat = parse_chat(await request.read())
+    trace = route.Trace(route.plan(chat, config))
+    router = request.app[ROUTER]
+    started = time.perf_counter()
+    try:
+        if chat.stream:
+            return await _stream(request, router, chat, trace)
+        completion = await router.complete(chat, trace)
+    except GearshiftError as exc:
+        return error_response(exc, _decision_headers(trace))
+    finally:
+        log.debug(
+            "request %s %s -> %s in %.1f ms",
+            request[REQUEST_ID],
+            chat.model,
+            [a.outcome for a in trace.attempts],
+            (time.perf_counter() - started) * 1e3,
+        )
+    return web.Response(
+        body=completion.body, content_type="application/json", headers=_decision_headers(trace)
+    )
+
+
+async def _stream(
+    request: web.Request, router: route.Router, chat: ChatRequest, trace: route.Trace
+) -> web.StreamResponse:
+    streaming = await router.open_stream(chat, trace)
+    try:
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+                "x-request-id": request[REQUEST_ID],
+                **_decision_headers(trace),
+            },
+        )
+        await response.prepare(request)
+        async for piece in streaming.pieces():
+            await response.write(piece)
+        await response.write_eof()
+        return response
+    finally:
+        # Reached on success, on a client disconnect (write fails or the handler is
+        # cancelled) and on any error: the upstream call never outlives the client.
+        streaming.close()
+
+
+async def list_models(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    data = [_model_object(alias) for alias in config.routing.auto_aliases if config.offered]
+    data += [_model_object(m.name, m.provider.name) for m in config.offered]
+    return _json({"object": "list", "data": data})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    name = request.match_info["name"]
+    if name in config.routing.auto_aliases and config.offered:
+        return _json(_model_object(name))
+    model = config.models.get(name)
+    if model is None or not model.offered:
+        raise NotFound(
+            f"The model `{name}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    return _json(_model_object(model.name, model.provider.name))
+
+
+def _model_object(name: str, owner: str = "gearshift") -> dict[str, object]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    if not config.offered:
+        return _json(
+            {"status": "not ready", "reason": "no model is offered: no provider has an API key"},
+            status=503,
+        )
+    return _json({"status": "ready", "models": len(config.offered)})
+
+
+def _json(doc: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
+
+
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    upstream = app[UPSTREAM]
+    await upstream.start()
+    yield
+    await upstream.close()
+
+
+def create_app(config: Config) -> web.Application:
+    """The gearshift app for ``config``; the upstream pool opens and closes with it."""
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware],
+        client_max_size=config.server.max_body_bytes,
+    )
+    upstream = Upstream(config.providers)
+    app[CONFIG] = config
+    app[UPSTREAM] = upstream
+    app[ROUTER] = route.Router(upstream)
+    app.cleanup_ctx.append(_upstream_ctx)
+    for prefix in ("/v1", ""):
+        app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+        app.router.add_get(f"{prefix}/models", list_models)
+        app.router.add_get(f"{prefix}/models/{{name:.+}}", get_model)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,175 @@
+"""``gearshift demo``: gearshift and a mock provider on loopback, a small mixed workload sent
+through the official ``openai`` SDK, and a table of what happened. No API keys needed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from aiohttp import web
+
+from gearshift.app import create_app
+from gearshift.config import load
+from gearshift.mock import MockSettings, start_mock
+from gearshift.providers import REGISTRY
+
+# (requested model, prompt, stream)
+WORKLOAD: list[tuple[str, str, bool]] = [
+    (
+        "auto",
+        "Classify the sentiment of this review as positive or negative: "
+        "'The battery lasts all day and the screen is gorgeous.'",
+        False,
+    ),
+    ("gpt-4o-mini", "Extract the invoice number from: 'Invoice INV-2231, due 2026-12-01'.", False),
+    ("gpt-4o", "Prove that the square root of two is irrational, step by step.", True),
+    ("auto", "Translate 'Where is the train station?' into French.", True),
+    ("gpt-4o", "Review this function for security problems: def run(cmd): os.system(cmd)", False),
+    ("gpt-4o-mini", "Summarize in one sentence: the meeting moved to Thursday at 3pm.", True),
+    ("gpt-5-ultra", "This model does not exist in the catalog.", False),
+]
+
+
+@dataclass(slots=True)
+class Row:
+    requested: str
+    stream: bool
+    status: int
+    model: str
+    provider: str
+    ms: float
+    usage: str
+    answer: str
+
+
+async def _send(client: Any, requested: str, prompt: str, stream: bool) -> Row:
+    import openai
+
+    messages = [{"role": "user", "content": prompt}]
+    started = time.perf_counter()
+    try:
+        if stream:
+            raw = await client.chat.completions.with_raw_response.create(
+                model=requested,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            text, usage = [], None
+            async for chunk in raw.parse():
+                if chunk.choices and chunk.choices[0].delta.content:
+                    text.append(chunk.choices[0].delta.content)
+                usage = chunk.usage or usage
+            answer = "".join(text)
+        else:
+            raw = await client.chat.completions.with_raw_response.create(
+                model=requested, messages=messages
+            )
+            completion = raw.parse()
+            answer, usage = completion.choices[0].message.content or "", completion.usage
+    except openai.APIStatusError as exc:
+        ms = (time.perf_counter() - started) * 1e3
+        return Row(
+            requested,
+            stream,
+            exc.status_code,
+            "-",
+            "-",
+            ms,
+            "-",
+            f"error: {exc.body.get('message') if isinstance(exc.body, dict) else exc}",
+        )
+    ms = (time.perf_counter() - started) * 1e3
+    tokens = f"{usage.prompt_tokens}/{usage.completion_tokens}" if usage else "?"
+    return Row(
+        requested,
+        stream,
+        raw.http_response.status_code,
+        raw.headers.get("x-gearshift-model", "?"),
+        raw.headers.get("x-gearshift-provider", "?"),
+        ms,
+        tokens,
+        answer,
+    )
+
+
+def _print_table(rows: list[Row], out: TextIO) -> None:
+    head = (
+        "#",
+        "requested",
+        "stream",
+        "status",
+        "served by",
+        "provider",
+        "ms",
+        "tok in/out",
+        "answer",
+    )
+    cells = [head] + [
+        (
+            str(i),
+            r.requested,
+            "yes" if r.stream else "no",
+            str(r.status),
+            r.model,
+            r.provider,
+            f"{r.ms:.1f}",
+            r.usage,
+            r.answer[:60] + ("…" if len(r.answer) > 60 else ""),
+        )
+        for i, r in enumerate(rows, 1)
+    ]
+    widths = [max(len(row[c]) for row in cells) for c in range(len(head))]
+    for n, row in enumerate(cells):
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        out.write("\n")
+        if n == 0:
+            out.write("  ".join("-" * w for w in widths) + "\n")
+
+
+async def run_demo(out: TextIO = sys.stdout) -> int:
+    """Run the demo; 0 when every request behaved as expected."""
+    try:
+        from openai import AsyncOpenAI
+    except ImportError:
+        out.write("gearshift demo needs the openai SDK: pip install 'gearshift[demo]'\n")
+        return 2
+    mock_runner, mock_port = await start_mock(
+        settings=MockSettings(latency_ms=30, chunk_delay_ms=3, chunk_words=2)
+    )
+    environ = {
+        "OPENAI_API_KEY": "mock-key",
+        "GEARSHIFT_OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
+    }
+    config = load(None, environ=environ, kinds=REGISTRY.keys())
+    runner = web.AppRunner(create_app(config), access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    out.write(
+        f"mock OpenAI upstream on 127.0.0.1:{mock_port} (30 ms per answer); "
+        f"gearshift on 127.0.0.1:{port}\n"
+    )
+    out.write("offered: " + ", ".join(m.name for m in config.offered) + "\n")
+    for model in config.models.values():
+        if not model.offered:
+            out.write(f"not offered: {model.name} ({model.why_not})\n")
+    out.write("\n")
+    client = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo", max_retries=0)
+    try:
+        rows = [await _send(client, *job) for job in WORKLOAD]
+    finally:
+        await client.close()
+        await runner.cleanup()
+        await mock_runner.cleanup()
+    _print_table(rows, out)
+    ok = sum(r.status == 200 for r in rows)
+    out.write(
+        f"\n{ok} of {len(rows)} answered; the unknown model got an OpenAI-shaped 404, "
+        "as a client expects.\n"
+    )
+    return 0 if ok == len(rows) - 1 and rows[-1].status == 404 else 1

@@ -1,0 +1,63 @@
+"""Shared fixtures: the mock OpenAI upstream and gearshift on real loopback servers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gearshift.app import create_app
+from gearshift.config import Config, decode, load, resolve
+from gearshift.mock import MOCK_STATE, MockState, create_mock_app
+from gearshift.providers import REGISTRY
+
+MakeConfig = Callable[..., Config]
+
+
+@pytest.fixture
+async def mock_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
+    """A fake OpenAI on loopback, speaking the real wire format."""
+    return await aiohttp_server(create_mock_app())
+
+
+@pytest.fixture
+def mock_state(mock_upstream: TestServer) -> MockState:
+    return mock_upstream.app[MOCK_STATE]
+
+
+@pytest.fixture
+def make_config(mock_upstream: TestServer) -> MakeConfig:
+    """Config builder: default catalog, OpenAI pointed at the mock, optional TOML on top."""
+
+    def build(toml: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+        env = {
+            "OPENAI_API_KEY": "sk-test-provider-key-0123456789",
+            "GEARSHIFT_OPENAI_BASE_URL": str(mock_upstream.make_url("/v1")),
+            **(environ or {}),
+        }
+        if toml is None:
+            return load(None, environ=env, kinds=REGISTRY.keys())
+        raw = decode(toml.encode(), source="test.toml")
+        return resolve(raw, source="test.toml", environ=env, kinds=REGISTRY.keys())
+
+    return build
+
+
+@pytest.fixture
+async def gateway(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], make_config: MakeConfig
+) -> TestClient:
+    """A gearshift app (real server on loopback) in front of the mock upstream."""
+    return await aiohttp_client(create_app(make_config()))
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port with nothing listening on it."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port

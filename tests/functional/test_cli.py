@@ -1,0 +1,127 @@
+"""The ``gearshift`` command as a user runs it: real processes, real ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+GEARSHIFT = [sys.executable, "-m", "gearshift"]
+
+
+async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *GEARSHIFT,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def _wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
+    """Poll readiness until the server answers; fail at once if the process died."""
+    async with aiohttp.ClientSession() as session, asyncio.timeout(20):
+        while True:
+            if proc.returncode is not None:
+                raise AssertionError(f"gearshift exited with {proc.returncode}")
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)  # a poll interval, not a wait for the server
+
+
+@pytest.fixture
+async def served(
+    mock_upstream: TestServer, unused_port: int
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": "sk-cli-test-key",
+        "GEARSHIFT_OPENAI_BASE_URL": str(mock_upstream.make_url("/v1")),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        *GEARSHIFT,
+        "serve",
+        "--port",
+        str(unused_port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{unused_port}"
+    try:
+        await _wait_ready(base + "/readyz", proc)
+        yield proc, base
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_serve_answers_and_stops_cleanly_on_sigterm(
+    served: tuple[asyncio.subprocess.Process, str],
+) -> None:
+    proc, base = served
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(base + "/v1/chat/completions", json=body) as resp,
+    ):
+        assert resp.status == 200
+        assert resp.headers["x-gearshift-model"] == "gpt-4o-mini"
+        assert (await resp.json())["object"] == "chat.completion"
+    proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        _, err = await proc.communicate()
+    assert proc.returncode == 0
+    text = err.decode()
+    assert "listening on http://127.0.0.1" in text
+    assert "sk-cli-test-key" not in text
+    assert "Traceback" not in text
+
+
+async def test_serve_refuses_a_public_bind_without_proxy_keys() -> None:
+    code, _, err = await _run(
+        "serve", "--host", "0.0.0.0", "--port", "1", env={"GEARSHIFT_API_KEYS": ""}
+    )
+    assert code == 2
+    assert "--insecure-no-auth" in err
+
+
+async def test_serve_reports_config_errors(tmp_path: object) -> None:
+    import pathlib
+
+    assert isinstance(tmp_path, pathlib.Path)
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        "[[models]]\nname = 'x'\nprovider = 'openai'\ntier = 'light'\n"
+        "price_in = 'cheap'\nprice_out = 1\n"
+    )
+    code, _, err = await _run("serve", "--config", str(path))
+    assert code == 2
+    assert "$.models[0].price_in" in err
+    assert "Traceback" not in err
+
+
+async def test_demo_runs_end_to_end_with_no_keys() -> None:
+    env = {"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": "", "GEMINI_API_KEY": ""}
+    code, out, err = await _run("demo", env=env)
+    assert code == 0, err
+    assert "served by" in out
+    assert "gpt-4o-mini" in out
+    assert "6 of 7 answered" in out
+    assert "Traceback" not in err
