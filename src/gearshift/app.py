@@ -4,6 +4,7 @@ upstream pool's lifetime. No routing or translation logic lives here.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import time
@@ -28,6 +29,7 @@ from gearshift.upstream import Upstream
 log = logging.getLogger("gearshift")
 
 CONFIG = web.AppKey("config", Config)
+KEY_DIGESTS = web.AppKey("key_digests", tuple)
 UPSTREAM = web.AppKey("upstream", Upstream)
 ROUTER = web.AppKey("router", route.Router)
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -61,12 +63,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = error_response(
             NotFound(f"Unknown path: {request.method} {request.path}", code="unknown_url")
         )
-    except web.HTTPMethodNotAllowed:
+    except web.HTTPMethodNotAllowed as exc:
         response = error_response(
             MethodNotAllowed(
                 f"Method {request.method} is not allowed on {request.path}.",
                 code="method_not_allowed",
-            )
+            ),
+            {"allow": ", ".join(sorted(exc.allowed_methods))},
         )
     except web.HTTPException as exc:
         response = error_response(GearshiftError(exc.reason, status=exc.status))
@@ -85,13 +88,15 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Proxy keys, when configured: ``Authorization: Bearer`` or ``x-api-key``."""
-    keys = request.app[CONFIG].proxy_keys
-    if keys and request.path not in _OPEN_PATHS:
-        offered = _presented_key(request).encode()
-        # Compare against every key, whatever matched: the time taken says nothing.
+    digests = request.app[KEY_DIGESTS]
+    if digests and request.path not in _OPEN_PATHS:
+        # Fixed-length digests, every key compared whatever matched: neither the time taken
+        # nor an early length mismatch says anything about the keys.
+        offered = hashlib.sha256(_presented_key(request).encode("utf-8", "surrogateescape"))
+        presented = offered.digest()
         ok = False
-        for key in keys:
-            ok |= hmac.compare_digest(offered, key.reveal().encode())
+        for digest in digests:
+            ok |= hmac.compare_digest(presented, digest)
         if not ok:
             raise Unauthorized(
                 "Incorrect or missing API key for gearshift. Send it as "
@@ -124,7 +129,7 @@ def _decision_headers(trace: route.Trace) -> dict[str, str]:
         "x-gearshift-tier": trace.plan.tier,
         "x-gearshift-reason": trace.plan.reason,
         "x-gearshift-attempts": str(len(trace.attempts)),
-    }
+    } | ({"x-upstream-request-id": trace.upstream_request_id} if trace.upstream_request_id else {})
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -142,13 +147,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except GearshiftError as exc:
         return error_response(exc, _decision_headers(trace))
     finally:
-        log.debug(
-            "request %s %s -> %s in %.1f ms",
-            request[REQUEST_ID],
-            chat.model,
-            [a.outcome for a in trace.attempts],
-            (time.perf_counter() - started) * 1e3,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request %s %s -> %s in %.1f ms",
+                request[REQUEST_ID],
+                chat.model,
+                [a.outcome for a in trace.attempts],
+                (time.perf_counter() - started) * 1e3,
+            )
     return web.Response(
         body=completion.body, content_type="application/json", headers=_decision_headers(trace)
     )
@@ -172,11 +178,14 @@ async def _stream(
         async for piece in streaming.pieces():
             await response.write(piece)
         await response.write_eof()
-        return response
+    except ConnectionResetError:
+        # The client went away mid-stream: nobody to answer; the finally drops upstream.
+        log.debug("request %s: client disconnected mid-stream", request[REQUEST_ID])
     finally:
         # Reached on success, on a client disconnect (write fails or the handler is
         # cancelled) and on any error: the upstream call never outlives the client.
         streaming.close()
+    return response
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -236,8 +245,11 @@ def create_app(config: Config) -> web.Application:
         middlewares=[errors_middleware, auth_middleware],
         client_max_size=config.server.max_body_bytes,
     )
-    upstream = Upstream(config.providers)
+    upstream = Upstream(config.providers, config.server.max_response_bytes)
     app[CONFIG] = config
+    app[KEY_DIGESTS] = tuple(
+        hashlib.sha256(k.reveal().encode()).digest() for k in config.proxy_keys
+    )
     app[UPSTREAM] = upstream
     app[ROUTER] = route.Router(upstream)
     app.cleanup_ctx.append(_upstream_ctx)

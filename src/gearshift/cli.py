@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -47,8 +48,6 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from gearshift.app import create_app
 
     config = _load(args.config)
@@ -67,8 +66,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for model in config.models.values():
         if not model.offered:
             log.info("model %s not offered: %s", model.name, model.why_not)
+    try:
+        _run(create_app(config), host, port, config)
+    except OSError as exc:
+        print(f"gearshift: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(app: Any, host: str, port: int, config: Config) -> None:
+    from aiohttp import web
+
     web.run_app(
-        create_app(config),
+        app,
         host=host,
         port=port,
         access_log=None,
@@ -83,7 +93,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             config.source,
         ),
     )
-    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -118,6 +127,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         loop.close()
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gearshift",
@@ -133,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the proxy")
     serve.add_argument("--config", help="TOML or YAML config file (default: embedded catalog)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind (default 8787)")
+    serve.add_argument("--port", type=_port, help="port to bind (default 8787)")
     serve.add_argument(
         "--insecure-no-auth",
         action="store_true",
@@ -147,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     mock = sub.add_parser("mock-upstream", help="run a fake OpenAI-format upstream")
     mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=9100)
+    mock.add_argument("--port", type=_port, default=9100)
     mock.add_argument(
         "--latency-ms", type=float, default=0.0, help="delay before each answer / first stream byte"
     )

@@ -16,7 +16,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -86,6 +87,7 @@ class OpenAIProviderSpec(ProviderSpec, frozen=True, tag="openai"):
 
     auth_header: Literal["authorization", "api-key"] = "authorization"
     query: dict[str, str] = {}
+    stream_usage: bool = True  # ask for stream_options.include_usage (some servers reject it)
 
 
 class AnthropicProviderSpec(ProviderSpec, frozen=True, tag="anthropic"):
@@ -121,6 +123,7 @@ class ServerSpec(_Strict, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
     max_body_bytes: PositiveInt = 32 * 1024 * 1024
+    max_response_bytes: PositiveInt = 64 * 1024 * 1024  # an upstream answer larger is refused
     api_keys: list[str] = []
 
 
@@ -142,13 +145,17 @@ class ConfigFile(_Strict, frozen=True):
 
 @dataclass(frozen=True, slots=True)
 class Provider:
-    """A resolved provider: final base URL, key (or None) and the kind-specific spec."""
+    """A resolved provider: final base URL, key (or None), extra headers (treated as
+    secrets: never in a repr) and the kind-specific spec with its secrets redacted."""
 
     name: str
     kind: str
     base_url: str
     api_key: Secret | None
     spec: AnyProviderSpec
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Per-adapter values computed once (URL, auth headers), never per request.
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def timeouts(self) -> Timeouts:
@@ -265,11 +272,32 @@ def _secret(ref: str | None, environ: Mapping[str, str]) -> Secret | None:
     return Secret(ref)
 
 
-def _merge(base: list[msgspec.Struct], extra: list[msgspec.Struct]) -> list[msgspec.Struct]:
-    """Entries of ``extra`` replace same-named entries of ``base``; order is kept."""
-    merged = {getattr(item, "name"): item for item in base}  # noqa: B009
-    merged.update({getattr(item, "name"): item for item in extra})  # noqa: B009
+def _merge(base: list[Any], extra: list[Any], where: str, source: str) -> list[tuple[Any, str]]:
+    """Entries of ``extra`` replace same-named entries of ``base`` (order kept). Each entry
+    comes with the place it was written, for error messages."""
+    merged: dict[str, tuple[Any, str]] = {
+        item.name: (item, f"<default catalog>: $.{where}[{i}]") for i, item in enumerate(base)
+    }
+    seen: set[str] = set()
+    for i, item in enumerate(extra):
+        if item.name in seen:
+            raise ConfigError(f"{source}: $.{where}[{i}].name: {item.name!r} appears twice")
+        seen.add(item.name)
+        merged[item.name] = (item, f"{source}: $.{where}[{i}]")
     return list(merged.values())
+
+
+def _base_url(value: str, where: str) -> str:
+    url = value.strip().rstrip("/")
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"{where}: base_url {value!r} must be an http(s) URL with a host")
+    if parsed.query or parsed.fragment:
+        raise ConfigError(
+            f"{where}: base_url must not carry a query or fragment "
+            "(use `query = {{...}}` for parameters such as api-version)"
+        )
+    return url
 
 
 def _env_name(provider: str) -> str:
@@ -286,37 +314,54 @@ def resolve(
     """Merge ``raw`` over the default catalog (unless it opts out) and resolve references."""
     if raw.use_default_catalog and source != "<default catalog>":
         base = default_catalog()
-        provider_specs = _merge(list(base.providers), list(raw.providers))
-        model_specs = _merge(list(base.models), list(raw.models))
+        provider_specs = _merge(list(base.providers), list(raw.providers), "providers", source)
+        model_specs = _merge(list(base.models), list(raw.models), "models", source)
     else:
-        provider_specs, model_specs = list(raw.providers), list(raw.models)
+        provider_specs = _merge([], list(raw.providers), "providers", source)
+        model_specs = _merge([], list(raw.models), "models", source)
 
     if len(set(raw.routing.tiers)) != len(raw.routing.tiers) or not raw.routing.tiers:
         raise ConfigError(f"{source}: $.routing.tiers must be a non-empty list of unique names")
     ranks = {tier: i for i, tier in enumerate(raw.routing.tiers)}
 
     providers: dict[str, Provider] = {}
-    for spec in provider_specs:
+    env_names: dict[str, str] = {}
+    for spec, where in provider_specs:
         assert isinstance(spec, ProviderSpec)
         env = _env_name(spec.name)
-        base_url = environ.get(f"{env}_BASE_URL") or spec.base_url
+        if env in env_names:
+            raise ConfigError(
+                f"{where}.name: {spec.name!r} and {env_names[env]!r} would "
+                f"share the variable {env}_BASE_URL; rename one"
+            )
+        env_names[env] = spec.name
+        override = environ.get(f"{env}_BASE_URL")
+        base_url = override or spec.base_url
         if not base_url:
             raise ConfigError(
-                f"{source}: provider {spec.name!r} has no base_url (set it or {env}_BASE_URL)"
+                f"{where}: provider {spec.name!r} has no base_url (set it or {env}_BASE_URL)"
             )
-        key_ref = spec.api_key
+        base_url = _base_url(base_url, f"{env}_BASE_URL" if override else f"{where}.base_url")
+        # The stored spec keeps no secret: a literal key and header values are redacted.
+        redacted = msgspec.structs.replace(
+            spec,
+            api_key=spec.api_key
+            if (spec.api_key or "").startswith("env:") or not spec.api_key
+            else "***",
+            headers={name: "***" for name in spec.headers},
+        )
         providers[spec.name] = Provider(
             name=spec.name,
             kind=type(spec).__struct_config__.tag,  # type: ignore[arg-type]
-            base_url=base_url.rstrip("/"),
-            api_key=_secret(key_ref, environ),
-            spec=spec,  # type: ignore[arg-type]
+            base_url=base_url,
+            api_key=_secret(spec.api_key, environ),
+            spec=redacted,  # type: ignore[arg-type]
+            headers=dict(spec.headers),
         )
 
     models: dict[str, Model] = {}
-    for i, mspec in enumerate(model_specs):
+    for mspec, where in model_specs:
         assert isinstance(mspec, ModelSpec)
-        where = f"{source}: $.models[{i}] ({mspec.name!r})"
         provider = providers.get(mspec.provider)
         if provider is None:
             raise ConfigError(f"{where}.provider: unknown provider {mspec.provider!r}")
@@ -351,16 +396,21 @@ def resolve(
         if alias in models:
             raise ConfigError(f"{source}: $.routing.auto_aliases: {alias!r} is also a model name")
 
-    keys = [k.strip() for k in environ.get("GEARSHIFT_API_KEYS", "").split(",") if k.strip()]
-    proxy_keys = tuple(Secret(k) for k in keys) + tuple(
-        s for s in (_secret(ref, environ) for ref in raw.server.api_keys) if s is not None
-    )
+    keys = [
+        Secret(k.strip()) for k in environ.get("GEARSHIFT_API_KEYS", "").split(",") if k.strip()
+    ]
+    for i, ref in enumerate(raw.server.api_keys):
+        secret = _secret(ref, environ)
+        if secret is None:
+            # A missing proxy key must not silently turn authentication off.
+            raise ConfigError(f"{source}: $.server.api_keys[{i}]: {ref!r} is empty or unset")
+        keys.append(secret)
     return Config(
-        server=raw.server,
+        server=msgspec.structs.replace(raw.server, api_keys=["***"] * len(raw.server.api_keys)),
         routing=raw.routing,
         providers=providers,
         models=models,
-        proxy_keys=proxy_keys,
+        proxy_keys=tuple(keys),
         source=source,
         offered=tuple(m for m in models.values() if m.offered),
     )

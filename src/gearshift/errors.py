@@ -191,6 +191,14 @@ def for_upstream_status(
     408/504 → 504 (all retryable); 401/403 → same status, with a message of our own (an
     upstream's auth message may echo part of gearshift's key); other 4xx pass through.
     """
+    if status < 400:
+        # A redirect or an odd 1xx/2xx: gearshift does not follow redirects (they could
+        # carry a provider key elsewhere), so it is a protocol failure.
+        return ProtocolError(
+            f"Provider {provider!r} answered HTTP {status} instead of 200.",
+            provider=provider,
+            upstream_status=status,
+        )
     if status == 429:
         return RateLimited(
             message,
@@ -225,12 +233,16 @@ def for_upstream_status(
     )
 
 
-_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*.]{4,}|AIza[0-9A-Za-z_\-]{10,})")
+_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-*.]{4,}|AIza[0-9A-Za-z_\-]{10,})")
 
 
-def scrub(message: str, limit: int = 1000) -> str:
-    """Upstream text made safe to show: key-like tokens masked, length bounded."""
-    return _KEYLIKE.sub("[redacted]", message[:limit])
+def scrub(message: str, *secrets: str, limit: int = 1000) -> str:
+    """Upstream text made safe to show: the given secrets and key-like tokens masked, length
+    bounded (the secrets are replaced before cutting, so a cut cannot expose a prefix)."""
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "[redacted]")
+    return _KEYLIKE.sub("[redacted]", message)[:limit]
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

@@ -5,6 +5,7 @@ the real OpenAI wire shapes (JSON, SSE chunks, error objects); the ``model`` nam
 ``MockSettings.fail``) picks a misbehaviour from ``BEHAVIOURS``: ``http-<status>`` errors,
 ``hang`` (no answer until the client leaves or the app shuts down), ``garbage`` (non-JSON body
 or SSE event), ``stream-cut`` (connection dropped mid-stream, or before any response),
+``error-first`` (a 200 stream whose only event is an error),
 ``error-event`` (stream ends with an error event and no ``[DONE]``; non-stream: a 200 whose
 body is that error object) and ``slow`` (200 ms extra). Unauthenticated control endpoints
 under ``/_mock/`` change settings, reset state and list the recorded requests.
@@ -76,7 +77,15 @@ _FAILURES: dict[str, tuple[int, Any]] = {
     "http-401": (401, _err(_BAD_KEY, _INVALID, code="invalid_api_key")),
 }
 _FAILURE_HEADERS = {"http-429": {"retry-after": "1", "retry-after-ms": "1000"}}
-BEHAVIOURS: tuple[str, ...] = (*_FAILURES, "hang", "garbage", "stream-cut", "error-event", "slow")
+BEHAVIOURS: tuple[str, ...] = (
+    *_FAILURES,
+    "hang",
+    "garbage",
+    "stream-cut",
+    "error-event",
+    "error-first",
+    "slow",
+)
 """Behaviour names, matched as substrings of ``model`` in this order (first match wins)."""
 
 
@@ -426,7 +435,7 @@ async def _respond(
         if behaviour == "garbage":
             ctype = "application/json"
             return web.Response(body=_GARBAGE_BODY, content_type=ctype, headers=headers)
-        if behaviour == "error-event":
+        if behaviour in ("error-event", "error-first"):
             return _json({"error": _EXPLODED}, headers=headers)
         return _json(_completion(_reply(body, seq, "chat.completion")), headers=headers)
     options = body.get("stream_options")
@@ -439,6 +448,8 @@ async def _respond(
         events = [*role, *(e for s in content[:2] for e in s)]
     elif behaviour == "error-event":
         events = [*role, *(e for s in content[:1] for e in s), _sse({"error": _EXPLODED})]
+    elif behaviour == "error-first":
+        events = [_sse({"error": _EXPLODED})]
     else:
         events = [*role, *(e for s in content for e in s), *finish]
         if with_usage:

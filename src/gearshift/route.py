@@ -9,15 +9,23 @@ retryable failure before any byte reached the client.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 from gearshift import sse
 from gearshift.config import Config, Model
-from gearshift.errors import GearshiftError, NotFound, ProtocolError, UpstreamError, error_event
+from gearshift.errors import (
+    GearshiftError,
+    NotFound,
+    ProtocolError,
+    Unavailable,
+    UpstreamError,
+    error_event,
+)
 from gearshift.providers import REGISTRY, Completion, StreamDecoder, StreamState
 from gearshift.request import ChatRequest
-from gearshift.upstream import Upstream, UpstreamStream
+from gearshift.upstream import Upstream, UpstreamStream, translated
 
 
 @dataclass(slots=True)
@@ -47,6 +55,7 @@ class Trace:
     plan: Plan
     attempts: list[Attempt] = field(default_factory=list)
     served_by: Model | None = None
+    upstream_request_id: str | None = None
 
 
 def plan(request: ChatRequest, config: Config) -> Plan:
@@ -102,6 +111,7 @@ class Router:
                         reply.status, reply.headers, reply.body, model.provider
                     )
                 completion = adapter.decode_response(reply.body, model.provider)
+                trace.upstream_request_id = _request_id(reply.headers)
             except UpstreamError as exc:
                 _record(trace, model, exc)
                 if not exc.retryable:
@@ -134,10 +144,30 @@ class Router:
                     raise
                 last = exc
                 continue
+            streaming = Streaming(stream, adapter.stream_decoder(request, model), model)
+            try:
+                with translated(model.provider.name, "waiting for the first event"):
+                    async with asyncio.timeout(model.provider.timeouts.first_byte):
+                        await streaming.first()
+            except UpstreamError as exc:
+                streaming.close()
+                _record(trace, model, exc)
+                if not exc.retryable:
+                    raise
+                last = exc
+                continue
+            except BaseException:
+                streaming.close()
+                raise
+            trace.upstream_request_id = _request_id(stream.headers)
             _record(trace, model, None)
-            return Streaming(stream, adapter.stream_decoder(request, model), model)
+            return streaming
         assert last is not None, "a plan always has at least one target"
         raise last
+
+
+def _request_id(headers: Mapping[str, str]) -> str | None:
+    return headers.get("x-request-id") or headers.get("request-id")
 
 
 def _record(trace: Trace, model: Model, error: GearshiftError | None) -> None:
@@ -158,40 +188,106 @@ class Streaming:
     either with the provider's own terminator or with an explicit ``data: {"error": …}``.
     """
 
-    __slots__ = ("_decoder", "_stream", "model")
+    __slots__ = (
+        "_chunks",
+        "_decoder",
+        "_eof",
+        "_error_out",
+        "_first",
+        "_framer",
+        "_stream",
+        "model",
+    )
 
     def __init__(self, stream: UpstreamStream, decoder: StreamDecoder, model: Model) -> None:
         self._stream = stream
+        self._chunks = stream.chunks()
         self._decoder = decoder
+        self._framer = sse.Framer()
+        self._first = b""
+        self._error_out = b""
+        self._eof = False
         self.model = model
 
     @property
     def state(self) -> StreamState:
         return self._decoder.state
 
-    async def pieces(self) -> AsyncIterator[bytes]:
-        framer = sse.Framer()
-        state = self._decoder.state
+    def _cut(self, what: str) -> ProtocolError:
+        name = self.model.provider.name
+        return ProtocolError(f"Provider {name!r} {what}.", provider=name, code="stream_truncated")
+
+    async def _next(self) -> bytes | None:
+        """Client bytes from the next upstream read (maybe empty); None once it has ended.
+
+        Events after an error are dropped; the decoder's own rendering of the error (if it
+        has one) is kept in ``_error_out``.
+        """
+        if self._eof:
+            return None
         try:
-            async for data in self._stream.chunks():
-                out = b"".join([self._decoder.feed(event) for event in framer.feed(data)])
+            data = await anext(self._chunks)
+        except StopAsyncIteration:
+            self._eof = True
+            pending = self._framer.pending
+            # A last event without its blank line still counts (some servers end so).
+            if not pending.strip():
+                return None
+            events = [pending + b"\n\n"]
+        else:
+            try:
+                events = self._framer.feed(data)
+            except sse.EventTooLarge:
+                raise self._cut("sent an event too large to be SSE") from None
+        state = self._decoder.state
+        outs: list[bytes] = []
+        for event in events:
+            out = self._decoder.feed(event)
+            if state.error is not None:
+                self._error_out = out if state.error_sent else error_event(state.error)
+                break
+            outs.append(out)
+        return b"".join(outs)
+
+    async def first(self) -> None:
+        """Read up to the first bytes for the client. Before them a failure is still
+        invisible, so it is raised (retryable) for the attempt loop: an error as the first
+        event, or an end before any event."""
+        state = self._decoder.state
+        while True:
+            out = await self._next()
+            if out:
+                self._first = out
+                return
+            if state.error is not None:
+                raise Unavailable(
+                    state.error.message, provider=self.model.provider.name, code=state.error.code
+                )
+            if out is None:
+                raise self._cut("ended the stream before sending anything")
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        state = self._decoder.state
+        if self._first:
+            yield self._first
+        try:
+            while True:
+                if state.error is not None:
+                    yield self._error_out
+                    return
+                if state.finished:
+                    return
+                out = await self._next()
+                if out is None:
+                    break
                 if out:
                     yield out
-                if state.error is not None and not state.error_sent:
-                    yield error_event(state.error)
-                    return
         except UpstreamError as exc:
             yield error_event(exc)
             return
-        if state.error is None and not state.finished:
-            yield error_event(
-                ProtocolError(
-                    f"Provider {self.model.provider.name!r} ended the stream before it was "
-                    "complete; the answer above is truncated.",
-                    provider=self.model.provider.name,
-                    code="stream_truncated",
-                )
-            )
+        yield error_event(
+            self._cut("ended the stream before it was complete; the answer above is truncated")
+        )
 
     def close(self) -> None:
         self._stream.close()

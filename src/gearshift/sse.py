@@ -22,24 +22,37 @@ class Event:
     name: str | None = None
 
 
+class EventTooLarge(ValueError):
+    """An event grew past the framer's limit without ending: not a sane SSE stream."""
+
+
 class Framer:
     """Splits a byte stream into raw events (each with its terminating blank line)."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 8 * 1024 * 1024) -> None:
         self._buf = b""
+        self._limit = limit
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        """Return the events completed by ``chunk``, each ending with its blank line."""
-        buf = self._buf + chunk if self._buf else chunk
+        """Return the events completed by ``chunk``, each ending with its blank line.
+
+        Only the new bytes (and the last three old ones, where a boundary may straddle the
+        chunks) are scanned, so a long event costs linear time; ``EventTooLarge`` past
+        the limit.
+        """
+        old = len(self._buf)
+        buf = self._buf + chunk if old else chunk
         events: list[bytes] = []
         start = 0
-        for match in _BOUNDARY.finditer(buf):
+        for match in _BOUNDARY.finditer(buf, max(0, old - 3)):
             end = match.end()
             events.append(buf[start:end])
             start = end
         self._buf = buf[start:]
+        if len(self._buf) > self._limit:
+            raise EventTooLarge(f"an SSE event exceeded {self._limit} bytes")
         return events
 
     @property

@@ -63,14 +63,37 @@ def translated(provider: str, phase: str) -> Iterator[None]:
         ) from exc
 
 
+async def _read_limited(
+    response: aiohttp.ClientResponse, limit: int, provider: str, *, truncate: bool
+) -> bytes:
+    """The body, up to ``limit`` bytes: cut there (``truncate``) or a ``ProtocolError``."""
+    if not truncate and (response.content_length or 0) > limit:
+        raise ProtocolError(
+            f"Provider {provider!r} sent a response over {limit} bytes.", provider=provider
+        )
+    parts: list[bytes] = []
+    size = 0
+    async for data in response.content.iter_any():
+        parts.append(data)
+        size += len(data)
+        if size >= limit:
+            if not truncate:
+                raise ProtocolError(
+                    f"Provider {provider!r} sent a response over {limit} bytes.", provider=provider
+                )
+            break
+    return b"".join(parts)[:limit]
+
+
 class UpstreamStream:
     """An open streaming response. Iterate ``chunks()``; always ``close()`` when done."""
 
-    __slots__ = ("_provider", "_response")
+    __slots__ = ("_provider", "_response", "_total")
 
-    def __init__(self, provider: str, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, provider: str, response: aiohttp.ClientResponse, total: float) -> None:
         self._provider = provider
         self._response = response
+        self._total = total
 
     @property
     def status(self) -> int:
@@ -82,14 +105,19 @@ class UpstreamStream:
 
     async def read_error_body(self) -> bytes:
         with translated(self._provider, "reading an error body"):
-            return await self._response.content.read(_ERROR_BODY_LIMIT)
+            return await _read_limited(
+                self._response, _ERROR_BODY_LIMIT, self._provider, truncate=True
+            )
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; raises ``UpstreamError`` on a cut or an idle timeout."""
+        """Body bytes as they arrive; raises ``UpstreamError`` on a cut, on an idle gap
+        longer than ``idle`` and when the whole stream outlasts ``total``."""
         content = self._response.content
+        deadline = asyncio.get_running_loop().time() + self._total
         while True:
             with translated(self._provider, "streaming"):
-                data = await content.readany()
+                async with asyncio.timeout_at(deadline):
+                    data = await content.readany()
             if not data:
                 return
             yield data
@@ -106,8 +134,11 @@ class UpstreamStream:
 class Upstream:
     """The pooled sessions, one per provider, created in ``start`` and closed in ``close``."""
 
-    def __init__(self, providers: Mapping[str, Provider]) -> None:
+    def __init__(
+        self, providers: Mapping[str, Provider], max_response_bytes: int = 64 * 1024 * 1024
+    ) -> None:
         self._providers = dict(providers)
+        self._max_response = max_response_bytes
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     async def start(self) -> None:
@@ -137,9 +168,12 @@ class Upstream:
         """Send a non-streaming request and read the whole answer (bounded by ``total``)."""
         with translated(provider.name, "request"):
             async with self._session(provider).post(
-                out.url, data=out.body, headers=out.headers
+                out.url, data=out.body, headers=out.headers, allow_redirects=False
             ) as response:
-                body = await response.read()
+                limit = self._max_response if response.status == 200 else _ERROR_BODY_LIMIT
+                body = await _read_limited(
+                    response, limit, provider.name, truncate=response.status != 200
+                )
                 return Reply(response.status, response.headers, body)
 
     async def open_stream(self, provider: Provider, out: Outbound) -> UpstreamStream:
@@ -152,9 +186,13 @@ class Upstream:
         with translated(provider.name, "waiting for the first byte"):
             async with asyncio.timeout(t.first_byte):
                 response = await self._session(provider).post(
-                    out.url, data=out.body, headers=out.headers, timeout=timeout
+                    out.url,
+                    data=out.body,
+                    headers=out.headers,
+                    timeout=timeout,
+                    allow_redirects=False,
                 )
-        return UpstreamStream(provider.name, response)
+        return UpstreamStream(provider.name, response, t.total)
 
 
 __all__ = ["Reply", "Upstream", "UpstreamError", "UpstreamStream", "translated"]

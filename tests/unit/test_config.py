@@ -143,17 +143,33 @@ def test_file_merges_over_the_default_catalog() -> None:
         ),
         (
             "[[models]]\nname='a'\nprovider='nope'\ntier='light'\nprice_in=1\nprice_out=1\n",
-            "$.models[6] ('a').provider: unknown provider 'nope'",
+            "t.toml: $.models[0].provider: unknown provider 'nope'",
         ),
         (
             "[[models]]\nname='a'\nprovider='openai'\ntier='ultra'\nprice_in=1\nprice_out=1\n",
-            "$.models[6] ('a').tier: unknown tier 'ultra'",
+            "t.toml: $.models[0].tier: unknown tier 'ultra'",
         ),
         ("[routing]\ndefault_model='nope'\n", "$.routing.default_model"),
         ("[routing]\ntiers=[]\n", "$.routing.tiers"),
         ("[routing]\nauto_aliases=['gpt-4o']\n", "$.routing.auto_aliases"),
         ("[server]\nport=70000\n", "$.server.port"),
         ("[[models]\n", "not valid TOML"),
+        ("[server]\napi_keys = ['env:GEARSHIFT_UNSET_KEY']\n", "$.server.api_keys[0]"),
+        (
+            "[[providers]]\nname='x'\nkind='openai'\nbase_url='127.0.0.1:9/v1'\n",
+            "$.providers[0].base_url",
+        ),
+        ("[[providers]]\nname='x'\nkind='openai'\nbase_url='http://h/v1?api-version=1'\n", "query"),
+        (
+            "[[providers]]\nname='my-x'\nkind='openai'\nbase_url='http://h'\n[[providers]]\n"
+            "name='my_x'\nkind='openai'\nbase_url='http://h'\n",
+            "GEARSHIFT_MY_X_BASE_URL",
+        ),
+        (
+            "[[models]]\nname='a'\nprovider='openai'\ntier='light'\nprice_in=1\nprice_out=1\n"
+            "[[models]]\nname='a'\nprovider='openai'\ntier='light'\nprice_in=1\nprice_out=1\n",
+            "$.models[1].name: 'a' appears twice",
+        ),
     ],
 )
 def test_invalid_config_errors_name_the_path(text: str, expected: str) -> None:
@@ -193,6 +209,35 @@ def test_proxy_keys_from_environment_and_file() -> None:
         environ={"GEARSHIFT_API_KEYS": "a, b", "TEAM_KEY": "t"},
     )
     assert [k.reveal() for k in config.proxy_keys] == ["a", "b", "t", "literal-key"]
+
+
+def test_literal_keys_and_header_values_never_show_in_a_repr() -> None:
+    config = _load_toml(
+        """
+        [server]
+        api_keys = ["proxy-literal-secret"]
+        [[providers]]
+        name = "local"
+        kind = "openai"
+        base_url = " http://127.0.0.1:11434/v1/ "
+        api_key = "sk-literal-secret-999"
+        headers = { "x-team-token" = "hdr-secret-123" }
+        [[models]]
+        name = "lit"
+        provider = "local"
+        tier = "light"
+        price_in = 0
+        price_out = 0
+        """
+    )
+    provider = config.providers["local"]
+    assert provider.base_url == "http://127.0.0.1:11434/v1"
+    assert provider.api_key is not None
+    assert provider.api_key.reveal() == "sk-literal-secret-999"
+    assert provider.headers == {"x-team-token": "hdr-secret-123"}
+    for text in (repr(config), repr(config.models["lit"]), str(config.redacted())):
+        assert "literal-secret" not in text
+        assert "hdr-secret" not in text
 
 
 def test_secrets_never_show_in_repr_or_redacted_view() -> None:

@@ -84,7 +84,8 @@ def test_pass_through_forwards_bytes_and_handles_the_usage_chunk(
     options = {"stream_options": {"include_usage": True}} if client_wants_usage else {}
     decoder = openai.stream_decoder(_chat(stream=True, **options), MINI)
     out = [decoder.feed(e) for e in (CHUNK, USAGE, DONE)]
-    assert out[0] is CHUNK
+    # Without the client's include_usage, the "usage":null gearshift caused is taken out.
+    assert out[0] == (CHUNK if client_wants_usage else CHUNK.replace(b',"usage":null', b""))
     assert out[1] == (USAGE if client_wants_usage else b"")
     assert out[2] == DONE
     assert decoder.state.usage == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
@@ -98,8 +99,10 @@ def test_pass_through_flags_malformed_and_error_events() -> None:
     assert not decoder.state.error_sent
 
     decoder = openai.stream_decoder(_chat(stream=True), MINI)
-    event = b'data: {"error":{"message":"boom","type":"server_error"}}\n\n'
-    assert decoder.feed(event) == event
+    event = b'data: {"error":{"message":"boom sk-test-abcdef123456 x","type":"server_error"}}\n\n'
+    out = orjson.loads(decoder.feed(event)[6:])
+    assert out["error"]["message"] == "boom [redacted] x", "re-encoded, key scrubbed"
+    assert set(out["error"]) == {"message", "type", "param", "code"}
     assert decoder.state.error is not None
     assert decoder.state.error_sent
     assert decoder.feed(b": keep-alive\n\n") == b": keep-alive\n\n"
@@ -163,6 +166,18 @@ def test_decode_error_keeps_code_and_retry_after_and_reads_flat_errors() -> None
     )
     assert openai.decode_error(400, {}, flat, PROVIDER).message == "bad"
     assert "HTTP 500" in openai.decode_error(500, {}, b"<html>oops</html>", PROVIDER).message
+
+
+def test_configured_key_is_scrubbed_whatever_its_shape() -> None:
+    body = orjson.dumps({"error": {"message": "bad key gsk_sk-test-abcdef123456 here"}})
+    assert "abcdef123456" not in openai.decode_error(422, {}, body, PROVIDER).message
+    assert errors.scrub("token XYZ-custom-secret!", "XYZ-custom-secret") == "token [redacted]!"
+
+
+def test_redirects_are_protocol_errors() -> None:
+    error = openai.decode_error(307, {"location": "http://elsewhere"}, b"", PROVIDER)
+    assert type(error) is errors.ProtocolError
+    assert error.status == 502
 
 
 def test_upstream_auth_errors_never_echo_the_key() -> None:

@@ -38,3 +38,12 @@ def test_encode_round_trips() -> None:
     assert parsed is not None
     assert (parsed.name, parsed.data) == ("message_start", b'{"x":1}')
     assert sse.encode(b"[DONE]") == b"data: [DONE]\n\n"
+
+
+def test_framer_refuses_an_endless_event() -> None:
+    import pytest
+
+    framer = sse.Framer(limit=100)
+    framer.feed(b"data: " + b"x" * 50)
+    with pytest.raises(sse.EventTooLarge):
+        framer.feed(b"x" * 60)

@@ -44,7 +44,7 @@ def _url(provider: Provider) -> str:
 
 def _headers(provider: Provider) -> dict[str, str]:
     headers = {"content-type": "application/json", "accept": "application/json"}
-    headers.update(provider.spec.headers)
+    headers.update(provider.headers)
     if provider.api_key is not None:
         spec = provider.spec
         if isinstance(spec, OpenAIProviderSpec) and spec.auth_header == "api-key":
@@ -73,20 +73,22 @@ def decode_response(body: bytes, provider: Provider) -> Completion:
 class PassThrough:
     """Forwards OpenAI SSE bytes as they are; notes usage, [DONE] and in-band errors."""
 
-    __slots__ = ("_drop_usage", "_provider", "state")
+    __slots__ = ("_drop_usage", "_key", "_provider", "state")
 
     def __init__(self, request: ChatRequest, model: Model) -> None:
         self.state = StreamState()
         self._drop_usage = not request.client_wants_usage
         self._provider = model.provider.name
+        key = model.provider.api_key
+        self._key = key.reveal() if key else ""
 
     def feed(self, raw_event: bytes) -> bytes:
         # Cheap byte tests first: only the rare events (usage, error, [DONE]) are parsed.
         if b'"usage"' in raw_event and b'"usage":null' not in raw_event:
             return self._usage_event(raw_event)
-        if b'"error"' in raw_event:
-            self._error_event(raw_event)
-            return raw_event
+        if b'"error"' in raw_event and self._error_event(raw_event):
+            assert self.state.error is not None
+            return sse.encode(self.state.error.body())
         payload = sse.data_payload(raw_event)
         if payload is None:  # a comment or keep-alive
             return raw_event
@@ -100,6 +102,10 @@ class PassThrough:
                 code="malformed_stream",
             )
             return b""
+        if self._drop_usage:
+            # The usage: null that the injected include_usage adds to every chunk (quotes
+            # inside JSON strings are escaped, so this byte run cannot be content).
+            return raw_event.replace(b',"usage":null', b"")
         return raw_event
 
     def _usage_event(self, raw_event: bytes) -> bytes:
@@ -114,16 +120,20 @@ class PassThrough:
                 return b""
         return raw_event
 
-    def _error_event(self, raw_event: bytes) -> None:
+    def _error_event(self, raw_event: bytes) -> bool:
+        """Note an in-band error; the client gets it re-encoded, its message scrubbed."""
         chunk = _load_event(raw_event)
         error = chunk.get("error") if chunk else None
-        if isinstance(error, dict):
-            self.state.error = UpstreamError(
-                scrub(str(error.get("message") or "upstream error in stream")),
-                provider=self._provider,
-                code=error.get("code"),
-            )
-            self.state.error_sent = True
+        if not isinstance(error, dict):
+            return False
+        code = error.get("code")
+        self.state.error = UpstreamError(
+            scrub(str(error.get("message") or "upstream error in stream"), self._key),
+            provider=self._provider,
+            code=code if isinstance(code, str) else None,
+        )
+        self.state.error_sent = True
+        return True
 
 
 def _load_event(raw_event: bytes) -> dict[str, Any] | None:
@@ -154,7 +164,8 @@ def decode_error(
         inner = doc.get("error")
         err: dict[str, Any] = inner if isinstance(inner, dict) else doc
         if isinstance(err.get("message"), str):
-            message = scrub(err["message"])
+            key = provider.api_key
+            message = scrub(err["message"], key.reveal() if key else "")
         code = err.get("code") if isinstance(err.get("code"), str) else None
         param = err.get("param") if isinstance(err.get("param"), str) else None
     return for_upstream_status(
