@@ -158,3 +158,21 @@ def _json_type(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
+
+
+def content_text(content: object) -> tuple[str, bool]:
+    """A message's text (string, or the text parts joined) and whether it carries an image."""
+    if isinstance(content, str):
+        return content, False
+    if not isinstance(content, list):
+        return "", False
+    texts: list[str] = []
+    image = False
+    for part in content:
+        if isinstance(part, dict):
+            kind = part.get("type")
+            if kind == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif kind in ("image_url", "input_image", "image"):
+                image = True
+    return "\n".join(texts), image

@@ -32,3 +32,36 @@ def test_degrades_to_an_estimate_with_a_warning(
         assert tokens.encoding_name() == "estimate"
     finally:
         tokens.encoding.cache_clear()
+
+
+def test_long_text_is_counted_from_a_prefix_and_extrapolated() -> None:
+    text = "The quick brown fox jumps over the lazy dog. " * 5000  # 225k chars
+    exact = tokens.count(text, exact_chars=len(text))
+    capped = tokens.count(text, exact_chars=16_000)
+    assert abs(capped - exact) / exact < 0.02
+
+
+def test_request_counts_every_turn_tools_and_framing() -> None:
+    body = {
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "hello world"},
+        ]
+    }
+    base = tokens.count_request(body)
+    assert (
+        base
+        == tokens.count("You are terse.\nhello world") + 2 * tokens.PER_MESSAGE + tokens.PER_REQUEST
+    )
+    with_tools = tokens.count_request(
+        {
+            **body,
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {"name": "lookup_order", "parameters": {"type": "object"}},
+                }
+            ],
+        }
+    )
+    assert with_tools > base + 5
