@@ -1,0 +1,438 @@
+"""Fitting and measuring the rule table on labeled requests.
+
+Labeled rows come in two schemas (one JSON object per line):
+
+- outcomes (``../shared/data/routing-dev/`` mt_bench, gsm8k, mmlu_sample): ``prompt``,
+  ``previous_user_turn``, ``weak_score``, ``strong_score``, ``weak_suffices``;
+- tiers (app_workload and gearshift's own ``bench/routing/*.jsonl``): ``request`` (a whole
+  OpenAI body) and ``tier`` (``light`` or ``frontier``).
+
+``fit`` is an L2-regularised logistic regression over the table's features (hand-made
+counters and patterns, plus a lexicon of words seen in enough rows), each dataset weighted
+equally so a large homogeneous set does not drown the rest. It needs numpy (the ``fit``
+extra). ``auc``, ``apgr`` and ``pgr`` are the routing-quality measures of
+``../shared/data/routing-dev/README.md``; they are pure Python.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gearshift.classify import Rules, RulesFile, Thresholds
+
+
+@dataclass(slots=True)
+class Example:
+    """One labeled request: ``strong`` is 1 when the strong model is needed."""
+
+    id: str
+    dataset: str
+    group: str
+    body: dict[str, Any]
+    strong: int
+    weak_score: float
+    strong_score: float
+    category: str = ""
+
+
+def example_from_row(row: dict[str, Any], dataset: str, line: int) -> Example:
+    """Either schema → an ``Example``; a tier row scores 1 for a right model, 0 for a wrong."""
+    rid = str(row.get("id", line))
+    if "request" in row:
+        body = row["request"]
+        strong = 1 if row.get("tier") == "frontier" else 0
+        return Example(
+            rid,
+            dataset,
+            rid,
+            body,
+            strong,
+            float(1 - strong),
+            1.0,
+            str(row.get("task") or row.get("category") or ""),
+        )
+    messages: list[dict[str, Any]] = []
+    if row.get("previous_user_turn"):
+        messages += [
+            {"role": "user", "content": row["previous_user_turn"]},
+            {"role": "assistant", "content": "(previous answer)"},
+        ]
+    messages.append({"role": "user", "content": row["prompt"]})
+    strong = 0 if row["weak_suffices"] else 1
+    return Example(
+        rid,
+        dataset,
+        rid.split("/")[0] if dataset == "mt_bench" else rid,
+        {"model": "auto", "messages": messages},
+        strong,
+        float(row["weak_score"]),
+        float(row["strong_score"]),
+        str(row.get("category", "")),
+    )
+
+
+def load_examples(paths: Iterable[str | Path]) -> list[Example]:
+    out: list[Example] = []
+    for path in paths:
+        p = Path(path)
+        for i, line in enumerate(p.read_bytes().splitlines(), 1):
+            if line.strip():
+                out.append(example_from_row(orjson.loads(line), p.stem, i))
+    return out
+
+
+# ---------------------------------------------------------------- routing-quality measures
+
+
+def auc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """ROC-AUC (ties count half): P(score of a positive > score of a negative)."""
+    pairs = sorted(zip(scores, labels, strict=True))
+    pos = sum(labels)
+    neg = len(labels) - pos
+    if not pos or not neg:
+        return float("nan")
+    rank_sum, i = 0.0, 0
+    while i < len(pairs):
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        avg_rank = (i + j + 1) / 2.0  # 1-based average rank of the tie block
+        rank_sum += avg_rank * sum(lbl for _, lbl in pairs[i:j])
+        i = j
+    return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)
+
+
+def pgr_at(scores: Sequence[float], examples: Sequence[Example], strong_share: float) -> float:
+    """Share of the weak→strong gap recovered when the top ``strong_share`` go strong."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    k = round(strong_share * len(order))
+    chosen = set(order[:k])
+    weak = sum(e.weak_score for e in examples)
+    strong = sum(e.strong_score for e in examples)
+    got = sum(e.strong_score if i in chosen else e.weak_score for i, e in enumerate(examples))
+    return (got - weak) / (strong - weak) if strong != weak else float("nan")
+
+
+def apgr(scores: Sequence[float], examples: Sequence[Example]) -> float:
+    """Mean PGR over strong-call shares 0, 0.1, …, 1 (RouteLLM's APGR; random ≈ 0.5)."""
+    return sum(pgr_at(scores, examples, c / 10) for c in range(11)) / 11
+
+
+def threshold_report(
+    scores: Sequence[float], examples: Sequence[Example], threshold: float
+) -> dict[str, float]:
+    """Quality recovered and strong-call share when ``score >= threshold`` goes strong."""
+    routed = [s >= threshold for s in scores]
+    weak = sum(e.weak_score for e in examples)
+    strong = sum(e.strong_score for e in examples)
+    got = sum(e.strong_score if r else e.weak_score for r, e in zip(routed, examples, strict=True))
+    tp = sum(1 for r, e in zip(routed, examples, strict=True) if r and e.strong)
+    tn = sum(1 for r, e in zip(routed, examples, strict=True) if not r and not e.strong)
+    pos = sum(e.strong for e in examples)
+    neg = len(examples) - pos
+    return {
+        "pgr": (got - weak) / (strong - weak) if strong != weak else float("nan"),
+        "strong_share": sum(routed) / len(routed) if routed else float("nan"),
+        "accuracy": (tp + tn) / len(examples) if examples else float("nan"),
+        "strong_recall": tp / pos if pos else float("nan"),
+        "weak_recall": tn / neg if neg else float("nan"),
+    }
+
+
+# ---------------------------------------------------------------- fitting
+
+
+@dataclass(slots=True)
+class Design:
+    """Feature columns: hand-made ones first, then lexicon words."""
+
+    columns: list[str]
+    index: dict[str, int]
+    n_fixed: int
+
+
+def features_of(rules: Rules, examples: Sequence[Example]) -> list[dict[str, float]]:
+    return [rules.features(e.body)[1] for e in examples]
+
+
+def design(
+    feats: Sequence[dict[str, float]], min_rows: int, rows_by_dataset: Sequence[str]
+) -> Design:
+    """The columns: hand-made features, and words seen in ``min_rows`` rows of 2+ datasets."""
+    fixed = [k for k in feats[0] if not k.startswith(("w:", "p:"))] if feats else []
+    rows_per_word: Counter[str] = Counter()
+    sets_per_word: dict[str, set[str]] = defaultdict(set)
+    for f, ds in zip(feats, rows_by_dataset, strict=True):
+        seen = {k[2:] for k in f if k.startswith(("w:", "p:"))}
+        rows_per_word.update(seen)
+        for w in seen:
+            sets_per_word[w].add(ds)
+    vocab = sorted(
+        "w:" + w for w, n in rows_per_word.items() if n >= min_rows and len(sets_per_word[w]) >= 2
+    )
+    columns = fixed + vocab
+    return Design(columns, {c: i for i, c in enumerate(columns)}, len(fixed))
+
+
+def _matrix(d: Design, feats: Sequence[dict[str, float]], prev_scale: float) -> Any:
+    import numpy as np
+
+    x = np.zeros((len(feats), len(d.columns)))
+    for r, f in enumerate(feats):
+        for key, value in f.items():
+            if key.startswith("w:"):
+                j = d.index.get(key)
+                if j is not None:
+                    x[r, j] = max(x[r, j], value)
+            elif key.startswith("p:"):
+                j = d.index.get("w:" + key[2:])
+                if j is not None:
+                    x[r, j] = max(x[r, j], prev_scale * value)
+            else:
+                x[r, d.index[key]] = value
+    return x
+
+
+def _train(
+    x: Any,
+    y: Any,
+    w: Any,
+    l2_fixed: float,
+    l2_words: float,
+    n_fixed: int,
+    iterations: int = 400,
+    no_bias: bool = False,
+) -> tuple[float, Any]:
+    """Weighted L2 logistic regression by Adam on the full batch (deterministic)."""
+    import numpy as np
+
+    k = x.shape[1]
+    coef = np.zeros(k)
+    bias = 0.0
+    l2 = np.full(k, l2_words)
+    l2[:n_fixed] = l2_fixed
+    m, v = np.zeros(k + 1), np.zeros(k + 1)
+    lr, b1, b2, eps = 0.05, 0.9, 0.999, 1e-8
+    wsum = w.sum()
+    for t in range(1, iterations + 1):
+        z = x @ coef + bias
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+        g = (p - y) * w / wsum
+        grad = np.concatenate([x.T @ g + l2 * coef, [g.sum()]])
+        m = b1 * m + (1 - b1) * grad
+        v = b2 * v + (1 - b2) * grad * grad
+        step = lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        coef -= step[:-1]
+        if not no_bias:
+            bias -= step[-1]
+    return float(bias), coef
+
+
+@dataclass(slots=True)
+class FitOptions:
+    l2_fixed: float = 1e-3
+    l2_words: float = 1e-2
+    min_rows: int = 3
+    max_words: int = 2000
+    target_quality: float = 0.9
+    dataset_effects: bool = True
+    dataset_weights: dict[str, float] = field(default_factory=dict)  # default 1 each
+
+
+def sample_weights(
+    examples: Sequence[Example], dataset_weights: Mapping[str, float] | None = None
+) -> list[float]:
+    """Each dataset counts the same in total, whatever its size (times its weight)."""
+    sizes = Counter(e.dataset for e in examples)
+    extra = dataset_weights or {}
+    return [extra.get(e.dataset, 1.0) / sizes[e.dataset] for e in examples]
+
+
+def fit(
+    seed: Rules,
+    examples: Sequence[Example],
+    options: FitOptions,
+    feats: Sequence[dict[str, float]] | None = None,
+) -> Rules:
+    """Refit ``seed``'s weights (counters, patterns, lexicon) and thresholds on ``examples``.
+
+    ``feats``: the examples' features when the caller already has them (cross-validation).
+    """
+    import numpy as np
+
+    if feats is None:
+        feats = features_of(seed, examples)
+    d = design(feats, options.min_rows, [e.dataset for e in examples])
+    x = _matrix(d, feats, seed.spec.prev_lexicon_scale)
+    y = np.array([e.strong for e in examples], dtype=float)
+    w = np.array(sample_weights(examples, options.dataset_weights))
+    datasets = sorted({e.dataset for e in examples})
+    if options.dataset_effects and len(datasets) > 1:
+        # One intercept per dataset while fitting, so the weights learn what separates easy
+        # from hard *within* a source rather than which source a prompt came from.
+        onehot = np.array([[1.0 if e.dataset == ds else 0.0 for ds in datasets] for e in examples])
+        bias, coef_all = _train(
+            np.hstack([onehot, x]),
+            y,
+            w,
+            options.l2_fixed,
+            options.l2_words,
+            d.n_fixed + len(datasets),
+            no_bias=True,
+        )
+        effects, coef = coef_all[: len(datasets)], coef_all[len(datasets) :]
+        bias = float(np.mean(effects))
+    else:
+        bias, coef = _train(x, y, w, options.l2_fixed, options.l2_words, d.n_fixed)
+    spec = seed.spec
+    counters = {c: round(float(coef[d.index[c]]), 4) for c in spec.counters}
+    patterns = [
+        replace_weight(p, round(float(coef[d.index["re:" + p.id]]), 4)) for p in spec.patterns
+    ]
+    words = sorted(
+        ((abs(float(coef[j])), d.columns[j]) for j in range(d.n_fixed, len(d.columns))),
+        reverse=True,
+    )[: options.max_words]
+    lexicon = {
+        word[2:]: round(float(coef[d.index[word]]), 4)
+        for mag, word in sorted(words, key=lambda t: t[1])
+        if mag >= 0.01
+    }
+    fitted = Rules(
+        RulesFile(
+            version=spec.version,
+            bias=round(bias, 4),
+            thresholds=spec.thresholds,
+            window=spec.window,
+            counters=counters,
+            patterns=patterns,
+            lexicon=lexicon,
+            prev_lexicon_scale=spec.prev_lexicon_scale,
+            provenance=spec.provenance,
+        ),
+        seed.source,
+    )
+    scores = [fitted.score(e.body)[0] for e in examples]
+    return with_thresholds(fitted, choose_thresholds(scores, examples, options.target_quality))
+
+
+def replace_weight(rule: Any, weight: float) -> Any:
+    import msgspec
+
+    return msgspec.structs.replace(rule, weight=weight)
+
+
+def with_thresholds(rules: Rules, thresholds: Thresholds) -> Rules:
+    return rules.with_thresholds(thresholds.standard, thresholds.frontier)
+
+
+def choose_thresholds(
+    scores: Sequence[float], examples: Sequence[Example], target_quality: float
+) -> Thresholds:
+    """The highest frontier threshold that still recovers ``target_quality`` of the gap
+    (per-dataset weighted), and a standard threshold that recovers half of what remains."""
+    weights = sample_weights(examples)
+
+    def quality(threshold: float) -> float:
+        got = weak = strong = 0.0
+        for s, e, w in zip(scores, examples, weights, strict=True):
+            weak += w * e.weak_score
+            strong += w * e.strong_score
+            got += w * (e.strong_score if s >= threshold else e.weak_score)
+        return (got - weak) / (strong - weak) if strong != weak else 1.0
+
+    candidates = sorted(set(round(s, 4) for s in scores), reverse=True)
+
+    def highest(target: float) -> float:
+        for t in candidates:
+            if quality(t) >= target:
+                return t
+        return 0.0
+
+    frontier = highest(target_quality)
+    standard = min(frontier, highest(target_quality + (1.0 - target_quality) / 2.0))
+    return Thresholds(standard=round(standard, 4), frontier=round(frontier, 4))
+
+
+def folds(examples: Sequence[Example], k: int, seed: int = 7) -> list[int]:
+    """A fold number per example; rows of one group (an MT-Bench question) share a fold."""
+    groups = sorted({(e.dataset, e.group) for e in examples})
+    random.Random(seed).shuffle(groups)
+    fold_of = {g: i % k for i, g in enumerate(groups)}
+    return [fold_of[(e.dataset, e.group)] for e in examples]
+
+
+def cross_val_scores(
+    seed: Rules, examples: Sequence[Example], options: FitOptions, k: int = 5
+) -> list[float]:
+    """Out-of-fold scores: each example scored by a table fitted without its fold."""
+    assignment = folds(examples, k)
+    scores = [0.0] * len(examples)
+    feats = features_of(seed, examples)
+    for fold in range(k):
+        keep = [i for i, f in enumerate(assignment) if f != fold]
+        rules = fit(seed, [examples[i] for i in keep], options, [feats[i] for i in keep])
+        for i, (e, f) in enumerate(zip(examples, assignment, strict=True)):
+            if f == fold:
+                scores[i] = rules.score(e.body)[0]
+    return scores
+
+
+def leave_one_out_scores(
+    seed: Rules,
+    examples: Sequence[Example],
+    options: FitOptions,
+    held_out: str,
+    feats: Sequence[dict[str, float]] | None = None,
+) -> tuple[Rules, list[Example], list[float]]:
+    """Fit without dataset ``held_out``; score that dataset with the result."""
+    train = [e for e in examples if e.dataset != held_out]
+    rules = fit(
+        seed,
+        train,
+        options,
+        feats and [f for f, e in zip(feats, examples, strict=True) if e.dataset != held_out],
+    )
+    test = [e for e in examples if e.dataset == held_out]
+    return rules, test, [rules.score(e.body)[0] for e in test]
+
+
+def report(
+    scores: Sequence[float], examples: Sequence[Example], thresholds: Thresholds
+) -> dict[str, float]:
+    """AUC, APGR and the figures at the frontier threshold, for one dataset."""
+    out = {
+        "n": float(len(examples)),
+        "auc": auc(scores, [e.strong for e in examples]),
+        "apgr": apgr(scores, examples),
+    }
+    out.update(threshold_report(scores, examples, thresholds.frontier))
+    return out
+
+
+def mean(values: Iterable[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+__all__ = [
+    "Example",
+    "FitOptions",
+    "RulesFile",
+    "apgr",
+    "auc",
+    "cross_val_scores",
+    "fit",
+    "leave_one_out_scores",
+    "load_examples",
+    "replace",
+    "report",
+]

@@ -1,0 +1,293 @@
+"""How demanding is a request? Features → a fitted rule table → a score in [0, 1] → a tier.
+
+Everything is computed in one pass over bounded windows of the text that matters (the head
+and tail of the last user turn, the head of the system prompt and of the previous user turn),
+so a 100k-token prompt costs about what a 1k-token one does: long is not the same as hard.
+
+The rule table (``rules.toml`` in the package, or a file produced by ``gearshift calibrate``)
+holds, for every feature, its weight; for pattern rules, the compiled regex; and a learned
+lexicon (word → weight) beside the hand-made features. At run time: the features, a dot
+product, a sigmoid. Weights and tier thresholds are fitted offline (see ``calibrate.py`` and
+``docs/routing.md``), never hand-tuned.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gearshift import tokens
+from gearshift.features import COUNTERS, SCOPES, Found, Terms, Text, lexicon_words, read_text
+
+
+class RulesError(Exception):
+    """A rules table that cannot be used; the message names the file and the problem."""
+
+
+class PatternRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A hand-made feature: 1 when any of ``terms`` (or the regex ``pattern``) is found in
+    the lower-cased window of ``scope``.
+
+    A term is a word (``proof``), a phrase with spaces or punctuation (``step by step``,
+    matched as a substring) or ``^phrase`` (the text starts with it). Terms are set and
+    substring tests, far cheaper than a regex; ``pattern`` is there for what they cannot say.
+    """
+
+    id: str
+    terms: list[str] = []
+    pattern: str = ""
+    weight: float = 0.0
+    scope: str = "ask"  # ask | system | prev | any
+
+
+class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Score cut-offs, ascending: ``score >= standard`` needs standard, ``>= frontier``..."""
+
+    standard: float = 0.35
+    frontier: float = 0.5
+
+
+class Window(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    ask_head: int = 700
+    ask_tail: int = 300
+    system_head: int = 400
+    prev_head: int = 300
+
+
+class RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    version: int = 1
+    bias: float = 0.0
+    thresholds: Thresholds = Thresholds()
+    window: Window = Window()
+    counters: dict[str, float] = {}
+    patterns: list[PatternRule] = []
+    lexicon: dict[str, float] = {}
+    prev_lexicon_scale: float = 0.5
+    provenance: dict[str, str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The classifier's verdict: ``score`` ∈ [0, 1], the tier it implies, the estimated
+    prompt ``tokens``, and the rules that moved the score most (``reasons``)."""
+
+    score: float
+    tier: str
+    tokens: int
+    reasons: tuple[str, ...]
+    hinted: bool = False
+    image: bool = False  # the request carries an image (so it needs a vision model)
+
+
+class Rules:
+    """A loaded, compiled rule table. ``decide`` is the hot path."""
+
+    def __init__(self, spec: RulesFile, source: str = "<rules>") -> None:
+        unknown = set(spec.counters) - set(COUNTERS)
+        if unknown:
+            raise RulesError(f"{source}: unknown counters {sorted(unknown)}")
+        for i, rule in enumerate(spec.patterns):
+            if rule.scope not in SCOPES:
+                raise RulesError(f"{source}: $.patterns[{i}].scope: {rule.scope!r}")
+            if not rule.terms and not rule.pattern:
+                raise RulesError(f"{source}: $.patterns[{i}] ({rule.id}): no terms or pattern")
+            try:
+                re.compile(rule.pattern)
+            except re.error as exc:
+                raise RulesError(
+                    f"{source}: $.patterns[{i}] ({rule.id}): bad regex: {exc}"
+                ) from None
+        t = spec.thresholds
+        if not 0.0 <= t.standard <= t.frontier <= 1.0:
+            raise RulesError(f"{source}: thresholds must satisfy 0 <= standard <= frontier <= 1")
+        self.spec = spec
+        self.source = source
+        self._terms = Terms(spec.patterns)
+        self._pattern_ids = tuple(p.id for p in spec.patterns)
+        self._pattern_weights = tuple(p.weight for p in spec.patterns)
+        self._counters = tuple((name, COUNTERS[name], w) for name, w in spec.counters.items() if w)
+        # Bytes keys: request words are found as bytes, without decoding each one.
+        self._lexicon = {word.encode(): weight for word, weight in spec.lexicon.items()}
+        # A set, not the dict: `set & frozenset` walks the smaller side only.
+        self._lexicon_keys = frozenset(self._lexicon)
+
+    def with_thresholds(self, standard: float, frontier: float) -> Rules:
+        """The same table with other tier thresholds."""
+        spec = msgspec.structs.replace(
+            self.spec, thresholds=Thresholds(standard=standard, frontier=frontier)
+        )
+        return Rules(spec, self.source)
+
+    def features(self, body: Mapping[str, Any]) -> tuple[Text, dict[str, float]]:
+        """Every feature's value for ``body`` (used by fitting, explanations and tests)."""
+        t = read_text(body, self.spec.window)
+        found = Found(t)
+        values = {name: fn(t) for name, fn in COUNTERS.items()}
+        hits = self._terms.matched(found)
+        for i, rule_id in enumerate(self._pattern_ids):
+            values["re:" + rule_id] = 1.0 if i in hits else 0.0
+        for word in lexicon_words(t.ask) | lexicon_words(t.system):
+            values["w:" + word] = 1.0
+        for word in lexicon_words(t.prev):
+            values["p:" + word] = 1.0
+        return t, values
+
+    def score(self, body: Mapping[str, Any]) -> tuple[float, Text, list[tuple[float, Any]]]:
+        """The score and each non-zero contribution: (weight * value, feature). A feature is
+        a counter name, a rule index (int), or a word (bytes; prefixed ``p:`` when it came
+        from the previous turn) — names are built only for the few ``decide`` reports."""
+        t = read_text(body, self.spec.window)
+        parts: list[tuple[float, Any]] = []
+        for name, fn, weight in self._counters:
+            value = fn(t)
+            if value:
+                parts.append((weight * value, name))
+        found = Found(t)
+        weights = self._pattern_weights
+        for i in self._terms.matched(found):
+            if weights[i]:
+                parts.append((weights[i], i))
+        lexicon = self._lexicon
+        for word in (found.ask | found.system) & self._lexicon_keys:
+            parts.append((lexicon[word], word))
+        if found.prev:
+            scale = self.spec.prev_lexicon_scale
+            for word in found.prev & self._lexicon_keys:
+                parts.append((lexicon[word] * scale, b"p:" + word))
+        z = self.spec.bias + sum([c for c, _ in parts])
+        return _sigmoid(z), t, parts
+
+    def feature_name(self, feature: Any) -> str:
+        if isinstance(feature, int):
+            return self._pattern_ids[feature]
+        if isinstance(feature, bytes):
+            text = feature.decode()
+            return text if text.startswith("p:") else "w:" + text
+        return str(feature)
+
+    def tier_for(
+        self, score: float, tiers: tuple[str, ...] = ("light", "standard", "frontier")
+    ) -> str:
+        """The weakest tier whose threshold ``score`` stays under; tiers ordered weakest first.
+
+        With a tier list other than the default three, the score is spread evenly over it.
+        """
+        t = self.spec.thresholds
+        if tiers == ("light", "standard", "frontier"):
+            if score >= t.frontier:
+                return "frontier"
+            return "standard" if score >= t.standard else "light"
+        if score >= t.frontier:
+            return tiers[-1]
+        if score < t.standard or len(tiers) < 3:
+            return tiers[0]
+        span = (score - t.standard) / max(1e-9, t.frontier - t.standard)
+        return tiers[1 + min(len(tiers) - 3, int(span * (len(tiers) - 2)))]
+
+    def decide(
+        self, body: Mapping[str, Any], tiers: tuple[str, ...] = ("light", "standard", "frontier")
+    ) -> Decision:
+        """Classify a request body: score, tier, prompt tokens (estimated), top reasons."""
+        score, t, parts = self.score(body)
+        parts.sort(key=lambda p: -abs(p[0]))
+        reasons = tuple(
+            f"{self.feature_name(name)}{'+' if c > 0 else '-'}" for c, name in parts[:3]
+        )
+        return Decision(
+            score=round(score, 4),
+            tier=self.tier_for(score, tiers),
+            tokens=tokens.estimate_chars(t.total_chars + _tool_chars(body)),
+            reasons=reasons,
+            image=t.has_image,
+        )
+
+
+def _tool_chars(body: Mapping[str, Any]) -> int:
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools:
+        return 0
+    return len(msgspec.json.encode(tools))
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def decode_rules(data: bytes, source: str) -> RulesFile:
+    try:
+        return msgspec.toml.decode(data, type=RulesFile)
+    except msgspec.ValidationError as exc:
+        raise RulesError(f"{source}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise RulesError(f"{source}: not valid TOML: {exc}") from None
+
+
+def load_rules(path: str | Path | None = None) -> Rules:
+    """The shipped table (``rules.toml`` in the package) or the one at ``path``."""
+    if path is None:
+        data = resources.files("gearshift").joinpath("rules.toml").read_bytes()
+        return Rules(decode_rules(data, "<shipped rules>"), "<shipped rules>")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read: {exc.strerror}") from None
+    return Rules(decode_rules(data, str(path)), str(path))
+
+
+def _q(text: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes.
+    return msgspec.json.encode(text).decode()
+
+
+def encode_rules(spec: RulesFile, header: Iterable[str] = ()) -> bytes:
+    """Readable TOML for a rules table, with ``header`` lines as comments on top."""
+    out = [f"# {line}" for line in header]
+    out += [
+        f"version = {spec.version}",
+        f"bias = {spec.bias!r}",
+        f"prev_lexicon_scale = {spec.prev_lexicon_scale!r}",
+        "",
+        "[provenance]",
+    ]
+    out += [f"{_q(k)} = {_q(v)}" for k, v in spec.provenance.items()]
+    t, w = spec.thresholds, spec.window
+    out += [
+        "",
+        "[thresholds]",
+        f"standard = {t.standard!r}",
+        f"frontier = {t.frontier!r}",
+        "",
+        "[window]",
+        f"ask_head = {w.ask_head}",
+        f"ask_tail = {w.ask_tail}",
+        f"system_head = {w.system_head}",
+        f"prev_head = {w.prev_head}",
+        "",
+        "# Hand-made structural counters (see classify.COUNTERS) and their fitted weights.",
+        "[counters]",
+    ]
+    out += [f"{name} = {weight!r}" for name, weight in spec.counters.items()]
+    for rule in spec.patterns:
+        out += ["", "[[patterns]]", f"id = {_q(rule.id)}", f"scope = {_q(rule.scope)}"]
+        if rule.terms:
+            out.append("terms = [" + ", ".join(_q(term) for term in rule.terms) + "]")
+        if rule.pattern:
+            out.append(f"pattern = {_q(rule.pattern)}")
+        out.append(f"weight = {rule.weight!r}")
+    out += [
+        "",
+        "# Learned lexicon: word present in the ask or system prompt -> weight.",
+        "[lexicon]",
+    ]
+    out += [f"{_q(word)} = {weight!r}" for word, weight in sorted(spec.lexicon.items())]
+    return ("\n".join(out) + "\n").encode()

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import pytest
+
+from gearshift import calibrate as cal
+from gearshift.classify import load_rules
+
+
+def _ex(
+    strong: int, weak_score: float, strong_score: float, ds: str = "d", i: int = 0
+) -> cal.Example:
+    return cal.Example(
+        f"{ds}{i}",
+        ds,
+        f"{ds}{i}",
+        {"model": "auto", "messages": [{"role": "user", "content": "x"}]},
+        strong,
+        weak_score,
+        strong_score,
+    )
+
+
+def test_auc() -> None:
+    assert cal.auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert cal.auc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert cal.auc([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]) == 0.5
+    assert cal.auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+
+
+def test_pgr_and_apgr() -> None:
+    # Two prompts: the weak model fails the first (0 vs 1) and ties on the second.
+    examples = [_ex(1, 0.0, 1.0, i=0), _ex(0, 1.0, 1.0, i=1)]
+    perfect = [0.9, 0.1]
+    assert cal.pgr_at(perfect, examples, 0.0) == 0.0
+    assert cal.pgr_at(perfect, examples, 0.5) == 1.0
+    assert cal.pgr_at(perfect, examples, 1.0) == 1.0
+    assert cal.apgr(perfect, examples) == pytest.approx(8 / 11)  # k = round(c * 2)
+    backwards = [0.1, 0.9]
+    assert cal.apgr(backwards, examples) < cal.apgr(perfect, examples)
+
+
+def test_threshold_report() -> None:
+    examples = [_ex(1, 0, 1, i=0), _ex(1, 0, 1, i=1), _ex(0, 1, 1, i=2), _ex(0, 1, 1, i=3)]
+    r = cal.threshold_report([0.9, 0.4, 0.6, 0.1], examples, 0.5)
+    assert r["strong_share"] == 0.5
+    assert r["strong_recall"] == 0.5
+    assert r["weak_recall"] == 0.5
+    assert r["accuracy"] == 0.5
+    assert r["pgr"] == 0.5
+
+
+def test_thresholds_keep_the_target_quality() -> None:
+    examples = [_ex(1, 0, 1, i=i) for i in range(5)] + [_ex(0, 1, 1, i=10 + i) for i in range(5)]
+    scores = [0.9, 0.8, 0.7, 0.6, 0.3, 0.5, 0.4, 0.2, 0.1, 0.05]
+    t = cal.choose_thresholds(scores, examples, 0.8)
+    assert t.frontier == 0.6  # the 4 highest recover 4/5 of the gap
+    assert t.standard <= t.frontier
+
+
+def test_rows_of_both_schemas_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(
+        '{"id": "7/turn2", "category": "math", "prompt": "and now?", "previous_user_turn": '
+        '"2+2?", "weak_score": 3, "strong_score": 9, "weak_suffices": false}\n'
+        '{"id": "a", "task": "classify", "tier": "light", "request": {"model": "gpt-4o", '
+        '"messages": [{"role": "user", "content": "label it"}]}}\n'
+    )
+    first, second = cal.load_examples([path])
+    assert first.strong == 1
+    assert [m["role"] for m in first.body["messages"]] == ["user", "assistant", "user"]
+    assert first.dataset == "mixed"
+    assert (second.strong, second.weak_score, second.strong_score) == (0, 1.0, 1.0)
+
+
+def test_fit_learns_a_separable_signal() -> None:
+    pytest.importorskip("numpy")
+    seed = load_rules()
+    rows = []
+    for i in range(40):
+        hard = i % 2 == 0
+        text = (
+            "prove the theorem rigorously about primes"
+            if hard
+            else "translate this greeting into french"
+        )
+        for ds in ("one", "two"):
+            rows.append(
+                cal.Example(
+                    f"{ds}{i}",
+                    ds,
+                    f"{ds}{i}",
+                    {"messages": [{"role": "user", "content": f"{text} {i}"}]},
+                    int(hard),
+                    float(not hard),
+                    1.0,
+                )
+            )
+    fitted = cal.fit(seed, rows, cal.FitOptions(target_quality=0.9))
+    scores = [fitted.score(e.body)[0] for e in rows]
+    assert cal.auc(scores, [e.strong for e in rows]) == 1.0
+    assert fitted.spec.lexicon, "words seen in both datasets enter the lexicon"
+    assert fitted.tier_for(max(scores)) == "frontier"
+    assert fitted.tier_for(min(scores)) == "light"

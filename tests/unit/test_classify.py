@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from gearshift.classify import COUNTERS, Rules, RulesError, decode_rules, encode_rules, load_rules
+
+SHIPPED = load_rules()
+
+
+def _body(text: str, **extra: object) -> dict[str, object]:
+    return {"model": "auto", "messages": [{"role": "user", "content": text}], **extra}
+
+
+def test_the_shipped_table_loads_and_is_fitted() -> None:
+    spec = SHIPPED.spec
+    assert set(spec.counters) == set(COUNTERS)
+    assert spec.lexicon, "the shipped table carries a learned lexicon"
+    assert "fitted" in spec.provenance
+    assert 0 < spec.thresholds.standard <= spec.thresholds.frontier < 1
+
+
+def test_encoding_round_trips() -> None:
+    again = decode_rules(encode_rules(SHIPPED.spec, ["a header"]), "again")
+    assert again == SHIPPED.spec
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"bias = 'high'", "Expected `float`, got `str` - at `$.bias`"),
+        (b"[counters]\nno_such_counter = 1.0\n", "unknown counters ['no_such_counter']"),
+        (b"[[patterns]]\nid = 'x'\npattern = '(unclosed'\n", "$.patterns[0] (x): bad regex"),
+        (b"[[patterns]]\nid = 'x'\npattern = 'a'\nscope = 'nowhere'\n", "$.patterns[0].scope"),
+        (b"[thresholds]\nstandard = 0.8\nfrontier = 0.2\n", "thresholds must satisfy"),
+        (b"surprise = 1\n", "unknown field `surprise`"),
+        (b"[[patterns]\n", "not valid TOML"),
+    ],
+)
+def test_a_malformed_table_is_a_clear_error(tmp_path: Path, text: bytes, message: str) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_bytes(text)
+    with pytest.raises(RulesError) as info:
+        load_rules(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_missing_table_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RulesError, match="cannot read"):
+        load_rules(tmp_path / "nope.toml")
+
+
+def test_structural_features() -> None:
+    doc = "Summarize this in one line.\n\n" + ("The committee met and discussed. " * 200)
+    _, f = SHIPPED.features(_body(doc))
+    assert f["doc_short_ask"] == 1.0
+    _, f = SHIPPED.features(_body("fix this:\n```python\ndef f(x):\n    return {x: [x]}\n```"))
+    assert f["code_fence"] > 0
+    assert f["code_chars"] > 0
+    _, f = SHIPPED.features(_body("Which is right?\nA. one\nB. two\nC. three\nD. four"))
+    assert f["options"] == 1.0
+    _, f = SHIPPED.features(_body("Traduis en anglais : « Où est la gare ? » s'il vous plaît"))
+    assert f["non_ascii"] > 0
+    _, f = SHIPPED.features(
+        _body(
+            "hi",
+            tools=[{"type": "function"}],
+            max_tokens=20,
+            response_format={"type": "json_schema"},
+        )
+    )
+    assert (f["tools"], f["max_tokens_small"], f["json_schema"]) == (1.0, 1.0, 1.0)
+    _, f = SHIPPED.features(
+        {
+            "messages": [
+                {"role": "system", "content": "You label tickets."},
+                {"role": "user", "content": "first"},
+                {"role": "assistant", "content": "ok"},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "second"},
+                        {"type": "image_url", "image_url": {"url": "x"}},
+                    ],
+                },
+            ]
+        }
+    )
+    assert f["has_system"] == 1.0
+    assert f["depth"] > 0
+    assert f["image"] == 1.0
+    assert f["w:second"] == 1.0
+    assert f["p:first"] == 1.0
+
+
+def test_only_bounded_windows_are_read() -> None:
+    head = "Extract the invoice number. "
+    huge = head + "lorem ipsum dolor " * 60_000 + " Reply with the number only."
+    t, _ = SHIPPED.features(_body(huge))
+    window = SHIPPED.spec.window
+    assert len(t.ask) <= window.ask_head + window.ask_tail + 1
+    assert t.ask.startswith("extract the invoice")
+    assert t.ask.endswith("reply with the number only.")
+    assert t.ask_len == len(huge)
+    started = time.perf_counter()
+    SHIPPED.decide(_body(huge))
+    assert time.perf_counter() - started < 0.05, "a 1M-char prompt is decided in milliseconds"
+
+
+def test_tiers_follow_the_thresholds() -> None:
+    rules = SHIPPED.with_thresholds(0.3, 0.6)
+    assert [rules.tier_for(s) for s in (0.0, 0.29, 0.3, 0.59, 0.6, 1.0)] == [
+        "light",
+        "light",
+        "standard",
+        "standard",
+        "frontier",
+        "frontier",
+    ]
+    assert rules.tier_for(0.1, ("cheap", "mid", "good", "best")) == "cheap"
+    assert rules.tier_for(0.7, ("cheap", "mid", "good", "best")) == "best"
+    assert rules.tier_for(0.35, ("cheap", "mid", "good", "best")) == "mid"
+    assert rules.tier_for(0.55, ("cheap", "mid", "good", "best")) == "good"
+
+
+def test_decision_has_score_tier_tokens_and_top_reasons() -> None:
+    d = SHIPPED.decide(_body("Translate 'good morning' into Spanish."))
+    assert 0.0 <= d.score <= 1.0
+    assert d.tier in ("light", "standard", "frontier")
+    assert 0 < d.tokens < 20
+    assert 1 <= len(d.reasons) <= 3
+    assert all(r[-1] in "+-" for r in d.reasons)
+
+
+EASY = [
+    "Classify the sentiment of this review as positive or negative: 'Arrived late, box "
+    "crushed, but the blender works fine.'",
+    "Translate into German: 'Your order has shipped and will arrive on Tuesday.'",
+    "Extract the invoice number and the total from: 'Invoice INV-2291, total due $418.20'.",
+    "Write a short, friendly birthday message for my coworker Dana.",
+]
+HARD = [
+    "Prove that for every integer n > 1, the sum 1 + 1/2 + ... + 1/n is never an integer.",
+    "This Go code deadlocks under load when two transfers run in opposite directions; find "
+    "the bug and fix it:\n```go\nfunc transfer(a, b *Account, amt int) {\n  a.mu.Lock()\n"
+    "  b.mu.Lock()\n  a.bal -= amt\n  b.bal += amt\n  b.mu.Unlock()\n  a.mu.Unlock()\n}\n```",
+    "Write a Python function that returns the longest palindromic subsequence of a string in "
+    "O(n^2) time and O(n) memory, and explain why the recurrence is correct.",
+    "Find all integer solutions of x^3 + y^3 = (x + y)^2 and prove there are no others.",
+]
+
+
+def test_the_fitted_table_ranks_clear_cases() -> None:
+    easy = [SHIPPED.decide(_body(t)).score for t in EASY]
+    hard = [SHIPPED.decide(_body(t)).score for t in HARD]
+    assert max(easy) < min(hard), (easy, hard)
+    assert all(SHIPPED.decide(_body(t)).tier == "light" for t in EASY)
+    assert all(SHIPPED.decide(_body(t)).tier == "frontier" for t in HARD)
+
+
+def test_a_refitted_table_can_replace_weights_without_touching_features() -> None:
+    spec = msgspec.structs.replace(SHIPPED.spec, lexicon={}, bias=-5.0)
+    rules = Rules(spec, "test")
+    assert rules.decide(_body(HARD[0])).score < 0.5
