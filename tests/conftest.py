@@ -61,3 +61,15 @@ def unused_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def solo(model: str, tier: str = "frontier") -> str:
+    """A config whose only model is ``model`` (on the mock): nothing to route to or fall
+    back on, so the test sees exactly what that upstream behaviour does."""
+    return (
+        "use_default_catalog = false\n"
+        "[[providers]]\nname = 'openai'\nkind = 'openai'\nbase_url = 'http://127.0.0.1:9'\n"
+        "api_key = 'env:OPENAI_API_KEY'\n"
+        f"[[models]]\nname = '{model}'\nprovider = 'openai'\ntier = '{tier}'\n"
+        "price_in = 1\nprice_out = 1\n"
+    )

@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from gearshift import route
+from gearshift.classify import Rules, load_rules
 from gearshift.config import Config
 from gearshift.errors import (
     GearshiftError,
@@ -30,6 +31,7 @@ log = logging.getLogger("gearshift")
 
 CONFIG = web.AppKey("config", Config)
 KEY_DIGESTS = web.AppKey("key_digests", tuple)
+POLICY = web.AppKey("policy", route.Policy)
 UPSTREAM = web.AppKey("upstream", Upstream)
 ROUTER = web.AppKey("router", route.Router)
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -123,12 +125,16 @@ def _too_large(config: Config) -> PayloadTooLarge:
 
 def _decision_headers(trace: route.Trace) -> dict[str, str]:
     model = trace.served_by or trace.plan.targets[0]
+    plan = trace.plan
     return {
         "x-gearshift-model": model.name,
         "x-gearshift-provider": model.provider.name,
-        "x-gearshift-tier": trace.plan.tier,
-        "x-gearshift-reason": trace.plan.reason,
+        "x-gearshift-tier": plan.tier,
+        "x-gearshift-score": plan.score,
+        "x-gearshift-reason": plan.reason,
         "x-gearshift-attempts": str(len(trace.attempts)),
+        "x-gearshift-est-cost-usd": f"{plan.est_cost_usd:.8f}",
+        "x-gearshift-requested-cost-usd": f"{plan.baseline_cost_usd:.8f}",
     } | ({"x-upstream-request-id": trace.upstream_request_id} if trace.upstream_request_id else {})
 
 
@@ -137,7 +143,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > config.server.max_body_bytes:
         raise _too_large(config)
     chat = parse_chat(await request.read())
-    trace = route.Trace(route.plan(chat, config))
+    trace = route.Trace(route.plan(chat, request.app[POLICY], request.headers))
     router = request.app[ROUTER]
     started = time.perf_counter()
     try:
@@ -190,7 +196,7 @@ async def _stream(
 
 async def list_models(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
-    data = [_model_object(alias) for alias in config.routing.auto_aliases if config.offered]
+    data = [_model_object(alias) for alias in _aliases(config)]
     data += [_model_object(m.name, m.provider.name) for m in config.offered]
     return _json({"object": "list", "data": data})
 
@@ -198,7 +204,7 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     name = request.match_info["name"]
-    if name in config.routing.auto_aliases and config.offered:
+    if name in _aliases(config):
         return _json(_model_object(name))
     model = config.models.get(name)
     if model is None or not model.offered:
@@ -239,8 +245,19 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await upstream.close()
 
 
-def create_app(config: Config) -> web.Application:
-    """The gearshift app for ``config``; the upstream pool opens and closes with it."""
+def _aliases(config: Config) -> list[str]:
+    if not config.offered:
+        return []
+    return [*config.routing.auto_aliases, *(f"gearshift/{t}" for t in config.routing.tiers)]
+
+
+def create_app(config: Config, rules: Rules | None = None) -> web.Application:
+    """The gearshift app for ``config``; the upstream pool opens and closes with it.
+
+    ``rules``: the classifier's table; default the one ``config`` names, else the shipped one.
+    """
+    if rules is None:
+        rules = load_rules(config.routing.rules)
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware],
         client_max_size=config.server.max_body_bytes,
@@ -250,6 +267,7 @@ def create_app(config: Config) -> web.Application:
     app[KEY_DIGESTS] = tuple(
         hashlib.sha256(k.reveal().encode()).digest() for k in config.proxy_keys
     )
+    app[POLICY] = route.Policy.build(config, rules)
     app[UPSTREAM] = upstream
     app[ROUTER] = route.Router(upstream)
     app.cleanup_ctx.append(_upstream_ctx)

@@ -127,12 +127,26 @@ class ServerSpec(_Strict, frozen=True):
     api_keys: list[str] = []
 
 
+class ThresholdSpec(_Strict, frozen=True):
+    """Score cut-offs overriding the rule table's (0 <= standard <= frontier <= 1)."""
+
+    standard: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    frontier: Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
 class RoutingSpec(_Strict, frozen=True):
-    """``default_model`` serves ``auto`` until the classifier picks per request."""
+    """How requests are routed. ``auto`` (and ``auto_aliases``) choose freely; a concrete
+    model is the ceiling; ``gearshift/<tier>`` asks for a tier."""
 
     tiers: list[str] = msgspec.field(default_factory=lambda: ["light", "standard", "frontier"])
-    default_model: str = "gpt-4o-mini"
+    classifier: bool = True
+    default_model: str | None = None  # what `auto` serves when classifier = false
     auto_aliases: list[str] = msgspec.field(default_factory=lambda: ["auto", "gearshift/auto"])
+    rules: str | None = None  # a rule table from `gearshift calibrate`; default: shipped
+    thresholds: ThresholdSpec | None = None
+    allow_upgrade: bool = False  # may a concrete request go to a higher tier than its model?
+    expected_output_tokens: PositiveInt = 400  # for cost estimates without max_tokens
+    baseline_model: str | None = None  # what `auto` is compared with; default: the priciest
 
 
 class ConfigFile(_Strict, frozen=True):
@@ -246,8 +260,10 @@ def load(
     *,
     environ: Mapping[str, str] | None = None,
     kinds: Collection[str] = ("openai", "anthropic", "gemini"),
+    assume_keys: bool = False,
 ) -> Config:
-    """Load, merge over the default catalog, and resolve. ``kinds``: supported wire formats."""
+    """Load, merge over the default catalog, and resolve. ``kinds``: supported wire formats;
+    ``assume_keys``: offer models whose provider has no key (for offline what-ifs)."""
     if path is None:
         raw, source = default_catalog(), "<default catalog>"
     else:
@@ -259,7 +275,11 @@ def load(
         fmt: Literal["toml", "yaml"] = "yaml" if source.endswith((".yaml", ".yml")) else "toml"
         raw = decode(data, source=source, fmt=fmt)
     return resolve(
-        raw, source=source, environ=os.environ if environ is None else environ, kinds=kinds
+        raw,
+        source=source,
+        environ=os.environ if environ is None else environ,
+        kinds=kinds,
+        assume_keys=assume_keys,
     )
 
 
@@ -310,6 +330,7 @@ def resolve(
     source: str,
     environ: Mapping[str, str],
     kinds: Collection[str] = ("openai", "anthropic", "gemini"),
+    assume_keys: bool = False,
 ) -> Config:
     """Merge ``raw`` over the default catalog (unless it opts out) and resolve references."""
     if raw.use_default_catalog and source != "<default catalog>":
@@ -374,7 +395,7 @@ def resolve(
             why_not = "disabled in the configuration"
         elif provider.kind not in kinds:
             why_not = f"wire format {provider.kind!r} is not supported by this build"
-        elif provider.api_key is None:
+        elif provider.api_key is None and not assume_keys:
             ref = provider.spec.api_key or "none set"
             why_not = f"provider {provider.name!r} has no API key ({ref})"
         models[mspec.name] = Model(
@@ -388,11 +409,14 @@ def resolve(
             why_not=why_not,
         )
 
-    if raw.routing.default_model not in models:
-        raise ConfigError(
-            f"{source}: $.routing.default_model: unknown model {raw.routing.default_model!r}"
-        )
-    for alias in raw.routing.auto_aliases:
+    for key in ("default_model", "baseline_model"):
+        name = getattr(raw.routing, key)
+        if name is not None and name not in models:
+            raise ConfigError(f"{source}: $.routing.{key}: unknown model {name!r}")
+    t = raw.routing.thresholds
+    if t is not None and t.standard > t.frontier:
+        raise ConfigError(f"{source}: $.routing.thresholds: standard must be <= frontier")
+    for alias in [*raw.routing.auto_aliases, *(f"gearshift/{t}" for t in raw.routing.tiers)]:
         if alias in models:
             raise ConfigError(f"{source}: $.routing.auto_aliases: {alias!r} is also a model name")
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import MakeConfig
+from conftest import MakeConfig, solo
 
 from gearshift.app import create_app
 from gearshift.mock import MockState
@@ -48,7 +48,9 @@ async def _assert_openai_error(resp: Any, status: int, code: str | None = None) 
 
 async def test_non_stream_round_trip(gateway: TestClient, mock_state: MockState) -> None:
     resp = await gateway.post(
-        "/v1/chat/completions", json={"model": "gpt-4o", "messages": MESSAGES, "seed": 3}
+        "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": MESSAGES, "seed": 3},
+        headers={"x-gearshift-route": "pin"},
     )
     assert resp.status == 200
     body = await resp.json()
@@ -241,7 +243,15 @@ async def test_models_health_and_readiness(gateway: TestClient) -> None:
     body = await resp.json()
     assert body["object"] == "list"
     ids = [m["id"] for m in body["data"]]
-    assert ids == ["auto", "gearshift/auto", "gpt-4o", "gpt-4o-mini"]
+    assert ids == [
+        "auto",
+        "gearshift/auto",
+        "gearshift/light",
+        "gearshift/standard",
+        "gearshift/frontier",
+        "gpt-4o",
+        "gpt-4o-mini",
+    ]
     assert all(m["object"] == "model" and "owned_by" in m for m in body["data"])
     one = await (await gateway.get("/v1/models/gpt-4o")).json()
     assert one["id"] == "gpt-4o"
@@ -264,6 +274,11 @@ async def test_not_ready_without_any_provider_key(
     assert (await (await client.get("/v1/models")).json())["data"] == []
     await _assert_openai_error(
         await client.post("/v1/chat/completions", json={"model": "auto", "messages": MESSAGES}),
+        503,
+        "no_model_available",
+    )
+    await _assert_openai_error(
+        await client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": MESSAGES}),
         404,
         "model_not_found",
     )
@@ -291,10 +306,7 @@ async def test_upstream_errors_map_to_what_the_client_expects(
 ) -> None:
     if model.endswith("garbage") and stream:
         pytest.skip("a garbage stream starts with a 200; covered by the mid-stream tests")
-    toml = (
-        f"[[models]]\nname = '{model}'\nprovider = 'openai'\ntier = 'frontier'\n"
-        "price_in = 1\nprice_out = 1\n"
-    )
+    toml = solo(model)
     client = await aiohttp_client(create_app(make_config(toml)))
     resp = await client.post(
         "/v1/chat/completions", json={"model": model, "messages": MESSAGES, "stream": stream}
@@ -310,10 +322,7 @@ async def test_upstream_errors_map_to_what_the_client_expects(
 async def test_a_stream_that_breaks_ends_with_an_error_event(
     aiohttp_client: ClientFactory, make_config: MakeConfig, model: str
 ) -> None:
-    toml = (
-        f"[[models]]\nname = '{model}'\nprovider = 'openai'\ntier = 'frontier'\n"
-        "price_in = 1\nprice_out = 1\n"
-    )
+    toml = solo(model)
     client = await aiohttp_client(create_app(make_config(toml)))
     resp = await client.post(
         "/v1/chat/completions", json={"model": model, "messages": MESSAGES, "stream": True}
@@ -329,10 +338,7 @@ async def test_a_stream_that_breaks_ends_with_an_error_event(
 async def test_an_upstream_error_event_is_forwarded_once(
     aiohttp_client: ClientFactory, make_config: MakeConfig
 ) -> None:
-    toml = (
-        "[[models]]\nname = 'gpt-4o-error-event'\nprovider = 'openai'\ntier = 'frontier'\n"
-        "price_in = 1\nprice_out = 1\n"
-    )
+    toml = solo("gpt-4o-error-event")
     client = await aiohttp_client(create_app(make_config(toml)))
     resp = await client.post(
         "/v1/chat/completions",
@@ -362,10 +368,7 @@ async def test_unreachable_upstream_is_502(
 async def test_client_disconnect_cancels_the_upstream_call(
     aiohttp_client: ClientFactory, make_config: MakeConfig, mock_state: MockState, stream: bool
 ) -> None:
-    toml = (
-        "[[models]]\nname = 'gpt-4o-hang'\nprovider = 'openai'\ntier = 'frontier'\n"
-        "price_in = 1\nprice_out = 1\n"
-    )
+    toml = solo("gpt-4o-hang")
     client = await aiohttp_client(create_app(make_config(toml)))
     request = asyncio.ensure_future(
         client.post(

@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import MakeConfig
+from conftest import MakeConfig, solo
 
 from gearshift.app import create_app
 
@@ -72,17 +72,17 @@ async def test_async_sdk_stream_matches_direct(
             through = [
                 c
                 async for c in await via.chat.completions.create(
-                    model="gpt-4o", messages=MESSAGES, stream=True, **extra
+                    model="gpt-4o-mini", messages=MESSAGES, stream=True, **extra
                 )
             ]
             straight = [
                 c
                 async for c in await direct.chat.completions.create(
-                    model="gpt-4o", messages=MESSAGES, stream=True, **extra
+                    model="gpt-4o-mini", messages=MESSAGES, stream=True, **extra
                 )
             ]
             assert _streamed(through)[:2] == _streamed(straight)[:2]
-            assert _streamed(through)[0].startswith("Mock answer from gpt-4o")
+            assert _streamed(through)[0].startswith("Mock answer from gpt-4o-mini")
             assert len(through) == len(straight)
             if options:
                 assert _streamed(through)[2] == _streamed(straight)[2] is not None
@@ -94,12 +94,14 @@ def _sync_round_trip(gs_base: str, mock_base: str) -> None:
     via = openai.OpenAI(base_url=gs_base, api_key="gs-team-key", max_retries=0)
     direct = openai.OpenAI(base_url=mock_base, api_key="x", max_retries=0)
     with via, direct:
-        assert _answer(via.chat.completions.create(model="gpt-4o", messages=MESSAGES)) == _answer(
-            direct.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        assert _answer(
+            via.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        ) == _answer(direct.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
+        through = list(
+            via.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
         )
-        through = list(via.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
         straight = list(
-            direct.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+            direct.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
         )
         assert _streamed(through) == _streamed(straight)
         models = [m.id for m in via.models.list()]
@@ -134,10 +136,7 @@ async def test_sdk_sees_openai_errors(gearshift_server: TestServer) -> None:
 async def test_sdk_raises_on_a_truncated_stream(
     aiohttp_server: ServerFactory, make_config: MakeConfig
 ) -> None:
-    toml = (
-        "[[models]]\nname = 'gpt-4o-stream-cut'\nprovider = 'openai'\ntier = 'frontier'\n"
-        "price_in = 1\nprice_out = 1\n"
-    )
+    toml = solo("gpt-4o-stream-cut")
     server = await aiohttp_server(create_app(make_config(toml)))
     async with openai.AsyncOpenAI(base_url=_base(server), api_key="x", max_retries=0) as client:
         stream = await client.chat.completions.create(

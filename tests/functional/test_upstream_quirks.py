@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import MakeConfig
+from conftest import MakeConfig, solo
 
 from gearshift.app import create_app
 
@@ -91,10 +91,7 @@ async def test_a_last_event_without_its_blank_line_still_counts(
 async def test_an_error_as_the_first_event_is_a_plain_error_response(
     aiohttp_client: ClientFactory, make_config: MakeConfig
 ) -> None:
-    toml = (
-        "[[models]]\nname = 'gpt-4o-error-first'\nprovider = 'openai'\ntier = 'frontier'\n"
-        "price_in = 1\nprice_out = 1\n"
-    )
+    toml = solo("gpt-4o-error-first")
     client = await aiohttp_client(create_app(make_config(toml)))
     resp = await client.post(
         "/v1/chat/completions", json={**BODY, "model": "gpt-4o-error-first", "stream": True}

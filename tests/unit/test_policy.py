@@ -1,0 +1,208 @@
+"""The routing policy: hints, ceilings, pins, filters and cost order (route.plan)."""
+
+from __future__ import annotations
+
+import msgspec
+import orjson
+import pytest
+
+from gearshift.classify import Rules, load_rules
+from gearshift.config import decode, resolve
+from gearshift.errors import BadRequest, NoTarget, NotFound
+from gearshift.request import parse_chat
+from gearshift.route import Policy, plan
+
+CATALOG = """
+use_default_catalog = false
+[[providers]]
+name = "a"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+api_key = "k"
+[[models]]
+name = "tiny"
+provider = "a"
+tier = "light"
+price_in = 0.1
+price_out = 0.4
+context_window = 8000
+capabilities = ["streaming"]
+[[models]]
+name = "small"
+provider = "a"
+tier = "light"
+price_in = 0.15
+price_out = 0.6
+[[models]]
+name = "mid"
+provider = "a"
+tier = "standard"
+price_in = 1.0
+price_out = 4.0
+[[models]]
+name = "big"
+provider = "a"
+tier = "frontier"
+price_in = 2.5
+price_out = 10.0
+[[models]]
+name = "big2"
+provider = "a"
+tier = "frontier"
+price_in = 3.0
+price_out = 15.0
+"""
+SHIPPED = load_rules()
+
+
+def _policy(extra: str = "", rules: Rules = SHIPPED) -> Policy:
+    config = resolve(decode((CATALOG + extra).encode(), source="t"), source="t", environ={})
+    return Policy.build(config, rules)
+
+
+def _fixed(score: float) -> Rules:
+    """A table that scores everything ``score`` (no features, just the bias)."""
+    import math
+
+    bias = math.log(score / (1 - score))
+    spec = msgspec.structs.replace(SHIPPED.spec, bias=bias, counters={}, patterns=[], lexicon={})
+    return Rules(spec, "fixed").with_thresholds(0.3, 0.6)
+
+
+def _req(model: str = "auto", text: str = "hello", **extra: object):
+    return parse_chat(
+        orjson.dumps({"model": model, "messages": [{"role": "user", "content": text}], **extra})
+    )
+
+
+def _names(p) -> list[str]:  # type: ignore[no-untyped-def]
+    return [m.name for m in p.targets]
+
+
+def test_auto_chooses_the_cheapest_model_that_meets_the_tier() -> None:
+    assert _names(plan(_req(), _policy(rules=_fixed(0.1)))) == [
+        "tiny",
+        "small",
+        "mid",
+        "big",
+        "big2",
+    ]
+    assert _names(plan(_req(), _policy(rules=_fixed(0.4)))) == ["mid", "big", "big2"]
+    p = plan(_req(), _policy(rules=_fixed(0.9)))
+    assert _names(p) == ["big", "big2"]
+    assert p.tier == "frontier"
+    assert p.score == "0.9000"
+
+
+def test_the_plan_never_drops_below_the_required_tier() -> None:
+    for score in (0.05, 0.35, 0.65, 0.95):
+        p = plan(_req(), _policy(rules=_fixed(score)))
+        rank = {"light": 0, "standard": 1, "frontier": 2}
+        assert all(rank[m.tier] >= rank[p.tier] for m in p.targets)
+
+
+def test_a_concrete_model_is_the_ceiling() -> None:
+    # An easy request for "big" shifts down; a hard one for "small" does not go up.
+    assert _names(plan(_req("big"), _policy(rules=_fixed(0.1))))[0] == "tiny"
+    names = _names(plan(_req("big"), _policy(rules=_fixed(0.1))))
+    # A pricier model of the same tier can only follow the requested one, as a fallback.
+    assert names.index("big") < names.index("big2")
+    p = plan(_req("small"), _policy(rules=_fixed(0.9)))
+    assert _names(p) == ["tiny", "small"]
+    assert p.tier == "light"
+    upgraded = plan(_req("small"), _policy("[routing]\nallow_upgrade = true\n", rules=_fixed(0.9)))
+    assert _names(upgraded) == ["big", "big2"]
+
+
+def test_pin_sends_the_request_where_it_was_asked() -> None:
+    p = plan(_req("big"), _policy(rules=_fixed(0.1)), {"x-gearshift-route": "pin"})
+    assert _names(p) == ["big"]
+    assert p.reason == "pinned"
+    p = plan(_req("big", gearshift={"route": "pin"}), _policy(rules=_fixed(0.1)))
+    assert _names(p) == ["big"]
+
+
+def test_hints_win_over_the_classifier_in_order() -> None:
+    policy = _policy(rules=_fixed(0.9))
+    assert plan(_req(), policy, {"x-gearshift-tier": "light"}).tier == "light"
+    assert plan(_req(gearshift={"tier": "standard"}), policy).tier == "standard"
+    p = plan(_req(gearshift={"tier": "standard"}), policy, {"x-gearshift-tier": "light"})
+    assert p.tier == "light", "the header beats the body"
+    assert p.score == "hint"
+    assert plan(_req("gearshift/light"), policy).tier == "light"
+    assert (
+        plan(_req("gearshift/light", gearshift={"tier": "frontier"}), policy).tier == "frontier"
+    ), "an explicit hint beats the alias"
+    with pytest.raises(BadRequest) as info:
+        plan(_req(), policy, {"x-gearshift-tier": "premium"})
+    assert info.value.param == "x-gearshift-tier"
+
+
+def test_capabilities_filter_candidates() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert "tiny" not in _names(plan(_req(tools=tools), _policy(rules=_fixed(0.1))))
+    image = parse_chat(
+        orjson.dumps(
+            {
+                "model": "auto",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "what is this"},
+                            {
+                                "type": "image_url",
+                                "image_url": {"url": "data:image/png;base64,AAAA"},
+                            },
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    assert "tiny" not in _names(plan(image, _policy(rules=_fixed(0.1))))
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}
+    assert "tiny" not in _names(plan(_req(response_format=schema), _policy(rules=_fixed(0.1))))
+    assert "tiny" in _names(plan(_req(stream=True), _policy(rules=_fixed(0.1))))
+
+
+def test_context_window_filters_candidates() -> None:
+    long_text = "word " * 9000  # about 11k tokens: over tiny's 8k window
+    p = plan(_req(text=long_text), _policy(rules=_fixed(0.1)))
+    assert "tiny" not in _names(p)
+    assert p.prompt_tokens > 8000
+
+
+def test_no_candidate_is_a_clear_error() -> None:
+    policy = _policy(
+        "[[models]]\nname = 'x'\nprovider = 'a'\ntier = 'light'\nprice_in = 0\n"
+        "price_out = 0\nenabled = false\n",
+        rules=_fixed(0.1),
+    )
+    huge = "word " * 1_200_000
+    with pytest.raises(NoTarget) as info:
+        plan(_req(text=huge), policy)
+    assert info.value.status == 503
+    with pytest.raises(NotFound):
+        plan(_req("x"), policy)
+
+
+def test_costs_and_baseline() -> None:
+    p = plan(_req("big", max_tokens=100), _policy(rules=_fixed(0.1)))
+    # tiny serves; the baseline is what the requested model would have cost.
+    assert p.est_cost_usd < p.baseline_cost_usd
+    assert p.baseline_cost_usd == pytest.approx((p.prompt_tokens * 2.5 + 100 * 10.0) / 1e6)
+    p = plan(_req(max_tokens=100), _policy(rules=_fixed(0.1)))
+    assert p.baseline_cost_usd == pytest.approx((p.prompt_tokens * 3.0 + 100 * 15.0) / 1e6), (
+        "auto is compared with the priciest frontier model unless a baseline is configured"
+    )
+
+
+def test_classifier_off_sends_auto_to_the_default_model() -> None:
+    p = plan(_req(), _policy("[routing]\nclassifier = false\ndefault_model = 'mid'\n"))
+    assert _names(p) == ["mid"]
+
+
+def test_configured_thresholds_override_the_table() -> None:
+    policy = _policy("[routing]\nthresholds = { standard = 0.0, frontier = 0.0 }\n")
+    assert plan(_req(text="hi"), policy).tier == "frontier"
