@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -134,6 +135,85 @@ def _port(text: str) -> int:
     return port
 
 
+def _policy(args: argparse.Namespace) -> Any:
+    from gearshift.classify import RulesError, load_rules
+    from gearshift.route import Policy
+
+    try:
+        config = load(args.config, kinds=REGISTRY.keys(), assume_keys=True)
+        rules = load_rules(args.rules or config.routing.rules)
+    except (ConfigError, RulesError) as exc:
+        print(f"gearshift: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return Policy.build(config, rules)
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from gearshift.errors import GearshiftError
+    from gearshift.replay import decide_one
+
+    if args.request:
+        raw = sys.stdin.buffer.read() if args.request == "-" else Path(args.request).read_bytes()
+    elif args.prompt:
+        raw = orjson.dumps(
+            {"model": args.model, "messages": [{"role": "user", "content": args.prompt}]}
+        )
+    else:
+        print("gearshift route: give a prompt or --request FILE", file=sys.stderr)
+        return 2
+    try:
+        result = decide_one(raw, _policy(args))
+    except GearshiftError as exc:
+        print(f"gearshift route: {exc.message}", file=sys.stderr)
+        return 1
+    sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from gearshift.replay import classify_lines, dumps, summarize
+
+    stream = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
+    with stream:
+        results = classify_lines((line.rstrip(b"\r\n") for line in stream), _policy(args))
+        if args.summary:
+            sys.stdout.write(
+                orjson.dumps(summarize(results), option=orjson.OPT_INDENT_2).decode() + "\n"
+            )
+        else:
+            for result in results:
+                sys.stdout.write(dumps(result) + "\n")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from gearshift.evaluate import evaluate_files
+
+    return evaluate_files(args.files, args.rules, as_json=args.json, plot=args.plot)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from gearshift.evaluate import calibrate_files
+
+    weights = {}
+    for item in args.weight:
+        name, _, value = item.partition("=")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            print(f"gearshift calibrate: --weight wants NAME=NUMBER, not {item!r}", file=sys.stderr)
+            return 2
+    return calibrate_files(
+        args.files,
+        out=args.out,
+        seed=args.seed,
+        target_quality=args.target_quality,
+        cv=args.cv,
+        lodo=args.lodo,
+        weights=weights,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gearshift",
@@ -182,6 +262,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run gearshift against built-in mock providers")
     demo.set_defaults(func=cmd_demo)
+
+    route = sub.add_parser("route", help="show the routing decision for one request")
+    route.add_argument("prompt", nargs="?", help="a user prompt")
+    route.add_argument("--request", help="a whole request body (JSON file, or - for stdin)")
+    route.add_argument("--model", default="auto", help="requested model for a prompt")
+    route.add_argument("--config")
+    route.add_argument("--rules", help="rule table (default: the config's, else shipped)")
+    route.set_defaults(func=cmd_route)
+
+    classify = sub.add_parser(
+        "classify", help="decisions for a JSONL file of request bodies (one line out per line)"
+    )
+    classify.add_argument("file", help="JSONL of request bodies, or - for stdin")
+    classify.add_argument(
+        "--summary",
+        action="store_true",
+        help="tier shares and projected cost with and without routing",
+    )
+    classify.add_argument("--config")
+    classify.add_argument("--rules")
+    classify.set_defaults(func=cmd_classify)
+
+    ev = sub.add_parser("eval", help="routing quality on labeled data (AUC, APGR, accuracy)")
+    ev.add_argument("files", nargs="+", help="labeled JSONL files")
+    ev.add_argument("--rules", help="rule table to measure (default: shipped)")
+    ev.add_argument("--json", action="store_true", help="machine-readable output")
+    ev.add_argument("--plot", help="write the cost/quality curve to this PNG (matplotlib)")
+    ev.set_defaults(func=cmd_eval)
+
+    cal = sub.add_parser("calibrate", help="fit the rule table's weights and thresholds")
+    cal.add_argument("files", nargs="+", help="labeled JSONL files")
+    cal.add_argument("--out", required=True, help="where to write the fitted table (TOML)")
+    cal.add_argument("--seed", help="table whose features to refit (default: shipped)")
+    cal.add_argument(
+        "--target-quality",
+        type=float,
+        default=0.9,
+        help="share of the weak-to-strong quality gap to keep (default 0.9)",
+    )
+    cal.add_argument("--cv", type=int, default=5, help="cross-validation folds (0: none)")
+    cal.add_argument(
+        "--lodo", action="store_true", help="also report leave-one-dataset-out figures"
+    )
+    cal.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="DATASET=W",
+        help="weight of a dataset (file stem) in the fit; each counts 1 by default",
+    )
+    cal.set_defaults(func=cmd_calibrate)
     return parser
 
 

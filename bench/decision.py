@@ -1,0 +1,80 @@
+"""Micro-benchmark: the routing decision (classifier + planner) by prompt size.
+
+    python -m bench.decision [--repeat N]
+
+For each size, a realistic prompt (an instruction around pasted prose) is parsed once, then
+``route.plan`` (features, table, tier, candidates, cost order) runs ``repeat`` times; the
+median and p99 per call are printed. No network, no server: this is the pure decision cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import orjson
+
+from gearshift.classify import load_rules
+from gearshift.config import load
+from gearshift.request import parse_chat
+from gearshift.route import Policy, plan
+
+PROSE = (
+    "The quarterly report shows revenue growth in every region, with the strongest "
+    "gains in the northern markets, while costs rose faster than planned because of "
+    "freight and hiring. "
+)
+SIZES = [10, 100, 1_000, 10_000, 100_000]  # approximate prompt tokens
+
+
+def body_of(tokens: int) -> bytes:
+    chars = tokens * 4
+    ask = "Summarize the key risks in the text below in three bullet points.\n\n"
+    text = (PROSE * (chars // len(PROSE) + 1))[: max(0, chars - len(ask))]
+    return orjson.dumps(
+        {
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "You are a careful financial analyst."},
+                {"role": "user", "content": ask + text},
+            ],
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2000)
+    args = parser.parse_args()
+    config = load(
+        None, environ={"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "x", "GEMINI_API_KEY": "x"}
+    )
+    policy = Policy.build(config, load_rules())
+    print(
+        f"python {platform.python_version()} on {platform.machine()}; "
+        f"{len(config.offered)} models offered; {args.repeat} decisions per size"
+    )
+    print(f"{'tokens':>8} {'chars':>8} {'median µs':>10} {'p99 µs':>9} {'tier':>9}")
+    for size in SIZES:
+        raw = body_of(size)
+        request = parse_chat(raw)
+        repeat = max(50, args.repeat // max(1, size // 1000))
+        for _ in range(20):
+            p = plan(request, policy)
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter_ns()
+            p = plan(request, policy)
+            times.append(time.perf_counter_ns() - t0)
+        times.sort()
+        chars = len(request.body["messages"][1]["content"])
+        print(
+            f"{size:>8} {chars:>8} {statistics.median(times) / 1e3:>10.1f} "
+            f"{times[int(len(times) * 0.99) - 1] / 1e3:>9.1f} {p.tier:>9}"
+        )
+
+
+if __name__ == "__main__":
+    main()
