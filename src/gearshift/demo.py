@@ -25,9 +25,21 @@ WORKLOAD: list[tuple[str, str, bool]] = [
         False,
     ),
     ("gpt-4o-mini", "Extract the invoice number from: 'Invoice INV-2231, due 2026-12-01'.", False),
-    ("gpt-4o", "Prove that the square root of two is irrational, step by step.", True),
+    (
+        "gpt-4o",
+        "Prove that for every integer n > 1 the harmonic sum 1 + 1/2 + ... + 1/n is never an "
+        "integer.",
+        True,
+    ),
     ("auto", "Translate 'Where is the train station?' into French.", True),
-    ("gpt-4o", "Review this function for security problems: def run(cmd): os.system(cmd)", False),
+    (
+        "gpt-4o",
+        "This Go code deadlocks under load when two transfers run in opposite directions; "
+        "find the bug and fix it:\n```go\nfunc transfer(a, b *Account, amt int) {\n"
+        "  a.mu.Lock()\n  b.mu.Lock()\n  a.bal -= amt\n  b.bal += amt\n  b.mu.Unlock()\n"
+        "  a.mu.Unlock()\n}\n```",
+        False,
+    ),
     ("gpt-4o-mini", "Summarize in one sentence: the meeting moved to Thursday at 3pm.", True),
     ("gpt-5-ultra", "This model does not exist in the catalog.", False),
 ]
@@ -38,11 +50,13 @@ class Row:
     requested: str
     stream: bool
     status: int
-    model: str
-    provider: str
     ms: float
-    usage: str
     answer: str
+    model: str = "-"
+    tier: str = "-"
+    score: str = "-"
+    cost: float = 0.0
+    baseline: float = 0.0
 
 
 async def _send(client: Any, requested: str, prompt: str, stream: bool) -> Row:
@@ -50,49 +64,36 @@ async def _send(client: Any, requested: str, prompt: str, stream: bool) -> Row:
 
     messages = [{"role": "user", "content": prompt}]
     started = time.perf_counter()
+    create = client.chat.completions.with_raw_response.create
     try:
         if stream:
-            raw = await client.chat.completions.with_raw_response.create(
-                model=requested,
-                messages=messages,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            text, usage = [], None
-            async for chunk in raw.parse():
-                if chunk.choices and chunk.choices[0].delta.content:
-                    text.append(chunk.choices[0].delta.content)
-                usage = chunk.usage or usage
+            raw = await create(model=requested, messages=messages, stream=True)
+            text = [c.choices[0].delta.content or "" async for c in raw.parse() if c.choices]
             answer = "".join(text)
         else:
-            raw = await client.chat.completions.with_raw_response.create(
-                model=requested, messages=messages
-            )
-            completion = raw.parse()
-            answer, usage = completion.choices[0].message.content or "", completion.usage
+            raw = await create(model=requested, messages=messages)
+            answer = raw.parse().choices[0].message.content or ""
     except openai.APIStatusError as exc:
-        ms = (time.perf_counter() - started) * 1e3
+        message = exc.body.get("message") if isinstance(exc.body, dict) else str(exc)
         return Row(
             requested,
             stream,
             exc.status_code,
-            "-",
-            "-",
-            ms,
-            "-",
-            f"error: {exc.body.get('message') if isinstance(exc.body, dict) else exc}",
+            (time.perf_counter() - started) * 1e3,
+            f"error: {message}",
         )
-    ms = (time.perf_counter() - started) * 1e3
-    tokens = f"{usage.prompt_tokens}/{usage.completion_tokens}" if usage else "?"
+    h = raw.headers
     return Row(
         requested,
         stream,
         raw.http_response.status_code,
-        raw.headers.get("x-gearshift-model", "?"),
-        raw.headers.get("x-gearshift-provider", "?"),
-        ms,
-        tokens,
+        (time.perf_counter() - started) * 1e3,
         answer,
+        model=h.get("x-gearshift-model", "?"),
+        tier=h.get("x-gearshift-tier", "?"),
+        score=h.get("x-gearshift-score", "?"),
+        cost=float(h.get("x-gearshift-est-cost-usd", 0)),
+        baseline=float(h.get("x-gearshift-requested-cost-usd", 0)),
     )
 
 
@@ -102,10 +103,12 @@ def _print_table(rows: list[Row], out: TextIO) -> None:
         "requested",
         "stream",
         "status",
+        "score",
+        "tier",
         "served by",
-        "provider",
         "ms",
-        "tok in/out",
+        "est. $",
+        "as asked $",
         "answer",
     )
     cells = [head] + [
@@ -114,11 +117,13 @@ def _print_table(rows: list[Row], out: TextIO) -> None:
             r.requested,
             "yes" if r.stream else "no",
             str(r.status),
+            r.score,
+            r.tier,
             r.model,
-            r.provider,
-            f"{r.ms:.1f}",
-            r.usage,
-            r.answer[:60] + ("…" if len(r.answer) > 60 else ""),
+            f"{r.ms:.0f}",
+            f"{r.cost:.6f}",
+            f"{r.baseline:.6f}",
+            r.answer[:44] + ("…" if len(r.answer) > 44 else ""),
         )
         for i, r in enumerate(rows, 1)
     ]
@@ -168,6 +173,12 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
         await mock_runner.cleanup()
     _print_table(rows, out)
     ok = sum(r.status == 200 for r in rows)
+    cost, baseline = sum(r.cost for r in rows), sum(r.baseline for r in rows)
+    if baseline:
+        out.write(
+            f"\nestimated cost {cost:.6f} USD instead of {baseline:.6f} USD as asked: "
+            f"{100 * (baseline - cost) / baseline:.0f}% saved by routing\n"
+        )
     out.write(
         f"\n{ok} of {len(rows)} answered; the unknown model got an OpenAI-shaped 404, "
         "as a client expects.\n"
