@@ -167,16 +167,19 @@ def design(
     feats: Sequence[dict[str, float]], min_rows: int, rows_by_dataset: Sequence[str]
 ) -> Design:
     """The columns: hand-made features, and words seen in ``min_rows`` rows of 2+ datasets."""
-    fixed = [k for k in feats[0] if not k.startswith(("w:", "p:"))] if feats else []
+    fixed = [k for k in feats[0] if not k.startswith(("w:", "p:", "h:"))] if feats else []
     rows_per_word: Counter[str] = Counter()
     sets_per_word: dict[str, set[str]] = defaultdict(set)
     for f, ds in zip(feats, rows_by_dataset, strict=True):
-        seen = {k[2:] for k in f if k.startswith(("w:", "p:"))}
+        # Previous-turn words share the ask words' weights; lead words have their own.
+        seen = {
+            ("h:" if k[0] == "h" else "w:") + k[2:] for k in f if k.startswith(("w:", "p:", "h:"))
+        }
         rows_per_word.update(seen)
         for w in seen:
             sets_per_word[w].add(ds)
     vocab = sorted(
-        "w:" + w for w, n in rows_per_word.items() if n >= min_rows and len(sets_per_word[w]) >= 2
+        w for w, n in rows_per_word.items() if n >= min_rows and len(sets_per_word[w]) >= 2
     )
     columns = fixed + vocab
     return Design(columns, {c: i for i, c in enumerate(columns)}, len(fixed))
@@ -188,7 +191,7 @@ def _matrix(d: Design, feats: Sequence[dict[str, float]], prev_scale: float) -> 
     x = np.zeros((len(feats), len(d.columns)))
     for r, f in enumerate(feats):
         for key, value in f.items():
-            if key.startswith("w:"):
+            if key.startswith(("w:", "h:")):
                 j = d.index.get(key)
                 if j is not None:
                     x[r, j] = max(x[r, j], value)
@@ -241,7 +244,7 @@ class FitOptions:
     l2_fixed: float = 1e-3
     l2_words: float = 1e-2
     min_rows: int = 3
-    max_words: int = 2000
+    max_words: int = 3000
     target_quality: float = 0.9
     dataset_effects: bool = True
     dataset_weights: dict[str, float] = field(default_factory=dict)  # default 1 each
@@ -301,11 +304,9 @@ def fit(
         ((abs(float(coef[j])), d.columns[j]) for j in range(d.n_fixed, len(d.columns))),
         reverse=True,
     )[: options.max_words]
-    lexicon = {
-        word[2:]: round(float(coef[d.index[word]]), 4)
-        for mag, word in sorted(words, key=lambda t: t[1])
-        if mag >= 0.01
-    }
+    kept = sorted(word for mag, word in words if mag >= 0.01)
+    lexicon = {w[2:]: round(float(coef[d.index[w]]), 4) for w in kept if w[0] == "w"}
+    lead_lexicon = {w[2:]: round(float(coef[d.index[w]]), 4) for w in kept if w[0] == "h"}
     fitted = Rules(
         RulesFile(
             version=spec.version,
@@ -315,6 +316,7 @@ def fit(
             counters=counters,
             patterns=patterns,
             lexicon=lexicon,
+            lead_lexicon=lead_lexicon,
             prev_lexicon_scale=spec.prev_lexicon_scale,
             provenance=spec.provenance,
         ),

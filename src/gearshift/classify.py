@@ -24,7 +24,16 @@ from typing import Any
 import msgspec
 
 from gearshift import tokens
-from gearshift.features import COUNTERS, SCOPES, Found, Terms, Text, lexicon_words, read_text
+from gearshift.features import (
+    COUNTERS,
+    SCOPES,
+    Found,
+    Terms,
+    Text,
+    lexicon_words,
+    read_text,
+    word_set,
+)
 
 
 class RulesError(Exception):
@@ -59,6 +68,7 @@ class Window(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ask_tail: int = 300
     system_head: int = 400
     prev_head: int = 300
+    lead: int = 0  # chars at the opening of the ask with their own lexicon (0: off)
 
 
 class RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -69,6 +79,7 @@ class RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     counters: dict[str, float] = {}
     patterns: list[PatternRule] = []
     lexicon: dict[str, float] = {}
+    lead_lexicon: dict[str, float] = {}
     prev_lexicon_scale: float = 0.5
     provenance: dict[str, str] = {}
 
@@ -117,6 +128,8 @@ class Rules:
         self._lexicon = {word.encode(): weight for word, weight in spec.lexicon.items()}
         # A set, not the dict: `set & frozenset` walks the smaller side only.
         self._lexicon_keys = frozenset(self._lexicon)
+        self._lead = {word.encode(): weight for word, weight in spec.lead_lexicon.items()}
+        self._lead_keys = frozenset(self._lead)
 
     def with_thresholds(self, standard: float, frontier: float) -> Rules:
         """The same table with other tier thresholds."""
@@ -137,6 +150,8 @@ class Rules:
             values["w:" + word] = 1.0
         for word in lexicon_words(t.prev):
             values["p:" + word] = 1.0
+        for word in lexicon_words(t.ask[: self.spec.window.lead]):
+            values["h:" + word] = 1.0
         return t, values
 
     def score(self, body: Mapping[str, Any]) -> tuple[float, Text, list[tuple[float, Any]]]:
@@ -159,8 +174,13 @@ class Rules:
             parts.append((lexicon[word], word))
         if found.prev:
             scale = self.spec.prev_lexicon_scale
-            for word in found.prev & self._lexicon_keys:
+            # A word in both the ask and the previous turn counts once, as in the fit.
+            for word in (found.prev - found.ask - found.system) & self._lexicon_keys:
                 parts.append((lexicon[word] * scale, b"p:" + word))
+        if self._lead:
+            lead = self._lead
+            for word in word_set(t.ask[: self.spec.window.lead]) & self._lead_keys:
+                parts.append((lead[word], b"h:" + word))
         z = self.spec.bias + sum([c for c, _ in parts])
         return _sigmoid(z), t, parts
 
@@ -169,7 +189,7 @@ class Rules:
             return self._pattern_ids[feature]
         if isinstance(feature, bytes):
             text = feature.decode()
-            return text if text.startswith("p:") else "w:" + text
+            return text if text.startswith(("p:", "h:")) else "w:" + text
         return str(feature)
 
     def tier_for(
@@ -272,6 +292,7 @@ def encode_rules(spec: RulesFile, header: Iterable[str] = ()) -> bytes:
         f"ask_tail = {w.ask_tail}",
         f"system_head = {w.system_head}",
         f"prev_head = {w.prev_head}",
+        f"lead = {w.lead}",
         "",
         "# Hand-made structural counters (see classify.COUNTERS) and their fitted weights.",
         "[counters]",
@@ -290,4 +311,10 @@ def encode_rules(spec: RulesFile, header: Iterable[str] = ()) -> bytes:
         "[lexicon]",
     ]
     out += [f"{_q(word)} = {weight!r}" for word, weight in sorted(spec.lexicon.items())]
+    out += [
+        "",
+        "# Learned lead lexicon: word in the opening of the ask -> weight.",
+        "[lead_lexicon]",
+    ]
+    out += [f"{_q(word)} = {weight!r}" for word, weight in sorted(spec.lead_lexicon.items())]
     return ("\n".join(out) + "\n").encode()
