@@ -3,7 +3,7 @@
     python -m bench.decision [--repeat N]
 
 For each size, a realistic prompt (an instruction around pasted prose) is parsed once, then
-``route.plan`` (features, table, tier, candidates, cost order) runs ``repeat`` times; the
+``policy.plan`` (features, table, tier, candidates, cost order) runs ``repeat`` times; the
 median and p99 per call are printed. No network, no server: this is the pure decision cost.
 """
 
@@ -18,8 +18,8 @@ import orjson
 
 from gearshift.classify import load_rules
 from gearshift.config import load
+from gearshift.policy import Policy, plan
 from gearshift.request import parse_chat
-from gearshift.route import Policy, plan
 
 PROSE = (
     "The quarterly report shows revenue growth in every region, with the strongest "

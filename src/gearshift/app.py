@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from gearshift import route
+from gearshift import policy, route
 from gearshift.classify import Rules, load_rules
 from gearshift.config import Config
 from gearshift.errors import (
@@ -31,7 +31,7 @@ log = logging.getLogger("gearshift")
 
 CONFIG = web.AppKey("config", Config)
 KEY_DIGESTS = web.AppKey("key_digests", tuple)
-POLICY = web.AppKey("policy", route.Policy)
+POLICY = web.AppKey("policy", policy.Policy)
 UPSTREAM = web.AppKey("upstream", Upstream)
 ROUTER = web.AppKey("router", route.Router)
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -133,7 +133,7 @@ def _decision_headers(trace: route.Trace) -> dict[str, str]:
         "x-gearshift-score": plan.score,
         "x-gearshift-reason": plan.reason,
         "x-gearshift-attempts": str(len(trace.attempts)),
-        "x-gearshift-est-cost-usd": f"{plan.est_cost_usd:.8f}",
+        "x-gearshift-est-cost-usd": f"{plan.cost_on(model):.8f}",
         "x-gearshift-requested-cost-usd": f"{plan.baseline_cost_usd:.8f}",
     } | ({"x-upstream-request-id": trace.upstream_request_id} if trace.upstream_request_id else {})
 
@@ -143,7 +143,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > config.server.max_body_bytes:
         raise _too_large(config)
     chat = parse_chat(await request.read())
-    trace = route.Trace(route.plan(chat, request.app[POLICY], request.headers))
+    trace = route.Trace(policy.plan(chat, request.app[POLICY], request.headers))
     router = request.app[ROUTER]
     started = time.perf_counter()
     try:
@@ -267,7 +267,7 @@ def create_app(config: Config, rules: Rules | None = None) -> web.Application:
     app[KEY_DIGESTS] = tuple(
         hashlib.sha256(k.reveal().encode()).digest() for k in config.proxy_keys
     )
-    app[POLICY] = route.Policy.build(config, rules)
+    app[POLICY] = policy.Policy.build(config, rules)
     app[UPSTREAM] = upstream
     app[ROUTER] = route.Router(upstream)
     app.cleanup_ctx.append(_upstream_ctx)

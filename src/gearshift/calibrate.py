@@ -48,7 +48,10 @@ def example_from_row(row: dict[str, Any], dataset: str, line: int) -> Example:
     rid = str(row.get("id", line))
     if "request" in row:
         body = row["request"]
-        strong = 1 if row.get("tier") == "frontier" else 0
+        tier = row.get("tier")
+        if tier not in ("light", "frontier") or not isinstance(body, dict):
+            raise ValueError(f"line {line}: needs a request object and tier light|frontier")
+        strong = 1 if tier == "frontier" else 0
         return Example(
             rid,
             dataset,
@@ -66,11 +69,15 @@ def example_from_row(row: dict[str, Any], dataset: str, line: int) -> Example:
             {"role": "assistant", "content": "(previous answer)"},
         ]
     messages.append({"role": "user", "content": row["prompt"]})
+    if not isinstance(row["weak_suffices"], bool) or not isinstance(row["prompt"], str):
+        raise ValueError(f"line {line}: weak_suffices must be a boolean, prompt a string")
     strong = 0 if row["weak_suffices"] else 1
+    # The turns of one conversation ("81/turn1", "81/turn2") stay in one fold.
+    group = rid.split("/")[0] if "/turn" in rid else rid
     return Example(
         rid,
         dataset,
-        rid.split("/")[0] if dataset == "mt_bench" else rid,
+        group,
         {"model": "auto", "messages": messages},
         strong,
         float(row["weak_score"]),
@@ -85,7 +92,13 @@ def load_examples(paths: Iterable[str | Path]) -> list[Example]:
         p = Path(path)
         for i, line in enumerate(p.read_bytes().splitlines(), 1):
             if line.strip():
-                out.append(example_from_row(orjson.loads(line), p.stem, i))
+                row = orjson.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError(f"{p}:{i}: a row must be a JSON object")
+                try:
+                    out.append(example_from_row(row, p.stem, i))
+                except (KeyError, ValueError, TypeError) as exc:
+                    raise ValueError(f"{p}:{i}: {exc}") from None
     return out
 
 
@@ -94,6 +107,8 @@ def load_examples(paths: Iterable[str | Path]) -> list[Example]:
 
 def auc(scores: Sequence[float], labels: Sequence[int]) -> float:
     """ROC-AUC (ties count half): P(score of a positive > score of a negative)."""
+    if any(math.isnan(s) for s in scores):
+        raise ValueError("a score is NaN")
     pairs = sorted(zip(scores, labels, strict=True))
     pos = sum(labels)
     neg = len(labels) - pos
@@ -114,10 +129,22 @@ def pgr_at(scores: Sequence[float], examples: Sequence[Example], strong_share: f
     """Share of the weak→strong gap recovered when the top ``strong_share`` go strong."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     k = round(strong_share * len(order))
-    chosen = set(order[:k])
+    # share[i]: the chance row i goes strong. Rows tied with the k-th score share what is
+    # left of the k calls evenly, so the result does not depend on the rows' order.
+    share = [0.0] * len(order)
+    if k:
+        cut = scores[order[k - 1]]
+        above = [i for i in order if scores[i] > cut]
+        tied = [i for i in order if scores[i] == cut]
+        for i in above:
+            share[i] = 1.0
+        for i in tied:
+            share[i] = (k - len(above)) / len(tied)
     weak = sum(e.weak_score for e in examples)
     strong = sum(e.strong_score for e in examples)
-    got = sum(e.strong_score if i in chosen else e.weak_score for i, e in enumerate(examples))
+    got = sum(
+        e.weak_score + share[i] * (e.strong_score - e.weak_score) for i, e in enumerate(examples)
+    )
     return (got - weak) / (strong - weak) if strong != weak else float("nan")
 
 
@@ -127,10 +154,15 @@ def apgr(scores: Sequence[float], examples: Sequence[Example]) -> float:
 
 
 def threshold_report(
-    scores: Sequence[float], examples: Sequence[Example], threshold: float
+    scores: Sequence[float],
+    examples: Sequence[Example],
+    threshold: float,
+    routed: Sequence[bool] | None = None,
 ) -> dict[str, float]:
-    """Quality recovered and strong-call share when ``score >= threshold`` goes strong."""
-    routed = [s >= threshold for s in scores]
+    """Quality recovered and strong-call share when ``score >= threshold`` goes strong
+    (or, given ``routed``, when each row's own decision says so: held-out thresholds)."""
+    if routed is None:
+        routed = [s >= threshold for s in scores]
     weak = sum(e.weak_score for e in examples)
     strong = sum(e.strong_score for e in examples)
     got = sum(e.strong_score if r else e.weak_score for r, e in zip(routed, examples, strict=True))
@@ -164,10 +196,14 @@ def features_of(rules: Rules, examples: Sequence[Example]) -> list[dict[str, flo
 
 
 def design(
-    feats: Sequence[dict[str, float]], min_rows: int, rows_by_dataset: Sequence[str]
+    feats: Sequence[dict[str, float]],
+    min_rows: int,
+    rows_by_dataset: Sequence[str],
+    fixed: Sequence[str],
 ) -> Design:
-    """The columns: hand-made features, and words seen in ``min_rows`` rows of 2+ datasets."""
-    fixed = [k for k in feats[0] if not k.startswith(("w:", "p:", "h:"))] if feats else []
+    """The columns: the table's hand-made features (``fixed``), and words seen in
+    ``min_rows`` rows of 2+ datasets."""
+    fixed = list(fixed)
     rows_per_word: Counter[str] = Counter()
     sets_per_word: dict[str, set[str]] = defaultdict(set)
     for f, ds in zip(feats, rows_by_dataset, strict=True):
@@ -200,7 +236,9 @@ def _matrix(d: Design, feats: Sequence[dict[str, float]], prev_scale: float) -> 
                 if j is not None:
                     x[r, j] = max(x[r, j], prev_scale * value)
             else:
-                x[r, d.index[key]] = value
+                j = d.index.get(key)  # a counter the table does not use is not fitted
+                if j is not None:
+                    x[r, j] = value
     return x
 
 
@@ -273,7 +311,8 @@ def fit(
 
     if feats is None:
         feats = features_of(seed, examples)
-    d = design(feats, options.min_rows, [e.dataset for e in examples])
+    fixed = list(seed.spec.counters) + ["re:" + p.id for p in seed.spec.patterns]
+    d = design(feats, options.min_rows, [e.dataset for e in examples], fixed)
     x = _matrix(d, feats, seed.spec.prev_lexicon_scale)
     y = np.array([e.strong for e in examples], dtype=float)
     w = np.array(sample_weights(examples, options.dataset_weights))
@@ -374,10 +413,12 @@ def folds(examples: Sequence[Example], k: int, seed: int = 7) -> list[int]:
 
 def cross_val_scores(
     seed: Rules, examples: Sequence[Example], options: FitOptions, k: int = 5
-) -> list[float]:
-    """Out-of-fold scores: each example scored by a table fitted without its fold."""
+) -> tuple[list[float], list[bool]]:
+    """Out-of-fold scores, and whether each row's own fold-fitted table (weights *and*
+    thresholds, so nothing of the row leaks) sends it to the frontier tier."""
     assignment = folds(examples, k)
     scores = [0.0] * len(examples)
+    routed = [False] * len(examples)
     feats = features_of(seed, examples)
     for fold in range(k):
         keep = [i for i, f in enumerate(assignment) if f != fold]
@@ -385,7 +426,8 @@ def cross_val_scores(
         for i, (e, f) in enumerate(zip(examples, assignment, strict=True)):
             if f == fold:
                 scores[i] = rules.score(e.body)[0]
-    return scores
+                routed[i] = scores[i] >= rules.spec.thresholds.frontier
+    return scores, routed
 
 
 def leave_one_out_scores(
@@ -408,15 +450,18 @@ def leave_one_out_scores(
 
 
 def report(
-    scores: Sequence[float], examples: Sequence[Example], thresholds: Thresholds
+    scores: Sequence[float],
+    examples: Sequence[Example],
+    thresholds: Thresholds,
+    routed: Sequence[bool] | None = None,
 ) -> dict[str, float]:
-    """AUC, APGR and the figures at the frontier threshold, for one dataset."""
+    """AUC, APGR and the figures at the frontier threshold (or per-row ``routed``)."""
     out = {
         "n": float(len(examples)),
         "auc": auc(scores, [e.strong for e in examples]),
         "apgr": apgr(scores, examples),
     }
-    out.update(threshold_report(scores, examples, thresholds.frontier))
+    out.update(threshold_report(scores, examples, thresholds.frontier, routed))
     return out
 
 

@@ -13,6 +13,7 @@ product, a sigmoid. Weights and tier thresholds are fitted offline (see ``calibr
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -115,6 +116,21 @@ class Rules:
                 raise RulesError(
                     f"{source}: $.patterns[{i}] ({rule.id}): bad regex: {exc}"
                 ) from None
+        numbers = [
+            spec.bias,
+            spec.prev_lexicon_scale,
+            *spec.counters.values(),
+            *(p.weight for p in spec.patterns),
+            *spec.lexicon.values(),
+            *spec.lead_lexicon.values(),
+        ]
+        if not all(math.isfinite(n) for n in numbers):
+            raise RulesError(f"{source}: every bias and weight must be a finite number")
+        if not 0.0 <= spec.prev_lexicon_scale <= 1.0:
+            raise RulesError(f"{source}: prev_lexicon_scale must be within [0, 1]")
+        w = spec.window
+        if min(w.ask_head, w.ask_tail, w.system_head, w.prev_head, w.lead) < 0:
+            raise RulesError(f"{source}: window sizes must not be negative")
         t = spec.thresholds
         if not 0.0 <= t.standard <= t.frontier <= 1.0:
             raise RulesError(f"{source}: thresholds must satisfy 0 <= standard <= frontier <= 1")
@@ -197,13 +213,17 @@ class Rules:
     ) -> str:
         """The weakest tier whose threshold ``score`` stays under; tiers ordered weakest first.
 
-        With a tier list other than the default three, the score is spread evenly over it.
+        The thresholds are named: a list holding ``frontier`` (and ``standard``) maps onto
+        those names, below them the weakest tier (higher tiers only by hint). A list without
+        those names spreads the score over its tiers.
         """
         t = self.spec.thresholds
-        if tiers == ("light", "standard", "frontier"):
+        if "frontier" in tiers:
             if score >= t.frontier:
                 return "frontier"
-            return "standard" if score >= t.standard else "light"
+            if score >= t.standard and "standard" in tiers:
+                return "standard"
+            return tiers[0]
         if score >= t.frontier:
             return tiers[-1]
         if score < t.standard or len(tiers) < 3:
@@ -216,21 +236,23 @@ class Rules:
     ) -> Decision:
         """Classify a request body: score, tier, prompt tokens (estimated), top reasons."""
         score, t, parts = self.score(body)
-        parts.sort(key=lambda p: -abs(p[0]))
+        parts = heapq.nlargest(3, parts, key=lambda p: abs(p[0]))
         reasons = tuple(
             f"{self.feature_name(name)}{'+' if c > 0 else '-'}" for c, name in parts[:3]
         )
         return Decision(
             score=round(score, 4),
             tier=self.tier_for(score, tiers),
-            tokens=tokens.estimate_chars(t.total_chars + _tool_chars(body)),
+            tokens=tokens.estimate_chars(
+                t.total_chars + _tool_chars(body), ascii=t.ask.isascii() and t.system.isascii()
+            ),
             reasons=reasons,
             image=t.has_image,
         )
 
 
 def _tool_chars(body: Mapping[str, Any]) -> int:
-    tools = body.get("tools")
+    tools = body.get("tools") if isinstance(body, Mapping) else None
     if not isinstance(tools, list) or not tools:
         return 0
     return len(msgspec.json.encode(tools))

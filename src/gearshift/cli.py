@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,7 +138,7 @@ def _port(text: str) -> int:
 
 def _policy(args: argparse.Namespace) -> Any:
     from gearshift.classify import RulesError, load_rules
-    from gearshift.route import Policy
+    from gearshift.policy import Policy
 
     try:
         config = load(args.config, kinds=REGISTRY.keys(), assume_keys=True)
@@ -153,7 +154,13 @@ def cmd_route(args: argparse.Namespace) -> int:
     from gearshift.replay import decide_one
 
     if args.request:
-        raw = sys.stdin.buffer.read() if args.request == "-" else Path(args.request).read_bytes()
+        try:
+            raw = (
+                sys.stdin.buffer.read() if args.request == "-" else Path(args.request).read_bytes()
+            )
+        except OSError as exc:
+            print(f"gearshift route: cannot read {args.request}: {exc.strerror}", file=sys.stderr)
+            return 2
     elif args.prompt:
         raw = orjson.dumps(
             {"model": args.model, "messages": [{"role": "user", "content": args.prompt}]}
@@ -173,7 +180,11 @@ def cmd_route(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     from gearshift.replay import classify_lines, dumps, summarize
 
-    stream = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
+    try:
+        stream = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"gearshift classify: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
     with stream:
         results = classify_lines((line.rstrip(b"\r\n") for line in stream), _policy(args))
         if args.summary:
@@ -200,6 +211,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         name, _, value = item.partition("=")
         try:
             weights[name] = float(value)
+            if not math.isfinite(weights[name]) or weights[name] < 0:
+                raise ValueError(value)
         except ValueError:
             print(f"gearshift calibrate: --weight wants NAME=NUMBER, not {item!r}", file=sys.stderr)
             return 2

@@ -27,14 +27,22 @@ def _by_dataset(examples: Sequence[cal.Example]) -> dict[str, list[int]]:
 
 
 def dataset_report(
-    rules: Rules, examples: Sequence[cal.Example], scores: Sequence[float]
+    rules: Rules,
+    examples: Sequence[cal.Example],
+    scores: Sequence[float],
+    routed: Sequence[bool] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Per dataset: AUC, APGR, and at the table's frontier threshold PGR, strong-call share,
-    accuracy and recall of each class (the measures ``docs/routing.md`` reports)."""
+    """Per dataset: AUC, APGR, and at the table's frontier threshold (or per-row ``routed``)
+    PGR, strong-call share, accuracy and recall of each class (as ``docs/routing.md``)."""
     out = {}
     for name, idx in _by_dataset(examples).items():
         sub = [examples[i] for i in idx]
-        out[name] = cal.report([scores[i] for i in idx], sub, rules.spec.thresholds)
+        out[name] = cal.report(
+            [scores[i] for i in idx],
+            sub,
+            rules.spec.thresholds,
+            None if routed is None else [routed[i] for i in idx],
+        )
     return out
 
 
@@ -54,9 +62,12 @@ def print_table(title: str, report: dict[str, dict[str, float]], out: TextIO) ->
 
 def _load(files: Sequence[str]) -> list[cal.Example]:
     try:
-        return cal.load_examples(files)
-    except (OSError, KeyError, ValueError) as exc:
+        examples = cal.load_examples(files)
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise SystemExit(f"gearshift: cannot read labeled data: {exc}") from None
+    if not examples:
+        raise SystemExit("gearshift: no labeled rows in " + ", ".join(files))
+    return examples
 
 
 def evaluate_files(
@@ -151,14 +162,17 @@ def calibrate_files(
     except RulesError as exc:
         print(f"gearshift: {exc}", file=sys.stderr)
         return 2
+    if not 0.0 < target_quality <= 1.0:
+        print("gearshift calibrate: --target-quality must be in (0, 1]", file=sys.stderr)
+        return 2
     examples = _load(files)
     options = cal.FitOptions(target_quality=target_quality, dataset_weights=weights or {})
     fitted = cal.fit(seed_rules, examples, options)
     if cv > 1:
-        scores = cal.cross_val_scores(seed_rules, examples, options, cv)
+        scores, routed = cal.cross_val_scores(seed_rules, examples, options, cv)
         print_table(
-            f"{cv}-fold cross-validated (out-of-fold scores; the written table's thresholds)",
-            dataset_report(fitted, examples, scores),
+            f"{cv}-fold cross-validated (out-of-fold scores; each fold's own thresholds)",
+            dataset_report(fitted, examples, scores, routed),
             stream,
         )
     if lodo:

@@ -63,6 +63,8 @@ def _window(text: str, head: int, tail: int = 0) -> str:
 
 def read_text(body: Mapping[str, Any], window: WindowSpec) -> Text:
     """Walk the messages once and keep bounded windows of what matters."""
+    if not isinstance(body, Mapping):
+        return Text()
     messages = body.get("messages")
     out = Text(body=body)
     if not isinstance(messages, list):
@@ -89,7 +91,7 @@ def read_text(body: Mapping[str, Any], window: WindowSpec) -> Text:
     if users:
         out.ask_len = len(users[-1])
         out.ask = _window(users[-1], window.ask_head, window.ask_tail)
-        out.ask_b = out.ask.encode()
+        out.ask_b = out.ask.encode("utf-8", "surrogatepass")
         if len(users) > 1:
             out.prev = _window(users[-2], window.prev_head)
     return out
@@ -97,7 +99,9 @@ def read_text(body: Mapping[str, Any], window: WindowSpec) -> Text:
 
 def word_set(text: str) -> set[bytes]:
     """The distinct word tokens of a lower-cased window (bytes, for set lookups)."""
-    return set(text.encode().translate(_WORD_TABLE).split()) if text else set()
+    if not text:
+        return set()
+    return set(text.encode("utf-8", "surrogatepass").translate(_WORD_TABLE).split())
 
 
 def lexicon_words(text: str) -> set[str]:
@@ -145,18 +149,15 @@ def _numbers(t: Text) -> float:
     return min(len(t.ask_b.translate(_DIGITS_TABLE).split()), 16) / 16.0
 
 
-_LIST_STARTS = ("\n-", "\n*", "\n•", "\n(", *(f"\n{d}" for d in "123456789"))
-
-
 def _list_items(t: Text) -> float:
-    # The regex only runs when a line could start a list item (most asks have none).
-    if not any(start in t.ask for start in _LIST_STARTS):
+    # The regex only runs on asks of several lines (most asks are one).
+    if "\n" not in t.ask:
         return 0.0
     return min(len(_LIST_LINE.findall(t.ask)), 8) / 8.0
 
 
 def _options(t: Text) -> float:
-    if "\nb" not in t.ask and "\n(b" not in t.ask:
+    if "\n" not in t.ask or ("b." not in t.ask and "b)" not in t.ask):
         return 0.0
     return 1.0 if len(_OPTION_LINE.findall(t.ask)) >= 3 else 0.0
 
@@ -260,7 +261,7 @@ class Terms:
 @dataclass(slots=True)
 class _ScopeTerms:
     words: dict[bytes, list[int]] = field(default_factory=dict)
-    phrases: dict[bytes, list[tuple[int, frozenset[bytes]]]] = field(default_factory=dict)
+    phrases: dict[bytes, list[tuple[int, frozenset[bytes], str]]] = field(default_factory=dict)
     symbols: list[tuple[int, str]] = field(default_factory=list)
     starts: list[tuple[int, str]] = field(default_factory=list)
     regexes: list[tuple[int, re.Pattern[str]]] = field(default_factory=list)
@@ -271,13 +272,13 @@ class _ScopeTerms:
         if term.startswith("^"):
             self.starts.append((rule, term[1:]))
             return
-        tokens = term.encode().translate(_WORD_TABLE).split()
+        tokens = term.encode("utf-8", "surrogatepass").translate(_WORD_TABLE).split()
         if not tokens:
             self.symbols.append((rule, term))  # e.g. "%": a plain substring test
         elif len(tokens) == 1:
             self.words.setdefault(tokens[0], []).append(rule)
-        else:  # a phrase fires when all of its words are in the window
-            self.phrases.setdefault(tokens[0], []).append((rule, frozenset(tokens[1:])))
+        else:  # a phrase: all of its words in the window (cheap), then the phrase itself
+            self.phrases.setdefault(tokens[0], []).append((rule, frozenset(tokens[1:]), term))
 
     def freeze(self) -> None:
         self.word_keys = frozenset(self.words)
@@ -287,8 +288,8 @@ class _ScopeTerms:
         for word in words & self.word_keys:
             hits.update(self.words[word])
         for word in words & self.phrase_keys:
-            for rule, rest in self.phrases[word]:
-                if rest <= words:
+            for rule, rest, phrase in self.phrases[word]:
+                if rest <= words and phrase in text:
                     hits.add(rule)
         for rule, symbol in self.symbols:
             if symbol in text:

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 
 from gearshift.errors import GearshiftError
+from gearshift.policy import Policy, estimate_cost, plan
 from gearshift.request import parse_chat
-from gearshift.route import Policy, estimate_cost, plan
 
 
 def decide_one(raw: bytes, policy: Policy, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def decide_one(raw: bytes, policy: Policy, headers: dict[str, str] | None = None
     request = parse_chat(raw)
     p = plan(request, policy, headers)
     d = p.decision
-    tokens_out = policy.config.routing.expected_output_tokens
+    tokens_out = p.output_tokens
     return {
         "requested": p.requested,
         "score": None if d is None else d.score,

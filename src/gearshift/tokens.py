@@ -30,6 +30,7 @@ _CACHED = {
 }
 # Characters per token for English prose and code, measured with cl100k_base.
 CHARS_PER_TOKEN = 4.0
+CHARS_PER_TOKEN_OTHER = 1.5
 # Characters encoded exactly before extrapolating (about 1 ms with tiktoken).
 EXACT_CHARS = 16_000
 
@@ -81,9 +82,12 @@ def encoding_name() -> str:
     return enc.name if enc is not None else "estimate"
 
 
-def estimate_chars(chars: int) -> int:
-    """Tokens from a character count alone: about one per four characters of English."""
-    return int(chars / CHARS_PER_TOKEN + 0.5) if chars else 0
+def estimate_chars(chars: int, ascii: bool = True) -> int:
+    """Tokens from a character count alone: about one per four characters of English; for
+    other scripts a cautious one per 1.5 characters (CJK runs near one per character)."""
+    if not chars:
+        return 0
+    return int(chars / (CHARS_PER_TOKEN if ascii else CHARS_PER_TOKEN_OTHER) + 0.5)
 
 
 def estimate(text: str) -> int:

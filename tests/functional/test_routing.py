@@ -72,3 +72,32 @@ async def test_hints_from_the_sdk_shapes(gateway: TestClient, mock_state: MockSt
     resp = await _post(gateway, {"model": "auto", "messages": easy}, {"x-gearshift-tier": "ultra"})
     assert resp.status == 400
     assert (await resp.json())["error"]["param"] == "x-gearshift-tier"
+
+
+async def test_a_failing_primary_falls_back_and_headers_tell_who_answered(
+    aiohttp_client: Any, make_config: Any, mock_state: MockState
+) -> None:
+    from gearshift.app import create_app
+
+    toml = (
+        "use_default_catalog = false\n"
+        "[[providers]]\nname = 'openai'\nkind = 'openai'\nbase_url = 'http://127.0.0.1:9'\n"
+        "api_key = 'env:OPENAI_API_KEY'\n"
+        "[[models]]\nname = 'cheap-http-500'\nprovider = 'openai'\ntier = 'light'\n"
+        "price_in = 0.1\nprice_out = 0.1\n"
+        "[[models]]\nname = 'solid'\nprovider = 'openai'\ntier = 'light'\n"
+        "price_in = 1\nprice_out = 1\n"
+    )
+    client = await aiohttp_client(create_app(make_config(toml)))
+    resp = await client.post(
+        "/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": EASY}]},
+    )
+    assert resp.status == 200
+    assert resp.headers["x-gearshift-model"] == "solid"
+    assert resp.headers["x-gearshift-attempts"] == "2"
+    assert [r.body["model"] for r in mock_state.requests] == ["cheap-http-500", "solid"]
+    est = float(resp.headers["x-gearshift-est-cost-usd"])
+    assert est > 0
+    cheap_cost = float(resp.headers["x-gearshift-requested-cost-usd"])
+    assert est != cheap_cost or est > 0

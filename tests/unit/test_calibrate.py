@@ -101,3 +101,81 @@ def test_fit_learns_a_separable_signal() -> None:
     assert fitted.spec.lexicon, "words seen in both datasets enter the lexicon"
     assert fitted.tier_for(max(scores)) == "frontier"
     assert fitted.tier_for(min(scores)) == "light"
+
+
+def test_pgr_does_not_depend_on_row_order_when_scores_tie() -> None:
+    examples = [_ex(1, 0, 1, i=0), _ex(0, 1, 1, i=1), _ex(1, 0, 1, i=2), _ex(0, 1, 1, i=3)]
+    constant = [0.5] * 4
+    forward = cal.apgr(constant, examples)
+    backward = cal.apgr(constant[::-1], examples[::-1])
+    assert forward == pytest.approx(backward)
+    assert forward == pytest.approx(0.5)
+
+
+def test_auc_refuses_nan() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        cal.auc([0.1, float("nan")], [0, 1])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"id": "a", "tier": "Frontier", "request": {"messages": []}}',
+        '{"id": "a", "tier": "light", "request": "not an object"}',
+        '{"id": "b", "prompt": "x", "weak_score": 1, "strong_score": 1, "weak_suffices": "no"}',
+        "[1, 2]",
+    ],
+)
+def test_bad_labels_are_errors_naming_the_line(tmp_path, line: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"id": "ok", "tier": "light", "request": {"messages": []}}\n' + line + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2"):
+        cal.load_examples([path])
+
+
+def test_turns_of_one_conversation_share_a_fold(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rows = []
+    for q in range(30):
+        for turn in (1, 2):
+            rows.append(
+                f'{{"id": "{q}/turn{turn}", "prompt": "p", "weak_score": 1, '
+                f'"strong_score": 1, "weak_suffices": true}}'
+            )
+    path = tmp_path / "renamed-dev-set.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    examples = cal.load_examples([path])
+    fold_of = dict(zip((e.id for e in examples), cal.folds(examples, 5), strict=True))
+    assert all(fold_of[f"{q}/turn1"] == fold_of[f"{q}/turn2"] for q in range(30))
+
+
+def test_a_seed_with_fewer_features_fits_only_those() -> None:
+    pytest.importorskip("numpy")
+    import msgspec
+
+    from gearshift.classify import Rules
+
+    seed = load_rules()
+    small = Rules(
+        msgspec.structs.replace(
+            seed.spec, counters={"ask_chars": 0.0}, patterns=seed.spec.patterns[:1]
+        ),
+        "small",
+    )
+    rows = [
+        cal.Example(
+            f"{ds}{i}",
+            ds,
+            f"{ds}{i}",
+            {"messages": [{"role": "user", "content": "x" * (10 + 300 * (i % 2))}]},
+            i % 2,
+            float(1 - i % 2),
+            1.0,
+        )
+        for i in range(20)
+        for ds in ("a", "b")
+    ]
+    fitted = cal.fit(small, rows, cal.FitOptions())
+    assert set(fitted.spec.counters) == {"ask_chars"}
+    assert fitted.spec.counters["ask_chars"] > 0
+    scores = [fitted.score(e.body)[0] for e in rows]
+    assert cal.auc(scores, [e.strong for e in rows]) == 1.0

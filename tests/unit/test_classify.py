@@ -6,7 +6,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from gearshift.classify import COUNTERS, Rules, RulesError, decode_rules, encode_rules, load_rules
+from gearshift.classify import (
+    COUNTERS,
+    PatternRule,
+    Rules,
+    RulesError,
+    decode_rules,
+    encode_rules,
+    load_rules,
+)
 
 SHIPPED = load_rules()
 
@@ -166,3 +174,65 @@ def test_a_refitted_table_can_replace_weights_without_touching_features() -> Non
     spec = msgspec.structs.replace(SHIPPED.spec, lexicon={}, bias=-5.0)
     rules = Rules(spec, "test")
     assert rules.decide(_body(HARD[0])).score < 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"bias = nan\n", "finite"),
+        (b"[counters]\nask_chars = inf\n", "finite"),
+        (b"prev_lexicon_scale = 2.0\n", "prev_lexicon_scale"),
+        (b"[window]\nask_head = -1\n", "window sizes"),
+    ],
+)
+def test_non_finite_or_out_of_range_numbers_are_refused(
+    tmp_path: Path, text: bytes, message: str
+) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_bytes(text)
+    with pytest.raises(RulesError, match=message):
+        load_rules(path)
+
+
+def test_phrases_match_as_phrases_not_as_bags_of_words() -> None:
+    spec = msgspec.structs.replace(
+        SHIPPED.spec,
+        patterns=[PatternRule(id="yn", terms=["answer no"], weight=5.0)],
+        counters={},
+        lexicon={},
+    )
+    rules = Rules(spec, "t")
+    assert rules.features(_body("Please answer no more than two lines."))[1]["re:yn"] == 1.0
+    assert rules.features(_body("No, that answer is wrong."))[1]["re:yn"] == 0.0
+
+
+def test_lists_and_options_are_found_when_indented() -> None:
+    _, f = SHIPPED.features(_body("Pick one:\n  a) red\n  b) green\n  c) blue\n  d) none"))
+    assert f["options"] == 1.0
+    _, f = SHIPPED.features(_body("Steps:\n  - unpack\n  - plug in\n  - switch on"))
+    assert f["list_items"] > 0
+
+
+def test_odd_bodies_never_raise() -> None:
+    for body in (
+        {"messages": [{"role": "user", "content": "lone \ud800 surrogate"}]},
+        {"messages": "nope"},
+        {"messages": [None, 3, {"role": "user", "content": 5}]},
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": None}, "str-part", {"type": 1}],
+                }
+            ]
+        },
+    ):
+        d = SHIPPED.decide(body)
+        assert 0.0 <= d.score <= 1.0
+    assert 0.0 <= SHIPPED.decide([1, 2]).score <= 1.0  # type: ignore[arg-type]
+
+
+def test_non_ascii_prompts_are_estimated_cautiously() -> None:
+    chinese = SHIPPED.decide(_body("你好" * 3000))
+    english = SHIPPED.decide(_body("hi" * 3000))
+    assert chinese.tokens > 2 * english.tokens

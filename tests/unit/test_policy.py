@@ -1,4 +1,4 @@
-"""The routing policy: hints, ceilings, pins, filters and cost order (route.plan)."""
+"""The routing policy: hints, ceilings, pins, filters and cost order (policy.plan)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from gearshift.classify import Rules, load_rules
 from gearshift.config import decode, resolve
 from gearshift.errors import BadRequest, NoTarget, NotFound
+from gearshift.policy import Policy, plan
 from gearshift.request import parse_chat
-from gearshift.route import Policy, plan
 
 CATALOG = """
 use_default_catalog = false
@@ -206,3 +206,55 @@ def test_classifier_off_sends_auto_to_the_default_model() -> None:
 def test_configured_thresholds_override_the_table() -> None:
     policy = _policy("[routing]\nthresholds = { standard = 0.0, frontier = 0.0 }\n")
     assert plan(_req(text="hi"), policy).tier == "frontier"
+
+
+def test_hint_values_are_checked_and_case_insensitive() -> None:
+    policy = _policy(rules=_fixed(0.1))
+    with pytest.raises(BadRequest):
+        plan(_req(gearshift={"tier": ["frontier"]}), policy)
+    assert plan(_req(), policy, {"x-gearshift-tier": " Frontier "}).tier == "frontier"
+    assert _names(plan(_req("big"), policy, {"x-gearshift-route": "PIN"})) == ["big"]
+    with pytest.raises(BadRequest):
+        plan(_req("big"), policy, {"x-gearshift-route": "sometimes"})
+    with pytest.raises(BadRequest, match="concrete model"):
+        plan(_req("auto"), policy, {"x-gearshift-route": "pin"})
+
+
+def test_classifier_off_keeps_a_concrete_model() -> None:
+    p = plan(_req("big"), _policy("[routing]\nclassifier = false\n", rules=_fixed(0.1)))
+    assert _names(p) == ["big"]
+
+
+def test_requested_output_must_fit_window_and_max_output() -> None:
+    text = "word " * 4000  # about 5k tokens
+    p = plan(_req(text=text, max_tokens=4000), _policy(rules=_fixed(0.1)))
+    assert "tiny" not in _names(p), "5k in + 4k out does not fit tiny's 8k window"
+    with pytest.raises(NoTarget):  # every model here writes at most 4096 tokens
+        plan(_req(max_tokens=8000), _policy(rules=_fixed(0.1)))
+    long_writer = (
+        "[[models]]\nname = 'writer'\nprovider = 'a'\ntier = 'standard'\n"
+        "price_in = 2\nprice_out = 8\nmax_output = 16384\n"
+    )
+    p = plan(_req(max_tokens=8000), _policy(long_writer, rules=_fixed(0.1)))
+    assert _names(p) == ["writer"]
+
+
+def test_named_tiers_keep_their_meaning_in_longer_lists() -> None:
+    extra = (
+        "[routing]\ntiers = ['light', 'standard', 'frontier', 'ultra']\n"
+        "[[models]]\nname = 'o1'\nprovider = 'a'\ntier = 'ultra'\nprice_in = 15\n"
+        "price_out = 60\n"
+    )
+    config = resolve(decode((CATALOG + extra).encode(), source="t"), source="t", environ={})
+    policy = Policy.build(config, _fixed(0.9))
+    p = plan(_req(), policy)
+    assert p.tier == "frontier"
+    assert _names(p)[:2] == ["big", "big2"], "ultra is reachable, but only as a fallback"
+    assert plan(_req(), policy, {"x-gearshift-tier": "ultra"}).tier == "ultra"
+
+
+def test_cost_on_the_model_that_answered() -> None:
+    p = plan(_req("big", max_tokens=100), _policy(rules=_fixed(0.1)))
+    big = next(m for m in p.targets if m.name == "big")
+    assert p.cost_on(big) == pytest.approx(p.baseline_cost_usd)
+    assert p.cost_on(p.targets[0]) == pytest.approx(p.est_cost_usd)
