@@ -152,3 +152,17 @@ def test_calibrate_writes_a_table_that_loads(
     assert "--weight theirs=0.5" in rules.spec.provenance["command"]
     code, out, _ = _run(capsys, "eval", str(labeled), "--rules", str(out_path), "--json")
     assert orjson.loads(out)["datasets"]["mine"]["auc"] > 0.9
+
+
+def test_missing_inputs_are_one_line_errors(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "classify", str(tmp_path / "absent.jsonl"))
+    assert code == 2
+    assert "cannot read" in err
+    code, _, err = _run(capsys, "route", "--request", str(tmp_path / "absent.json"))
+    assert code == 2
+    assert "cannot read" in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "tier": "maybe", "request": {"messages": []}}\n')
+    with pytest.raises(SystemExit, match=r"bad.jsonl:1"):
+        main(["eval", str(bad)])
