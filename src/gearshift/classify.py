@@ -85,7 +85,7 @@ class RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     provenance: dict[str, str] = {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """The classifier's verdict: ``score`` ∈ [0, 1], the tier it implies, the estimated
     prompt ``tokens``, and the rules that moved the score most (``reasons``)."""
