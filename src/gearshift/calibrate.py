@@ -312,6 +312,8 @@ def fit(
     if feats is None:
         feats = features_of(seed, examples)
     fixed = list(seed.spec.counters) + ["re:" + p.id for p in seed.spec.patterns]
+    if seed.spec.semantic:
+        fixed.append("semantic")  # the distilled lexicon is kept; only its weight is fitted
     d = design(feats, options.min_rows, [e.dataset for e in examples], fixed)
     x = _matrix(d, feats, seed.spec.prev_lexicon_scale)
     y = np.array([e.strong for e in examples], dtype=float)
@@ -356,6 +358,8 @@ def fit(
             patterns=patterns,
             lexicon=lexicon,
             lead_lexicon=lead_lexicon,
+            semantic=spec.semantic,
+            semantic_weight=round(float(coef[d.index["semantic"]]), 4) if spec.semantic else 0.0,
             prev_lexicon_scale=spec.prev_lexicon_scale,
             provenance=spec.provenance,
         ),

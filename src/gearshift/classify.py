@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,10 @@ class RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     patterns: list[PatternRule] = []
     lexicon: dict[str, float] = {}
     lead_lexicon: dict[str, float] = {}
+    # The semantic lexicon: a score per word, distilled offline from a sentence-embedding
+    # model (bench/semantic.py); the feature is the mean score of the window's words.
+    semantic: dict[str, float] = {}
+    semantic_weight: float = 0.0
     prev_lexicon_scale: float = 0.5
     provenance: dict[str, str] = {}
 
@@ -119,6 +124,8 @@ class Rules:
         numbers = [
             spec.bias,
             spec.prev_lexicon_scale,
+            spec.semantic_weight,
+            *spec.semantic.values(),
             *spec.counters.values(),
             *(p.weight for p in spec.patterns),
             *spec.lexicon.values(),
@@ -146,6 +153,8 @@ class Rules:
         self._lexicon_keys = frozenset(self._lexicon)
         self._lead = {word.encode(): weight for word, weight in spec.lead_lexicon.items()}
         self._lead_keys = frozenset(self._lead)
+        self._semantic = {word.encode(): s for word, s in spec.semantic.items()}
+        self._semantic_keys = frozenset(self._semantic)
 
     def with_thresholds(self, standard: float, frontier: float) -> Rules:
         """The same table with other tier thresholds."""
@@ -168,7 +177,16 @@ class Rules:
             values["p:" + word] = 1.0
         for word in lexicon_words(t.ask[: self.spec.window.lead]):
             values["h:" + word] = 1.0
+        if self._semantic:
+            values["semantic"] = self._semantic_mean(found)
         return t, values
+
+    def _semantic_mean(self, found: Found) -> float:
+        words = (found.ask | found.system | found.prev) & self._semantic_keys
+        if not words:
+            return 0.0
+        semantic = self._semantic
+        return sum([semantic[w] for w in words]) / len(words)
 
     def score(self, body: Mapping[str, Any]) -> tuple[float, Text, list[tuple[float, Any]]]:
         """The score and each non-zero contribution: (weight * value, feature). A feature is
@@ -197,6 +215,10 @@ class Rules:
             lead = self._lead
             for word in word_set(t.ask[: self.spec.window.lead]) & self._lead_keys:
                 parts.append((lead[word], b"h:" + word))
+        if self._semantic and self.spec.semantic_weight:
+            value = self._semantic_mean(found)
+            if value:
+                parts.append((self.spec.semantic_weight * value, "semantic"))
         z = self.spec.bias + sum([c for c, _ in parts])
         return _sigmoid(z), t, parts
 
@@ -277,13 +299,19 @@ def decode_rules(data: bytes, source: str) -> RulesFile:
 def load_rules(path: str | Path | None = None) -> Rules:
     """The shipped table (``rules.toml`` in the package) or the one at ``path``."""
     if path is None:
-        data = resources.files("gearshift").joinpath("rules.toml").read_bytes()
-        return Rules(decode_rules(data, "<shipped rules>"), "<shipped rules>")
+        return _shipped()
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise RulesError(f"{path}: cannot read: {exc.strerror}") from None
     return Rules(decode_rules(data, str(path)), str(path))
+
+
+@cache
+def _shipped() -> Rules:
+    # Decoded once per process (~0.2 s: the semantic lexicon has ~20k words); read-only.
+    data = resources.files("gearshift").joinpath("rules.toml").read_bytes()
+    return Rules(decode_rules(data, "<shipped rules>"), "<shipped rules>")
 
 
 def _q(text: str) -> str:
@@ -298,6 +326,7 @@ def encode_rules(spec: RulesFile, header: Iterable[str] = ()) -> bytes:
         f"version = {spec.version}",
         f"bias = {spec.bias!r}",
         f"prev_lexicon_scale = {spec.prev_lexicon_scale!r}",
+        f"semantic_weight = {spec.semantic_weight!r}",
         "",
         "[provenance]",
     ]
@@ -339,4 +368,11 @@ def encode_rules(spec: RulesFile, header: Iterable[str] = ()) -> bytes:
         "[lead_lexicon]",
     ]
     out += [f"{_q(word)} = {weight!r}" for word, weight in sorted(spec.lead_lexicon.items())]
+    out += [
+        "",
+        "# Semantic lexicon: word -> score distilled from sentence embeddings; the",
+        "# feature is the mean over the window's words, times semantic_weight.",
+        "[semantic]",
+    ]
+    out += [f"{_q(word)} = {score!r}" for word, score in sorted(spec.semantic.items())]
     return ("\n".join(out) + "\n").encode()

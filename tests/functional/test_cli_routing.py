@@ -154,8 +154,9 @@ def test_calibrate_writes_a_table_that_loads(
     assert orjson.loads(out)["datasets"]["mine"]["auc"] > 0.9
 
 
-def test_missing_inputs_are_one_line_errors(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_inputs_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = _run(capsys, "classify", str(tmp_path / "absent.jsonl"))
     assert code == 2
     assert "cannot read" in err

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -236,3 +237,63 @@ def test_non_ascii_prompts_are_estimated_cautiously() -> None:
     chinese = SHIPPED.decide(_body("你好" * 3000))
     english = SHIPPED.decide(_body("hi" * 3000))
     assert chinese.tokens > 2 * english.tokens
+
+
+def test_semantic_lexicon_is_a_mean_over_window_words() -> None:
+    spec = msgspec.structs.replace(
+        SHIPPED.spec,
+        counters={},
+        patterns=[],
+        lexicon={},
+        bias=0.0,
+        semantic={"prove": 2.0, "lemma": 1.0, "translate": -3.0},
+        semantic_weight=1.5,
+    )
+    rules = Rules(spec, "t")
+    _, f = rules.features(_body("prove the lemma please"))
+    assert f["semantic"] == pytest.approx(1.5)  # mean of 2.0 and 1.0; "please" has no score
+    _, f = rules.features(_body("nothing known here"))
+    assert f["semantic"] == 0.0
+    score, _, parts = rules.score(_body("prove the lemma please"))
+    assert "semantic" in [name for _, name in parts]
+    assert score == pytest.approx(1 / (1 + math.exp(-1.5 * 1.5)))
+    again = decode_rules(encode_rules(spec), "again")
+    assert again.semantic == spec.semantic
+    assert again.semantic_weight == 1.5
+
+
+def test_fitting_keeps_the_semantic_lexicon_and_fits_its_weight() -> None:
+    pytest.importorskip("numpy")
+    from gearshift import calibrate as cal
+
+    spec = msgspec.structs.replace(
+        SHIPPED.spec,
+        counters={"ask_chars": 0.0},
+        patterns=[],
+        lexicon={},
+        semantic={"theorem": 1.0, "greeting": -1.0},
+    )
+    seed = Rules(spec, "seed")
+    rows = [
+        cal.Example(
+            f"{ds}{i}",
+            ds,
+            f"{ds}{i}",
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": ("state the theorem" if i % 2 else "a greeting") + f" {i}",
+                    }
+                ]
+            },
+            i % 2,
+            float(1 - i % 2),
+            1.0,
+        )
+        for i in range(20)
+        for ds in ("a", "b")
+    ]
+    fitted = cal.fit(seed, rows, cal.FitOptions(min_rows=100))
+    assert fitted.spec.semantic == spec.semantic
+    assert fitted.spec.semantic_weight > 0

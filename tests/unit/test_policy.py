@@ -65,7 +65,9 @@ def _fixed(score: float) -> Rules:
     import math
 
     bias = math.log(score / (1 - score))
-    spec = msgspec.structs.replace(SHIPPED.spec, bias=bias, counters={}, patterns=[], lexicon={})
+    spec = msgspec.structs.replace(
+        SHIPPED.spec, bias=bias, counters={}, patterns=[], lexicon={}, semantic={}
+    )
     return Rules(spec, "fixed").with_thresholds(0.3, 0.6)
 
 

