@@ -13,7 +13,6 @@ product, a sigmoid. Weights and tier thresholds are fitted offline (see ``calibr
 
 from __future__ import annotations
 
-import heapq
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -258,9 +257,11 @@ class Rules:
     ) -> Decision:
         """Classify a request body: score, tier, prompt tokens (estimated), top reasons."""
         score, t, parts = self.score(body)
-        parts = heapq.nlargest(3, parts, key=lambda p: abs(p[0]))
+        # The three largest contributions; the key is a C method, not a Python lambda.
+        magnitude = [abs(c) for c, _ in parts]
+        top = sorted(range(len(parts)), key=magnitude.__getitem__, reverse=True)[:3]
         reasons = tuple(
-            f"{self.feature_name(name)}{'+' if c > 0 else '-'}" for c, name in parts[:3]
+            f"{self.feature_name(parts[i][1])}{'+' if parts[i][0] > 0 else '-'}" for i in top
         )
         return Decision(
             score=round(score, 4),
