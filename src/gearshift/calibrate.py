@@ -20,7 +20,7 @@ import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -366,17 +366,14 @@ def fit(
         seed.source,
     )
     scores = [fitted.score(e.body)[0] for e in examples]
-    return with_thresholds(fitted, choose_thresholds(scores, examples, options.target_quality))
+    t = choose_thresholds(scores, examples, options.target_quality)
+    return fitted.with_thresholds(t.standard, t.frontier)
 
 
 def replace_weight(rule: Any, weight: float) -> Any:
     import msgspec
 
     return msgspec.structs.replace(rule, weight=weight)
-
-
-def with_thresholds(rules: Rules, thresholds: Thresholds) -> Rules:
-    return rules.with_thresholds(thresholds.standard, thresholds.frontier)
 
 
 def choose_thresholds(
@@ -467,23 +464,3 @@ def report(
     }
     out.update(threshold_report(scores, examples, thresholds.frontier, routed))
     return out
-
-
-def mean(values: Iterable[float]) -> float:
-    vals = [v for v in values if not math.isnan(v)]
-    return sum(vals) / len(vals) if vals else float("nan")
-
-
-__all__ = [
-    "Example",
-    "FitOptions",
-    "RulesFile",
-    "apgr",
-    "auc",
-    "cross_val_scores",
-    "fit",
-    "leave_one_out_scores",
-    "load_examples",
-    "replace",
-    "report",
-]

@@ -11,7 +11,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import orjson
 
@@ -211,6 +211,3 @@ def calibrate_files(
         f"{t.standard} / frontier {t.frontier}\n"
     )
     return 0
-
-
-__all__ = ["Any", "calibrate_files", "evaluate_files"]
