@@ -125,3 +125,35 @@ async def test_demo_runs_end_to_end_with_no_keys() -> None:
     assert "gpt-4o-mini" in out
     assert "6 of 7 answered" in out
     assert "Traceback" not in err
+
+
+async def test_mock_upstream_command_serves_the_openai_format(unused_port: int) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *GEARSHIFT,
+        "mock-upstream",
+        "--port",
+        str(unused_port),
+        "--fail",
+        "http-429",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{unused_port}"
+    try:
+        await _wait_ready(base + "/v1/models", proc)
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(base + "/v1/chat/completions", json=body) as resp:
+                assert resp.status == 429
+                assert resp.headers["retry-after"] == "1"
+                assert (await resp.json())["error"]["code"] == "rate_limit_exceeded"
+            async with session.post(base + "/_mock/config", json={"fail": None}) as resp:
+                assert resp.status == 200
+            async with session.post(base + "/v1/chat/completions", json=body) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["object"] == "chat.completion"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            await proc.communicate()
+    assert proc.returncode == 0
