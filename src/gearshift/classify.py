@@ -36,6 +36,9 @@ from gearshift.features import (
     word_set,
 )
 
+# Far beyond any fitted weight; bounds the sum, so a score can never overflow to NaN.
+_MAX_WEIGHT = 1e6
+
 
 class RulesError(Exception):
     """A rules table that cannot be used; the message names the file and the problem."""
@@ -130,8 +133,10 @@ class Rules:
             *spec.lexicon.values(),
             *spec.lead_lexicon.values(),
         ]
-        if not all(math.isfinite(n) for n in numbers):
-            raise RulesError(f"{source}: every bias and weight must be a finite number")
+        if not all(math.isfinite(n) and abs(n) <= _MAX_WEIGHT for n in numbers):
+            raise RulesError(
+                f"{source}: every bias and weight must be a finite number within ±{_MAX_WEIGHT:g}"
+            )
         if not 0.0 <= spec.prev_lexicon_scale <= 1.0:
             raise RulesError(f"{source}: prev_lexicon_scale must be within [0, 1]")
         w = spec.window
@@ -327,7 +332,8 @@ def encode_rules(spec: RulesFile, header: Iterable[str] = ()) -> bytes:
         f"version = {spec.version}",
         f"bias = {spec.bias!r}",
         f"prev_lexicon_scale = {spec.prev_lexicon_scale!r}",
-        f"semantic_weight = {spec.semantic_weight!r}",
+        # Written only when used, so that tables without one stay readable by older builds.
+        *([f"semantic_weight = {spec.semantic_weight!r}"] if spec.semantic else []),
         "",
         "[provenance]",
     ]
@@ -369,11 +375,12 @@ def encode_rules(spec: RulesFile, header: Iterable[str] = ()) -> bytes:
         "[lead_lexicon]",
     ]
     out += [f"{_q(word)} = {weight!r}" for word, weight in sorted(spec.lead_lexicon.items())]
-    out += [
-        "",
-        "# Semantic lexicon: word -> score distilled from sentence embeddings; the",
-        "# feature is the mean over the window's words, times semantic_weight.",
-        "[semantic]",
-    ]
-    out += [f"{_q(word)} = {score!r}" for word, score in sorted(spec.semantic.items())]
+    if spec.semantic:
+        out += [
+            "",
+            "# Semantic lexicon: word -> score distilled from sentence embeddings; the",
+            "# feature is the mean over the window's words, times semantic_weight.",
+            "[semantic]",
+        ]
+        out += [f"{_q(word)} = {score!r}" for word, score in sorted(spec.semantic.items())]
     return ("\n".join(out) + "\n").encode()
