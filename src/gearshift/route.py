@@ -9,8 +9,9 @@ client.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from gearshift import sse
 from gearshift.config import Model
@@ -25,6 +26,8 @@ from gearshift.policy import Plan
 from gearshift.providers import REGISTRY, Completion, StreamDecoder, StreamState
 from gearshift.request import ChatRequest
 from gearshift.upstream import Upstream, UpstreamStream, translated
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -55,71 +58,65 @@ class Router:
 
     async def complete(self, request: ChatRequest, trace: Trace) -> Completion:
         """A non-streaming answer from the first target that gives one."""
-        last: UpstreamError | None = None
-        for model in trace.plan.targets:
+
+        async def attempt(model: Model) -> Completion:
             adapter = REGISTRY[model.provider.kind]
-            try:
-                reply = await self._upstream.post(
-                    model.provider, adapter.encode_request(request, model)
-                )
-                if reply.status != 200:
-                    raise adapter.decode_error(
-                        reply.status, reply.headers, reply.body, model.provider
-                    )
-                completion = adapter.decode_response(reply.body, model.provider)
-                trace.upstream_request_id = _request_id(reply.headers)
-            except UpstreamError as exc:
-                _record(trace, model, exc)
-                if not exc.retryable:
-                    raise
-                last = exc
-                continue
-            _record(trace, model, None)
+            reply = await self._upstream.post(
+                model.provider, adapter.encode_request(request, model)
+            )
+            if reply.status != 200:
+                raise adapter.decode_error(reply.status, reply.headers, reply.body, model.provider)
+            completion = adapter.decode_response(reply.body, model.provider)
+            trace.upstream_request_id = _request_id(reply.headers)
             return completion
-        assert last is not None, "a plan always has at least one target"
-        raise last
+
+        return await _first_success(trace, attempt)
 
     async def open_stream(self, request: ChatRequest, trace: Trace) -> Streaming:
-        """An upstream stream that answered 200, from the first target that gives one."""
-        last: UpstreamError | None = None
-        for model in trace.plan.targets:
+        """A stream whose first event is in, from the first target that gives one."""
+
+        async def attempt(model: Model) -> Streaming:
             adapter = REGISTRY[model.provider.kind]
-            try:
-                stream = await self._upstream.open_stream(
-                    model.provider, adapter.encode_request(request, model)
-                )
-                if stream.status != 200:
-                    try:
-                        body = await stream.read_error_body()
-                    finally:
-                        stream.close()
-                    raise adapter.decode_error(stream.status, stream.headers, body, model.provider)
-            except UpstreamError as exc:
-                _record(trace, model, exc)
-                if not exc.retryable:
-                    raise
-                last = exc
-                continue
+            stream = await self._upstream.open_stream(
+                model.provider, adapter.encode_request(request, model)
+            )
+            if stream.status != 200:
+                try:
+                    body = await stream.read_error_body()
+                finally:
+                    stream.close()
+                raise adapter.decode_error(stream.status, stream.headers, body, model.provider)
             streaming = Streaming(stream, adapter.stream_decoder(request, model), model)
             try:
                 with translated(model.provider.name, "waiting for the first event"):
                     async with asyncio.timeout(model.provider.timeouts.first_byte):
                         await streaming.first()
-            except UpstreamError as exc:
-                streaming.close()
-                _record(trace, model, exc)
-                if not exc.retryable:
-                    raise
-                last = exc
-                continue
             except BaseException:
                 streaming.close()
                 raise
             trace.upstream_request_id = _request_id(stream.headers)
-            _record(trace, model, None)
             return streaming
-        assert last is not None, "a plan always has at least one target"
-        raise last
+
+        return await _first_success(trace, attempt)
+
+
+async def _first_success(trace: Trace, attempt: Callable[[Model], Awaitable[T]]) -> T:
+    """The attempt loop: each target in plan order until one succeeds; a retryable failure
+    moves on, any other is raised at once; every attempt is recorded in ``trace``."""
+    last: UpstreamError | None = None
+    for model in trace.plan.targets:
+        try:
+            result = await attempt(model)
+        except UpstreamError as exc:
+            _record(trace, model, exc)
+            if not exc.retryable:
+                raise
+            last = exc
+            continue
+        _record(trace, model, None)
+        return result
+    assert last is not None, "a plan always has at least one target"
+    raise last
 
 
 def _request_id(headers: Mapping[str, str]) -> str | None:
