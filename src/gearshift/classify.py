@@ -31,6 +31,7 @@ from gearshift.features import (
     Found,
     Terms,
     Text,
+    counters,
     lexicon_words,
     read_text,
     word_set,
@@ -150,11 +151,15 @@ class Rules:
         self._terms = Terms(spec.patterns)
         self._pattern_ids = tuple(p.id for p in spec.patterns)
         self._pattern_weights = tuple(p.weight for p in spec.patterns)
-        self._counters = tuple((name, COUNTERS[name], w) for name, w in spec.counters.items() if w)
+        self._counter_weights = tuple(spec.counters.get(name, 0.0) for name in COUNTERS)
         # Bytes keys: request words are found as bytes, without decoding each one.
         self._lexicon = {word.encode(): weight for word, weight in spec.lexicon.items()}
         # A set, not the dict: `set & frozenset` walks the smaller side only.
         self._lexicon_keys = frozenset(self._lexicon)
+        # Rank by |weight|, strongest first: the few words a reason names are found by one
+        # C-keyed sort of the matched words, not by sorting every contribution.
+        strongest = sorted(self._lexicon, key=lambda w: -abs(self._lexicon[w]))
+        self._lexicon_rank = {word: i for i, word in enumerate(strongest)}
         self._lead = {word.encode(): weight for word, weight in spec.lead_lexicon.items()}
         self._lead_keys = frozenset(self._lead)
         self._semantic = {word.encode(): s for word, s in spec.semantic.items()}
@@ -171,7 +176,7 @@ class Rules:
         """Every feature's value for ``body`` (used by fitting, explanations and tests)."""
         t = read_text(body, self.spec.window)
         found = Found(t)
-        values = {name: fn(t) for name, fn in COUNTERS.items()}
+        values = dict(zip(COUNTERS, counters(t), strict=True))
         hits = self._terms.matched(found)
         for i, rule_id in enumerate(self._pattern_ids):
             values["re:" + rule_id] = 1.0 if i in hits else 0.0
@@ -189,42 +194,62 @@ class Rules:
         words = (found.ask | found.system | found.prev) & self._semantic_keys
         if not words:
             return 0.0
-        semantic = self._semantic
-        return sum([semantic[w] for w in words]) / len(words)
+        return sum(map(self._semantic.__getitem__, words)) / len(words)
 
     def score(self, body: Mapping[str, Any]) -> tuple[float, Text, list[tuple[float, Any]]]:
-        """The score and each non-zero contribution: (weight * value, feature). A feature is
-        a counter name, a rule index (int), or a word (bytes; prefixed ``p:`` when it came
-        from the previous turn) — names are built only for the few ``decide`` reports."""
+        """The score, the text windows, and the contributions a reason may name:
+        (weight * value, feature) for every non-zero counter and rule, and the three
+        strongest words of each lexicon (the others are summed). A feature is a counter name,
+        a rule index (int), or a word (bytes; prefixed ``p:`` when it came from the previous
+        turn) — names are built only for the few ``decide`` reports."""
         t = read_text(body, self.spec.window)
-        parts: list[tuple[float, Any]] = []
-        for name, fn, weight in self._counters:
-            value = fn(t)
-            if value:
-                parts.append((weight * value, name))
+        parts: list[tuple[float, Any]] = [
+            (weight * value, name)
+            for name, weight, value in zip(
+                COUNTERS, self._counter_weights, counters(t), strict=True
+            )
+            if weight and value
+        ]
+        z = self.spec.bias + sum([c for c, _ in parts])
         found = Found(t)
         weights = self._pattern_weights
         for i in self._terms.matched(found):
             if weights[i]:
                 parts.append((weights[i], i))
+                z += weights[i]
         lexicon = self._lexicon
-        for word in (found.ask | found.system) & self._lexicon_keys:
-            parts.append((lexicon[word], word))
+        main = found.ask | found.system if found.system else found.ask
+        hit = main & self._lexicon_keys
+        if hit:
+            z += sum(map(lexicon.__getitem__, hit))
+            parts += [(lexicon[w], w) for w in self._strongest(hit)]
         if found.prev:
             scale = self.spec.prev_lexicon_scale
             # A word in both the ask and the previous turn counts once, as in the fit.
-            for word in (found.prev - found.ask - found.system) & self._lexicon_keys:
-                parts.append((lexicon[word] * scale, b"p:" + word))
+            hit = (found.prev - main) & self._lexicon_keys
+            if hit:
+                z += scale * sum(map(lexicon.__getitem__, hit))
+                parts += [(lexicon[w] * scale, b"p:" + w) for w in self._strongest(hit)]
         if self._lead:
             lead = self._lead
-            for word in word_set(t.ask[: self.spec.window.lead]) & self._lead_keys:
-                parts.append((lead[word], b"h:" + word))
+            hit = word_set(t.ask[: self.spec.window.lead]) & self._lead_keys
+            if hit:
+                z += sum(map(lead.__getitem__, hit))
+                top = sorted(hit, key=lambda w: -abs(lead[w]))[:3]
+                parts += [(lead[w], b"h:" + w) for w in top]
         if self._semantic and self.spec.semantic_weight:
-            value = self._semantic_mean(found)
-            if value:
-                parts.append((self.spec.semantic_weight * value, "semantic"))
-        z = self.spec.bias + sum([c for c, _ in parts])
+            words = (main | found.prev if found.prev else main) & self._semantic_keys
+            if words:
+                value = sum(map(self._semantic.__getitem__, words)) / len(words)
+                if value:
+                    parts.append((self.spec.semantic_weight * value, "semantic"))
+                    z += self.spec.semantic_weight * value
         return _sigmoid(z), t, parts
+
+    def _strongest(self, words: set[bytes]) -> list[bytes]:
+        if len(words) <= 3:
+            return list(words)
+        return sorted(words, key=self._lexicon_rank.__getitem__)[:3]
 
     def feature_name(self, feature: Any) -> str:
         if isinstance(feature, int):

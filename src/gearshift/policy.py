@@ -9,7 +9,7 @@ the request to it alone. Pure: no I/O; ``route.Router`` runs the plan.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from typing import Any
 
@@ -56,6 +56,10 @@ class Policy:
     rank: Mapping[str, int]
     baseline: Model | None
     smallest_window: int
+    smallest_max_output: int = 0
+    # (required rank, top rank, needs) → the offered models meeting them, for requests far
+    # from every context window (most): the filter runs once per shape, not per request.
+    _shapes: dict[tuple[int, int, frozenset[str]], list[Model]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: Config, rules: Rules) -> Policy:
@@ -71,11 +75,37 @@ class Policy:
             t = config.routing.thresholds
             rules = rules.with_thresholds(t.standard, t.frontier)
         smallest = min((m.spec.context_window for m in config.offered), default=0)
-        return cls(config, rules, tiers, {t: i for i, t in enumerate(tiers)}, baseline, smallest)
+        smallest_out = min((m.spec.max_output for m in config.offered), default=0)
+        rank = {t: i for i, t in enumerate(tiers)}
+        return cls(config, rules, tiers, rank, baseline, smallest, smallest_out)
+
+    def candidates(
+        self, need: int, top: int, needs: frozenset[str], tokens_in: int, room: int, out: int
+    ) -> list[Model]:
+        """Offered models within tiers ``need..top`` that have ``needs`` and room for the
+        prompt and the answer, in catalog order (a new list: the caller sorts it)."""
+        fits_all = tokens_in + room <= self.smallest_window and out <= self.smallest_max_output
+        if fits_all:
+            shape = self._shapes.get((need, top, needs))
+            if shape is not None:
+                return shape[:]
+        found = [
+            m
+            for m in self.config.offered
+            if need <= m.tier_rank <= top
+            and m.spec.context_window >= tokens_in + room
+            and m.spec.max_output >= out
+            and needs.issubset(m.spec.capabilities)
+        ]
+        if fits_all and len(self._shapes) < 1024:
+            self._shapes[(need, top, needs)] = found[:]
+        return found
 
 
 def _hinted_tier(request: ChatRequest, headers: Mapping[str, str], policy: Policy) -> str | None:
     """The tier asked for explicitly: header, then the body's ``gearshift`` object."""
+    if not request.hints and "x-gearshift-tier" not in headers:
+        return None
     for value, param in (
         (headers.get("x-gearshift-tier"), "x-gearshift-tier"),
         (request.hints.get("tier"), "gearshift.tier"),
@@ -93,7 +123,7 @@ def _hinted_tier(request: ChatRequest, headers: Mapping[str, str], policy: Polic
     return None
 
 
-def _needs(body: Mapping[str, Any], stream: bool, has_image: bool) -> set[str]:
+def _needs(body: Mapping[str, Any], stream: bool, has_image: bool) -> frozenset[str]:
     needs = set()
     if body.get("tools") or body.get("functions"):
         needs.add("tools")
@@ -104,7 +134,7 @@ def _needs(body: Mapping[str, Any], stream: bool, has_image: bool) -> set[str]:
         needs.add("vision")
     if stream:
         needs.add("streaming")
-    return needs
+    return frozenset(needs)
 
 
 def estimate_cost(model: Model, tokens_in: int, tokens_out: int) -> float:
@@ -175,14 +205,7 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
         # Near some model's context window the estimate is not good enough: count.
         tokens_in = tokens.count_request(request.body)
     needs = _needs(request.body, request.stream, decision.image)
-    candidates = [
-        m
-        for m in config.offered
-        if need_rank <= m.tier_rank <= top
-        and m.spec.context_window >= tokens_in + room
-        and m.spec.max_output >= requested_out
-        and needs.issubset(m.spec.capabilities)
-    ]
+    candidates = policy.candidates(need_rank, top, needs, tokens_in, room, requested_out)
     if not candidates and ceiling is not None:
         candidates = [ceiling]
     if not candidates:
@@ -192,7 +215,10 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
             + f" for a prompt of about {tokens_in} tokens.",
             code="no_model_available",
         )
-    candidates.sort(key=lambda m: (estimate_cost(m, tokens_in, tokens_out), -m.tier_rank))
+    # Cheapest first (estimate_cost's order, without the call per model); ties: higher tier.
+    candidates.sort(
+        key=lambda m: (m.spec.price_in * tokens_in + m.spec.price_out * tokens_out, -m.tier_rank)
+    )
     baseline = ceiling or policy.baseline or candidates[-1]
     return Plan(
         requested=name,

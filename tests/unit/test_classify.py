@@ -214,6 +214,23 @@ def test_lists_and_options_are_found_when_indented() -> None:
     assert f["list_items"] > 0
 
 
+def test_character_counters_read_the_whole_window() -> None:
+    _, f = SHIPPED.features(_body("1. unpack\n2. plug in\n3. switch on"))
+    assert f["list_items"] == 3 / 8, "a list on the first line counts from its first item"
+    _, f = SHIPPED.features(_body("a) red\nb) green\nc) blue"))
+    assert f["options"] == 1.0
+    _, f = SHIPPED.features(_body("a) red\nc) blue\nd) none"))
+    assert f["options"] == 0.0, "options need a b) line"
+    _, f = SHIPPED.features(_body("x = `a` and `b`? or `c`?"))
+    assert f["code_fence"] == 0.0, "single backticks are not a fence"
+    assert f["questions"] == 2 / 4
+    _, f = SHIPPED.features(_body("solve x^2 + 3 = 12"))
+    # ^ + = are math characters; = is also a code character; three digits.
+    assert f["math_chars"] == pytest.approx(min(1.0, 3 / 18 * 10))
+    assert f["code_chars"] == pytest.approx(min(1.0, 1 / 18 * 10))
+    assert f["digits"] == pytest.approx(min(1.0, 3 / 18 * 10))
+
+
 def test_odd_bodies_never_raise() -> None:
     for body in (
         {"messages": [{"role": "user", "content": "lone \ud800 surrogate"}]},

@@ -175,6 +175,19 @@ def test_context_window_filters_candidates() -> None:
     assert p.prompt_tokens > 8000
 
 
+def test_one_policy_filters_each_request_on_its_own_size() -> None:
+    # The candidate shapes are cached per policy for requests far from every window; a long
+    # request after a short one (and the reverse) must still be filtered on its own size.
+    policy = _policy(rules=_fixed(0.1))
+    short, long_text = _req(text="hi"), _req(text="word " * 9000)
+    assert "tiny" in _names(plan(short, policy))
+    assert "tiny" not in _names(plan(long_text, policy))
+    assert "tiny" in _names(plan(short, policy))
+    with pytest.raises(NoTarget):  # no model here writes 8000 tokens
+        plan(_req(text="hi", max_tokens=8000), policy)
+    assert "tiny" in _names(plan(short, policy))
+
+
 def test_no_candidate_is_a_clear_error() -> None:
     policy = _policy(
         "[[models]]\nname = 'x'\nprovider = 'a'\ntier = 'light'\nprice_in = 0\n"
