@@ -88,6 +88,8 @@ class OpenAIProviderSpec(ProviderSpec, frozen=True, tag="openai"):
     auth_header: Literal["authorization", "api-key"] = "authorization"
     query: dict[str, str] = {}
     stream_usage: bool = True  # ask for stream_options.include_usage (some servers reject it)
+    # Servers that do not know OpenAI's newer ``developer`` role get ``system`` instead.
+    developer_as_system: bool = False
 
 
 class AnthropicProviderSpec(ProviderSpec, frozen=True, tag="anthropic"):

@@ -16,8 +16,8 @@ from gearshift.config import load
 from gearshift.mock import MockSettings, start_mock
 from gearshift.providers import REGISTRY
 
-# (requested model, prompt, stream)
-WORKLOAD: list[tuple[str, str, bool]] = [
+# (requested model, prompt, stream[, extra headers])
+WORKLOAD: list[tuple[Any, ...]] = [
     (
         "auto",
         "Classify the sentiment of this review as positive or negative: "
@@ -41,6 +41,8 @@ WORKLOAD: list[tuple[str, str, bool]] = [
         False,
     ),
     ("gpt-4o-mini", "Summarize in one sentence: the meeting moved to Thursday at 3pm.", True),
+    # Pinned: no rerouting, so the answer comes from Anthropic's wire format, streamed.
+    ("claude-3-5-sonnet", "Write a haiku about rain.", True, {"x-gearshift-route": "pin"}),
     ("gpt-5-ultra", "This model does not exist in the catalog.", False),
 ]
 
@@ -53,13 +55,16 @@ class Row:
     ms: float
     answer: str
     model: str = "-"
+    provider: str = "-"
     tier: str = "-"
     score: str = "-"
     cost: float = 0.0
     baseline: float = 0.0
 
 
-async def _send(client: Any, requested: str, prompt: str, stream: bool) -> Row:
+async def _send(
+    client: Any, requested: str, prompt: str, stream: bool, headers: dict[str, str] | None = None
+) -> Row:
     import openai
 
     messages = [{"role": "user", "content": prompt}]
@@ -67,11 +72,13 @@ async def _send(client: Any, requested: str, prompt: str, stream: bool) -> Row:
     create = client.chat.completions.with_raw_response.create
     try:
         if stream:
-            raw = await create(model=requested, messages=messages, stream=True)
+            raw = await create(
+                model=requested, messages=messages, stream=True, extra_headers=headers
+            )
             text = [c.choices[0].delta.content or "" async for c in raw.parse() if c.choices]
             answer = "".join(text)
         else:
-            raw = await create(model=requested, messages=messages)
+            raw = await create(model=requested, messages=messages, extra_headers=headers)
             answer = raw.parse().choices[0].message.content or ""
     except openai.APIStatusError as exc:
         message = exc.body.get("message") if isinstance(exc.body, dict) else str(exc)
@@ -90,6 +97,7 @@ async def _send(client: Any, requested: str, prompt: str, stream: bool) -> Row:
         (time.perf_counter() - started) * 1e3,
         answer,
         model=h.get("x-gearshift-model", "?"),
+        provider=h.get("x-gearshift-provider", "?"),
         tier=h.get("x-gearshift-tier", "?"),
         score=h.get("x-gearshift-score", "?"),
         cost=float(h.get("x-gearshift-est-cost-usd", 0)),
@@ -119,7 +127,7 @@ def _print_table(rows: list[Row], out: TextIO) -> None:
             str(r.status),
             r.score,
             r.tier,
-            r.model,
+            f"{r.model} ({r.provider})" if r.provider != "-" else r.model,
             f"{r.ms:.0f}",
             f"{r.cost:.6f}",
             f"{r.baseline:.6f}",
@@ -145,9 +153,15 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
     mock_runner, mock_port = await start_mock(
         settings=MockSettings(latency_ms=30, chunk_delay_ms=3, chunk_words=2)
     )
+    mock = f"http://127.0.0.1:{mock_port}"
+    # The mock speaks all three wire formats; every default provider points at it.
     environ = {
         "OPENAI_API_KEY": "mock-key",
-        "GEARSHIFT_OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
+        "ANTHROPIC_API_KEY": "mock-key",
+        "GEMINI_API_KEY": "mock-key",
+        "GEARSHIFT_OPENAI_BASE_URL": f"{mock}/v1",
+        "GEARSHIFT_ANTHROPIC_BASE_URL": f"{mock}/v1",
+        "GEARSHIFT_GEMINI_BASE_URL": f"{mock}/v1beta",
     }
     config = load(None, environ=environ, kinds=REGISTRY.keys())
     runner = web.AppRunner(create_app(config), access_log=None, handler_cancellation=True)
@@ -156,7 +170,8 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
     await site.start()
     port = runner.addresses[0][1]
     out.write(
-        f"mock OpenAI upstream on 127.0.0.1:{mock_port} (30 ms per answer); "
+        f"mock upstream (OpenAI, Anthropic and Gemini wire formats) on 127.0.0.1:{mock_port} "
+        "(30 ms per answer); "
         f"gearshift on 127.0.0.1:{port}\n"
     )
     out.write("offered: " + ", ".join(m.name for m in config.offered) + "\n")

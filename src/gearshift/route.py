@@ -66,7 +66,7 @@ class Router:
             )
             if reply.status != 200:
                 raise adapter.decode_error(reply.status, reply.headers, reply.body, model.provider)
-            completion = adapter.decode_response(reply.body, model.provider)
+            completion = adapter.decode_response(reply.body, request, model)
             trace.upstream_request_id = _request_id(reply.headers)
             return completion
 
@@ -184,9 +184,7 @@ class Streaming:
             self._eof = True
             pending = self._framer.pending
             # A last event without its blank line still counts (some servers end so).
-            if not pending.strip():
-                return None
-            events = [pending + b"\n\n"]
+            events = [pending + b"\n\n"] if pending.strip() else []
         else:
             try:
                 events = self._framer.feed(data)
@@ -200,6 +198,10 @@ class Streaming:
                 self._error_out = out if state.error_sent else error_event(state.error)
                 break
             outs.append(out)
+        if self._eof and state.error is None and not state.finished:
+            outs.append(self._decoder.end())  # e.g. Gemini: the end of the body ends a stream
+            if not state.finished and not any(outs):
+                return None
         return b"".join(outs)
 
     async def first(self) -> None:

@@ -122,8 +122,10 @@ async def test_demo_runs_end_to_end_with_no_keys() -> None:
     code, out, err = await _run("demo", env=env)
     assert code == 0, err
     assert "served by" in out
-    assert "gpt-4o-mini" in out
-    assert "6 of 7 answered" in out
+    assert "(gemini)" in out, "light work goes to the cheapest light model: Gemini Flash"
+    assert "gpt-4o (openai)" in out, "hard work stays on the cheapest frontier model"
+    assert "claude-3-5-sonnet (anthropic)" in out, "the pinned request is served by Anthropic"
+    assert "7 of 8 answered" in out
     assert "Traceback" not in err
 
 

@@ -185,6 +185,22 @@ async def test_tool_call_non_stream(aiohttp_client: Any) -> None:
     assert data["choices"][0]["finish_reason"] == "stop"
 
 
+async def test_tool_results_are_answered_in_text(aiohttp_client: Any) -> None:
+    client, _ = await mock_client(aiohttp_client)
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather"}}
+    messages = [
+        *chat_body()["messages"],
+        {"role": "assistant", "content": None, "tool_calls": [call | {"arguments": "{}"}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18C sunny"},
+    ]
+    body = {"model": "gpt-4o", "messages": messages, "tools": TOOLS}
+    async with client.post(CHAT, json=body) as resp:
+        data = await resp.json()
+    # The last user text is answered, as the Anthropic and Gemini mocks do after tool results.
+    assert data["choices"][0]["message"]["content"] == EXPECTED
+    assert data["choices"][0]["finish_reason"] == "stop"
+
+
 async def test_tool_call_stream(aiohttp_client: Any) -> None:
     client, _ = await mock_client(aiohttp_client)
     async with client.post(CHAT, json=chat_body(tools=TOOLS, stream=True)) as resp:
@@ -428,6 +444,7 @@ async def test_recorded_requests(aiohttp_client: Any) -> None:
     async with client.get("/_mock/requests") as resp:
         recorded = await resp.json()
     assert [r["path"] for r in recorded] == [CHAT, "/chat/completions"]
+    assert [(r["query"], r["api"]) for r in recorded] == [("", "openai"), ("", "openai")]
     assert recorded[0]["body"] == body
     assert recorded[0]["headers"]["x-custom-thing"] == "yes"
     assert recorded[0]["headers"]["authorization"] == "Bearer sk-x"

@@ -277,3 +277,17 @@ def test_check_config_reports_errors_and_exits_nonzero(
         main(["check-config", str(path)])
     assert info.value.code == 2
     assert "$.models[0].price_in" in capsys.readouterr().err
+
+
+def test_every_toml_example_in_the_readme_is_a_valid_config() -> None:
+    import re
+    from pathlib import Path
+
+    from gearshift.config import decode, resolve
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        raw = decode(block.encode(), source="README.md")
+        resolve(raw, source="README.md", environ={"TEAM_KEY": "k"}, assume_keys=True)

@@ -198,8 +198,42 @@ def test_upstream_auth_errors_never_echo_the_key() -> None:
 
 def test_decode_response_rejects_non_json() -> None:
     with pytest.raises(errors.ProtocolError):
-        openai.decode_response(b'{"id": "x", "choices": [', PROVIDER)
+        openai.decode_response(b'{"id": "x", "choices": [', _chat(), MINI)
     with pytest.raises(errors.ProtocolError):
-        openai.decode_response(b'{"id": "x"}', PROVIDER)
+        openai.decode_response(b'{"id": "x"}', _chat(), MINI)
     body = b'{"choices":[],"usage":{"prompt_tokens":1}}'
-    assert openai.decode_response(body, PROVIDER).usage == {"prompt_tokens": 1}
+    assert openai.decode_response(body, _chat(), MINI).usage == {"prompt_tokens": 1}
+
+
+def _compat(extra: str) -> object:
+    from gearshift.config import decode, resolve
+
+    toml = (
+        "[[providers]]\nname = 'local'\nkind = 'openai'\nbase_url = 'http://127.0.0.1:1/v1'\n"
+        f"api_key = 'x'\n{extra}\n"
+        "[[models]]\nname = 'llama'\nprovider = 'local'\ntier = 'light'\n"
+        "price_in = 0\nprice_out = 0\n"
+    )
+    return resolve(decode(toml.encode(), source="t.toml"), source="t.toml", environ={}).models[
+        "llama"
+    ]
+
+
+def test_developer_role_becomes_system_where_the_provider_says_so() -> None:
+    messages = [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    chat = _chat(messages=messages)
+    plain = orjson.loads(openai.encode_request(chat, _compat("")).body)  # type: ignore[arg-type]
+    assert plain["messages"][0]["role"] == "developer"
+    flagged = _compat("developer_as_system = true")
+    body = orjson.loads(openai.encode_request(chat, flagged).body)  # type: ignore[arg-type]
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    assert chat.body["messages"][0]["role"] == "developer", "the inbound request is not mutated"
+
+
+def test_stream_usage_can_be_turned_off_for_servers_that_reject_it() -> None:
+    chat = _chat(stream=True)
+    body = orjson.loads(openai.encode_request(chat, _compat("")).body)  # type: ignore[arg-type]
+    assert body["stream_options"] == {"include_usage": True}
+    off = _compat("stream_usage = false")
+    body = orjson.loads(openai.encode_request(chat, off).body)  # type: ignore[arg-type]
+    assert "stream_options" not in body

@@ -56,11 +56,17 @@ class StreamDecoder(Protocol):
         """Bytes to send to the client for this event (may be empty)."""
         ...
 
+    def end(self) -> bytes:
+        """The upstream body ended: bytes to close the client's stream with (the usage chunk
+        and ``[DONE]`` for a provider whose stream simply ends, as Gemini's does), setting
+        ``state.finished``; empty when the stream ended incomplete (the caller reports it)."""
+        ...
+
 
 class Adapter(Protocol):
     def encode_request(self, request: ChatRequest, model: Model) -> Outbound: ...
 
-    def decode_response(self, body: bytes, provider: Provider) -> Completion: ...
+    def decode_response(self, body: bytes, request: ChatRequest, model: Model) -> Completion: ...
 
     def stream_decoder(self, request: ChatRequest, model: Model) -> StreamDecoder: ...
 
@@ -70,9 +76,9 @@ class Adapter(Protocol):
 
 
 def _registry() -> dict[str, Adapter]:
-    from gearshift.providers import openai
+    from gearshift.providers import anthropic, gemini, openai
 
-    return {"openai": openai}
+    return {"openai": openai, "anthropic": anthropic, "gemini": gemini}
 
 
 REGISTRY: Mapping[str, Adapter] = _registry()

@@ -25,7 +25,18 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
     """The upstream call: same body with ``model`` rewritten and stream usage requested."""
     body = dict(request.body)
     body["model"] = model.upstream_id
-    if request.stream and not request.client_wants_usage:
+    spec = model.provider.spec
+    compat = spec if isinstance(spec, OpenAIProviderSpec) else None
+    if compat is not None and compat.developer_as_system:
+        body["messages"] = [
+            {**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer" else m
+            for m in body["messages"]
+        ]
+    if (
+        request.stream
+        and not request.client_wants_usage
+        and (compat is None or compat.stream_usage)
+    ):
         options = dict(body.get("stream_options") or {})
         options["include_usage"] = True
         body["stream_options"] = options
@@ -54,8 +65,9 @@ def _headers(provider: Provider) -> dict[str, str]:
     return headers
 
 
-def decode_response(body: bytes, provider: Provider) -> Completion:
+def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completion:
     """Check the answer is a JSON object and take its usage; the bytes go out unchanged."""
+    provider = model.provider
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -107,6 +119,9 @@ class PassThrough:
             # inside JSON strings are escaped, so this byte run cannot be content).
             return raw_event.replace(b',"usage":null', b"")
         return raw_event
+
+    def end(self) -> bytes:
+        return b""  # an OpenAI stream is complete only with its own [DONE]
 
     def _usage_event(self, raw_event: bytes) -> bytes:
         chunk = _load_event(raw_event)

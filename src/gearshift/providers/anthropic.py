@@ -1,0 +1,548 @@
+"""Anthropic Messages API ⇄ OpenAI Chat Completions: pure encode/decode, no I/O.
+
+Request (OpenAI → Anthropic): system and developer messages become the top-level ``system``
+(their position is lost); ``tool`` messages become ``tool_result`` blocks, first in the next
+user turn; assistant ``tool_calls`` become ``tool_use`` blocks (arguments parsed; text that is
+not a JSON object is kept as ``{"_raw": …}``); neighbours of one role are merged; tool calls
+and results without their partner are dropped as whole pairs; empty texts are dropped.
+``max_tokens`` is always set (the request's, else the model's ``max_output``); temperature is
+clamped to Anthropic's 0..1; ``json_object`` becomes an instruction, ``json_schema`` a forced
+tool whose input comes back as the message content (finish ``stop``, never a tool call).
+A conversation that is empty or opens with an assistant turn (Anthropic wants a user turn
+first) is opened with a user turn holding ``"."``; a final assistant turn (a prefill) loses
+its trailing whitespace (Anthropic refuses it). Whitespace-only texts are dropped.
+``n`` > 1 is refused (400): Anthropic has one answer per call. Dropped without notice (no
+Anthropic equivalent): ``seed``, penalties, ``logit_bias``, ``logprobs``, ``reasoning_effort``.
+
+Response and stream (Anthropic → OpenAI): text blocks → ``content``, ``tool_use`` →
+``tool_calls`` (arguments as a JSON string; in streams the OpenAI ``index`` counts tool
+blocks only), ``stop_reason`` → ``finish_reason``, usage with cache reads and writes counted
+in ``prompt_tokens`` (``cached_tokens`` = reads; ``cache_write_tokens`` = writes). Thinking
+blocks are dropped. Errors: Anthropic's types to OpenAI-shaped errors; 529 → 503, retryable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from gearshift import sse
+from gearshift.config import AnthropicProviderSpec, Model, Provider
+from gearshift.errors import (
+    BadRequest,
+    ProtocolError,
+    UpstreamError,
+    for_upstream_status,
+    retry_after,
+    scrub,
+)
+from gearshift.providers import Completion, Outbound, StreamState, shapes
+from gearshift.request import ChatRequest
+
+JSON_TOOL = "json_response"
+"""The forced tool that carries a ``json_schema`` answer (its input is the JSON)."""
+_JSON_INSTRUCTION = "Answer with one valid JSON object and nothing else: no prose, no code fence."
+
+FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+}
+
+
+# ---------------------------------------------------------------- request
+
+
+def encode_request(request: ChatRequest, model: Model) -> Outbound:
+    body = request.body
+    n = body.get("n")
+    if isinstance(n, int) and n > 1:
+        raise BadRequest(
+            f"n={n} is not supported by {model.name!r} (Anthropic answers once per call).",
+            param="n",
+            code="unsupported_parameter",
+        )
+    messages = body.get("messages") or []
+    out: dict[str, Any] = {
+        "model": model.upstream_id,
+        "max_tokens": min(shapes.max_output(body) or model.spec.max_output, model.spec.max_output),
+    }
+    system = shapes.system_text(messages)
+    tools = _tools(body.get("tools"))
+    forced_json = False
+    fmt = body.get("response_format")
+    fmt_type = fmt.get("type") if isinstance(fmt, dict) else None
+    if fmt_type == "json_schema" and not tools:
+        schema = fmt.get("json_schema") if isinstance(fmt, dict) else None
+        schema = schema if isinstance(schema, dict) else {}
+        tools = [
+            {
+                "name": JSON_TOOL,
+                "description": str(schema.get("description") or "Give the answer as JSON."),
+                "input_schema": _object_schema(schema.get("schema")),
+            }
+        ]
+        forced_json = True
+    elif fmt_type in ("json_object", "json_schema"):
+        system = (system + "\n\n" + _JSON_INSTRUCTION).strip()
+    if system:
+        out["system"] = system
+    out["messages"] = _messages(messages)
+    if tools:
+        out["tools"] = tools
+        choice: dict[str, Any] = (
+            {"type": "tool", "name": JSON_TOOL}
+            if forced_json
+            else _tool_choice(body.get("tool_choice"))
+        )
+        if body.get("parallel_tool_calls") is False and choice["type"] != "none":
+            choice["disable_parallel_tool_use"] = True
+        out["tool_choice"] = choice
+    stop = shapes.stop_list(body)
+    if stop:
+        out["stop_sequences"] = stop
+    temperature = body.get("temperature")
+    if isinstance(temperature, int | float) and not isinstance(temperature, bool):
+        out["temperature"] = min(1.0, max(0.0, float(temperature)))
+    top_p = body.get("top_p")
+    if isinstance(top_p, int | float) and not isinstance(top_p, bool):
+        out["top_p"] = top_p
+    if isinstance(body.get("user"), str):
+        out["metadata"] = {"user_id": body["user"]}
+    if request.stream:
+        out["stream"] = True
+    return Outbound(
+        url=_url(model.provider), headers=_headers(model.provider), body=orjson.dumps(out)
+    )
+
+
+def _url(provider: Provider) -> str:
+    return provider.base_url + "/messages"
+
+
+def _headers(provider: Provider) -> dict[str, str]:
+    spec = provider.spec
+    version = spec.version if isinstance(spec, AnthropicProviderSpec) else "2023-06-01"
+    headers = {
+        "content-type": "application/json",
+        "accept": "application/json",
+        "anthropic-version": version,
+    }
+    headers.update(provider.headers)
+    if provider.api_key is not None:
+        headers["x-api-key"] = provider.api_key.reveal()
+    return headers
+
+
+def _object_schema(schema: Any) -> dict[str, Any]:
+    if isinstance(schema, dict) and schema:
+        return schema
+    return {"type": "object", "properties": {}}
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for tool in tools or ():
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise BadRequest(
+                "Each tool needs type 'function' and function.name.",
+                param="tools",
+                code="invalid_value",
+            )
+        entry: dict[str, Any] = {"name": fn["name"]}
+        if isinstance(fn.get("description"), str):
+            entry["description"] = fn["description"]
+        entry["input_schema"] = _object_schema(fn.get("parameters"))
+        out.append(entry)
+    return out
+
+
+def _tool_choice(choice: Any) -> dict[str, Any]:
+    if choice == "none":
+        return {"type": "none"}
+    if choice == "required":
+        return {"type": "any"}
+    if isinstance(choice, dict):
+        fn = choice.get("function")
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            return {"type": "tool", "name": fn["name"]}
+    return {"type": "auto"}
+
+
+def _user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if shapes.has_text(content) else []
+    blocks: list[dict[str, Any]] = []
+    for part in content if isinstance(content, list) else ():
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            if shapes.has_text(part.get("text")):
+                blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            blocks.append(_image(shapes.image_url(part)))
+        else:
+            raise BadRequest(
+                f"Content parts of type {kind!r} cannot be sent to Anthropic models.",
+                param="messages",
+                code="unsupported_content",
+            )
+    return blocks
+
+
+def _image(url: str) -> dict[str, Any]:
+    inline = shapes.data_url(url)
+    if inline is None:
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    mime, data = inline
+    if mime == "application/pdf":
+        return {"type": "document", "source": {"type": "base64", "media_type": mime, "data": data}}
+    if mime not in shapes.IMAGE_TYPES:
+        raise BadRequest(
+            f"Images of type {mime!r} are not supported (jpeg, png, gif, webp).",
+            param="messages",
+            code="invalid_image_format",
+        )
+    return {"type": "image", "source": {"type": "base64", "media_type": mime, "data": data}}
+
+
+def _tool_result(message: Mapping[str, Any]) -> dict[str, Any]:
+    texts = shapes.text_parts(message.get("content"))
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message["tool_call_id"]}
+    if texts:
+        block["content"] = "\n".join(texts)
+    return block
+
+
+def _messages(messages: list[Any]) -> list[dict[str, Any]]:
+    pairs = shapes.ToolPairs.of(messages)
+    turns: list[tuple[str, list[Any]]] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            continue
+        role = m.get("role")
+        if role == "user":
+            turns.append(("user", _user_blocks(m.get("content"))))
+        elif role == "assistant":
+            blocks: list[dict[str, Any]] = [
+                {"type": "text", "text": t} for t in shapes.text_parts(m.get("content"))
+            ]
+            for j, call in enumerate(m.get("tool_calls") or ()):
+                if pairs.call_kept(i, j):
+                    fn = call["function"]
+                    blocks.append(
+                        {
+                            "type": "tool_use",
+                            "id": call["id"],
+                            "name": fn["name"],
+                            "input": shapes.arguments_object(fn.get("arguments")),
+                        }
+                    )
+            turns.append(("assistant", blocks))
+        elif role == "tool":
+            if pairs.result_name(i) is not None:
+                turns.append(("user", [_tool_result(m)]))
+        elif role == "function":
+            raise BadRequest(
+                "The deprecated 'function' role cannot be sent to Anthropic models; use tools.",
+                param="messages",
+                code="unsupported_role",
+            )
+    merged = shapes.merge_turns(turns)
+    if merged and merged[-1][0] == "assistant":
+        _trim_prefill(merged)
+    shapes.user_first(merged, {"type": "text", "text": shapes.PLACEHOLDER})
+    out = []
+    for role, blocks in merged:
+        if role == "user":  # tool results first, as Anthropic requires
+            blocks.sort(key=lambda b: b["type"] != "tool_result")
+        out.append({"role": role, "content": blocks})
+    return out
+
+
+def _trim_prefill(turns: list[tuple[str, list[Any]]]) -> None:
+    """A final assistant turn is a prefill Anthropic continues, and it refuses one that ends
+    in whitespace: the trailing whitespace is cut (a block left empty goes, then a turn)."""
+    blocks = turns[-1][1]
+    last = blocks[-1]
+    if last["type"] == "text":
+        text = last["text"].rstrip()
+        if text:
+            blocks[-1] = {**last, "text": text}
+        else:
+            blocks.pop()
+    if not blocks:
+        turns.pop()
+
+
+# ---------------------------------------------------------------- response
+
+
+def _load(body: bytes, provider: str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise ProtocolError(
+            f"Provider {provider!r} sent a response that is not a JSON object.", provider=provider
+        )
+    return doc
+
+
+def _usage(raw: Mapping[str, Any]) -> dict[str, Any]:
+    def n(name: str) -> int:
+        value = raw.get(name)
+        return value if isinstance(value, int) else 0
+
+    read, write = n("cache_read_input_tokens"), n("cache_creation_input_tokens")
+    return shapes.usage(
+        n("input_tokens") + read + write, n("output_tokens"), cached=read, cache_write=write
+    )
+
+
+def _wants_json_tool(request: ChatRequest) -> bool:
+    fmt = request.body.get("response_format")
+    return (
+        isinstance(fmt, dict) and fmt.get("type") == "json_schema" and not request.body.get("tools")
+    )
+
+
+def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completion:
+    provider = model.provider
+    doc = _load(body, provider.name)
+    if doc.get("type") == "error":
+        raise _error_from(200, {}, doc, provider)
+    content = doc.get("content")
+    if doc.get("type") != "message" or not isinstance(content, list):
+        raise ProtocolError(
+            f"Provider {provider.name!r} sent a response without message content.",
+            provider=provider.name,
+        )
+    json_tool = _wants_json_tool(request)
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif block.get("type") == "tool_use":
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            if json_tool and block.get("name") == JSON_TOOL:
+                texts.append(arguments)
+            else:
+                calls.append(
+                    shapes.tool_call(str(block.get("id")), str(block.get("name")), arguments)
+                )
+    stop_reason = doc.get("stop_reason")
+    finish = FINISH.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+    if json_tool and finish == "tool_calls":
+        finish = "stop"
+    raw_usage = doc.get("usage")
+    usage = _usage(raw_usage) if isinstance(raw_usage, dict) else None
+    answer = shapes.completion(
+        str(doc.get("id") or "msg"),
+        str(doc.get("model") or model.upstream_id),
+        [(shapes.message("".join(texts), calls), finish)],
+        usage,
+    )
+    return Completion(body=answer, usage=usage)
+
+
+# ---------------------------------------------------------------- stream
+
+
+class StreamDecoder:
+    """Anthropic's named events → OpenAI chunks (see the module docstring)."""
+
+    __slots__ = (
+        "_blocks",
+        "_chunks",
+        "_json_tool",
+        "_key",
+        "_model",
+        "_provider",
+        "_raw_usage",
+        "_tools",
+        "_wants_usage",
+        "state",
+    )
+
+    def __init__(self, request: ChatRequest, model: Model) -> None:
+        self.state = StreamState()
+        self._chunks: shapes.Chunks | None = None
+        self._model = model.upstream_id
+        self._provider = model.provider.name
+        key = model.provider.api_key
+        self._key = key.reveal() if key else ""
+        self._wants_usage = request.client_wants_usage
+        self._json_tool = _wants_json_tool(request)
+        self._blocks: dict[
+            int, int
+        ] = {}  # Anthropic block index → OpenAI tool-call index (-1: JSON)
+        self._tools = 0
+        self._raw_usage: dict[str, Any] = {}
+
+    def _malformed(self, what: str) -> bytes:
+        self.state.error = ProtocolError(
+            f"Provider {self._provider!r} sent a malformed stream event ({what}).",
+            provider=self._provider,
+            code="malformed_stream",
+        )
+        return b""
+
+    def feed(self, raw_event: bytes) -> bytes:
+        event = sse.parse(raw_event)
+        if event is None:
+            return b""  # comments
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return self._malformed("not JSON")
+        if not isinstance(data, dict):
+            return self._malformed("not an object")
+        kind = data.get("type") or event.name
+        if kind == "ping":
+            return b": ping\n\n"  # a keep-alive for whatever sits between us and the client
+        if kind == "error":
+            self.state.error = _error_from(200, {}, data, None, self._provider, self._key)
+            return b""
+        if kind == "message_start":
+            message = data.get("message") if isinstance(data.get("message"), dict) else {}
+            assert isinstance(message, dict)
+            if isinstance(message.get("usage"), dict):
+                self._raw_usage.update(message["usage"])
+            self._chunks = shapes.Chunks(
+                str(message.get("id") or "msg"), str(message.get("model") or self._model)
+            )
+            return self._chunks.delta({"role": "assistant", "content": ""})
+        chunks = self._chunks
+        if chunks is None:
+            return self._malformed(f"{kind} before message_start")
+        if kind == "content_block_delta":
+            return self._delta(chunks, data)
+        if kind == "content_block_start":
+            return self._block_start(chunks, data)
+        if kind == "message_delta":
+            delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
+            assert isinstance(delta, dict)
+            if isinstance(data.get("usage"), dict):
+                self._raw_usage.update(data["usage"])  # cumulative counts: the last wins
+            reason = delta.get("stop_reason")
+            finish = FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
+            if self._json_tool and finish == "tool_calls":
+                finish = "stop"
+            return chunks.delta({}, finish)
+        if kind == "message_stop":
+            self.state.finished = True
+            self.state.usage = _usage(self._raw_usage)
+            out = chunks.usage(self.state.usage) if self._wants_usage else b""
+            return out + chunks.done()
+        return b""  # content_block_stop and event types added later
+
+    def _block_start(self, chunks: shapes.Chunks, data: Mapping[str, Any]) -> bytes:
+        block = data.get("content_block")
+        index = data.get("index")
+        if not isinstance(block, dict) or not isinstance(index, int):
+            return self._malformed("content_block_start without a block")
+        if block.get("type") == "text":
+            text = block.get("text")
+            return chunks.delta({"content": text}) if isinstance(text, str) and text else b""
+        if block.get("type") != "tool_use":
+            return b""  # thinking and other blocks: not part of the OpenAI answer
+        if self._json_tool and block.get("name") == JSON_TOOL:
+            self._blocks[index] = -1
+            return b""
+        k = self._tools
+        self._tools += 1
+        self._blocks[index] = k
+        call = shapes.tool_call(str(block.get("id")), str(block.get("name")), "")
+        return chunks.delta({"tool_calls": [{"index": k, **call}]})
+
+    def _delta(self, chunks: shapes.Chunks, data: Mapping[str, Any]) -> bytes:
+        delta = data.get("delta")
+        if not isinstance(delta, dict):
+            return self._malformed("content_block_delta without a delta")
+        kind = delta.get("type")
+        if kind == "text_delta":
+            text = delta.get("text")
+            return chunks.delta({"content": text}) if isinstance(text, str) and text else b""
+        if kind == "input_json_delta":
+            piece = delta.get("partial_json")
+            index = data.get("index")
+            k = self._blocks.get(index) if isinstance(index, int) else None
+            if not isinstance(piece, str) or not piece or k is None:
+                return b""
+            if k < 0:  # the forced JSON tool: its input is the answer's content
+                return chunks.delta({"content": piece})
+            return chunks.delta({"tool_calls": [{"index": k, "function": {"arguments": piece}}]})
+        return b""  # thinking, signature and citation deltas
+
+    def end(self) -> bytes:
+        return b""  # complete only with message_stop
+
+
+def stream_decoder(request: ChatRequest, model: Model) -> StreamDecoder:
+    return StreamDecoder(request, model)
+
+
+# ---------------------------------------------------------------- errors
+
+# Anthropic error types whose HTTP status may be lost (in-band stream errors arrive in a 200).
+_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+def _error_from(
+    status: int,
+    headers: Mapping[str, str],
+    doc: Any,
+    provider: Provider | None,
+    name: str = "",
+    key: str = "",
+) -> UpstreamError:
+    if provider is not None:
+        name = provider.name
+        key = provider.api_key.reveal() if provider.api_key else ""
+    error = doc.get("error") if isinstance(doc, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    text = error.get("message") if isinstance(error, dict) else None
+    if status == 200:  # an error inside a 200 (a stream's error event): the type tells
+        status = _TYPE_STATUS.get(kind, 500) if isinstance(kind, str) else 500
+    message = (
+        scrub(text, key) if isinstance(text, str) else f"Provider {name!r} answered HTTP {status}."
+    )
+    return for_upstream_status(
+        status,
+        message,
+        provider=name,
+        code=kind if isinstance(kind, str) else None,
+        retry_after=retry_after(headers),
+    )
+
+
+def decode_error(
+    status: int, headers: Mapping[str, str], body: bytes, provider: Provider
+) -> UpstreamError:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = None
+    return _error_from(status, headers, doc, provider)

@@ -1,0 +1,318 @@
+"""What the translating adapters share: reading OpenAI requests, writing OpenAI answers.
+
+Anthropic and Gemini answers become OpenAI ``chat.completion`` objects and
+``chat.completion.chunk`` SSE events built here, so both adapters emit the same shapes; the
+request side has the small parsers both need (data URLs, tool-call arguments, tool names by
+id, the orphan-free pairing of tool calls and results).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gearshift import sse
+from gearshift.errors import BadRequest
+
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+
+# ---------------------------------------------------------------- reading OpenAI requests
+
+
+def max_output(body: Mapping[str, Any]) -> int | None:
+    """``max_completion_tokens`` (newer) or ``max_tokens``, when a positive integer."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def stop_list(body: Mapping[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        return [stop] if stop else []
+    if isinstance(stop, list):
+        return [s for s in stop if isinstance(s, str) and s]
+    return []
+
+
+def data_url(url: str) -> tuple[str, str] | None:
+    """``data:<mime>;base64,<data>`` → (mime, data); None for any other URL. A malformed
+    data URL is the client's error (400), not something to forward."""
+    if not url.startswith("data:"):
+        return None
+    head, sep, data = url[5:].partition(",")
+    mime, _, encoding = head.partition(";")
+    if not sep or encoding != "base64" or not mime:
+        raise BadRequest(
+            "An image data URL must look like data:<media type>;base64,<data>.",
+            param="messages",
+            code="invalid_image_url",
+        )
+    try:
+        base64.b64decode(data[:64] + "=" * (-len(data[:64]) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(
+            "An image data URL carries data that is not base64.",
+            param="messages",
+            code="invalid_image_url",
+        ) from None
+    return mime.lower(), data
+
+
+def image_url(part: Mapping[str, Any]) -> str:
+    holder = part.get("image_url")
+    url = holder.get("url") if isinstance(holder, dict) else holder
+    if not isinstance(url, str) or not url:
+        raise BadRequest(
+            "An image_url part needs image_url.url.", param="messages", code="invalid_image_url"
+        )
+    return url
+
+
+def arguments_object(arguments: Any) -> dict[str, Any]:
+    """A tool call's ``arguments`` (a JSON string in OpenAI's format) as the object Anthropic
+    and Gemini want; text that is not a JSON object is kept as ``{"_raw": text}``."""
+    if isinstance(arguments, dict):
+        return arguments
+    if not isinstance(arguments, str) or not arguments.strip():
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return {"_raw": arguments}
+    return value if isinstance(value, dict) else {"_raw": arguments}
+
+
+def has_text(text: Any) -> bool:
+    """A string with something besides whitespace: Anthropic refuses text blocks that are
+    empty or whitespace only, and such text carries nothing for any provider."""
+    return isinstance(text, str) and not text.isspace() and bool(text)
+
+
+def text_parts(content: Any) -> list[str]:
+    """The texts of a message content (a string or an array of parts) that are not empty
+    or whitespace only."""
+    if isinstance(content, str):
+        return [content] if has_text(content) else []
+    if isinstance(content, list):
+        return [
+            p["text"]
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and has_text(p.get("text"))
+        ]
+    return []
+
+
+def system_text(messages: Iterable[Any]) -> str:
+    """Every system/developer message's text, in order, joined by blank lines (their
+    position in the conversation is lost: Anthropic and Gemini take one system prompt)."""
+    texts: list[str] = []
+    for m in messages:
+        if isinstance(m, dict) and m.get("role") in ("system", "developer"):
+            texts += text_parts(m.get("content"))
+    return "\n\n".join(texts)
+
+
+@dataclass(slots=True)
+class ToolPairs:
+    """Which tool calls were answered, by position: a call counts only when a ``tool``
+    message with its id follows its assistant turn before the next user or assistant turn,
+    and a result only when it answers a call of the assistant turn just before that is not
+    answered yet. Orphans on either side (a history cut in the middle of a tool loop, a
+    result repeated later) are dropped as whole pairs, never half of one. A malformed
+    ``tool_calls`` entry is the client's error (400), as it is for OpenAI."""
+
+    calls: set[tuple[int, int]] = field(default_factory=set)  # (message, call) positions
+    # tool message position → (function name, position of its call in ``tool_calls``)
+    results: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+    def call_kept(self, message: int, call: int) -> bool:
+        return (message, call) in self.calls
+
+    def result_name(self, message: int) -> str | None:
+        """The function name of the call a ``tool`` message answers; None for an orphan."""
+        hit = self.results.get(message)
+        return None if hit is None else hit[0]
+
+    def result_order(self, message: int) -> int:
+        """The position, in its assistant turn, of the call a ``tool`` message answers."""
+        return self.results[message][1]
+
+    @classmethod
+    def of(cls, messages: list[Any]) -> ToolPairs:
+        pairs = cls()
+        open_calls: dict[str, tuple[int, int, str]] = {}  # id → (message, call, name)
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict):
+                continue
+            role = m.get("role")
+            if role == "assistant":
+                open_calls = {}
+                for j, (call_id, name) in enumerate(_calls(m.get("tool_calls"), i)):
+                    open_calls.setdefault(call_id, (i, j, name))  # a repeated id: the first
+            elif role == "tool":
+                answers = m.get("tool_call_id")
+                hit = open_calls.pop(answers, None) if isinstance(answers, str) else None
+                if hit is not None:
+                    pairs.calls.add((hit[0], hit[1]))
+                    pairs.results[i] = (hit[2], hit[1])
+            elif role in ("user", "function"):
+                open_calls = {}
+        return pairs
+
+
+def _calls(tool_calls: Any, i: int) -> list[tuple[str, str]]:
+    """(id, function name) of each entry of an assistant message's ``tool_calls``."""
+    if tool_calls is None:
+        return []
+    where = f"messages[{i}].tool_calls"
+    if not isinstance(tool_calls, list):
+        raise BadRequest(f"'{where}' must be an array.", param=where, code="invalid_type")
+    out: list[tuple[str, str]] = []
+    for call in tool_calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        call_id = call.get("id") if isinstance(call, dict) else None
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not (isinstance(call_id, str) and call_id and isinstance(name, str) and name):
+            raise BadRequest(
+                f"Each entry of '{where}' needs an id and function.name.",
+                param=where,
+                code="invalid_value",
+            )
+        out.append((call_id, name))
+    return out
+
+
+def user_first(turns: list[tuple[str, list[Any]]], placeholder: Any) -> None:
+    """Anthropic and Gemini refuse a conversation that is empty or opens with the model's
+    turn (OpenAI takes both: a system prompt alone, a greeting first): such a conversation
+    is opened with a user turn holding only ``placeholder`` (the text :data:`PLACEHOLDER`)."""
+    if not turns or turns[0][0] != "user":
+        turns.insert(0, ("user", [placeholder]))
+
+
+PLACEHOLDER = "."
+"""The text of the user turn that opens a conversation which had none (see ``user_first``)."""
+
+
+def merge_turns(turns: list[tuple[str, list[Any]]]) -> list[tuple[str, list[Any]]]:
+    """Consecutive turns of one role become one (their blocks concatenated); empty turns
+    are dropped first, so that neighbours they separated merge too."""
+    merged: list[tuple[str, list[Any]]] = []
+    for role, blocks in turns:
+        if not blocks:
+            continue
+        if merged and merged[-1][0] == role:
+            merged[-1][1].extend(blocks)
+        else:
+            merged.append((role, list(blocks)))
+    return merged
+
+
+# ---------------------------------------------------------------- writing OpenAI answers
+
+
+def new_call_id() -> str:
+    """A tool-call id for providers that give none (Gemini): ``call_`` and 24 hex digits."""
+    return "call_" + secrets.token_hex(12)
+
+
+def usage(
+    prompt: int,
+    completion: int,
+    *,
+    cached: int = 0,
+    cache_write: int = 0,
+    reasoning: int = 0,
+    total: int | None = None,
+) -> dict[str, Any]:
+    """An OpenAI usage object. ``prompt`` counts every input token, cached and cache writes
+    included; ``completion`` counts reasoning tokens too (as OpenAI's own do).
+    ``cache_write_tokens`` is gearshift's extra field (OpenAI has no slot for it)."""
+    details: dict[str, int] = {"cached_tokens": cached}
+    if cache_write:
+        details["cache_write_tokens"] = cache_write
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion if total is None else total,
+        "prompt_tokens_details": details,
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def message(text: str | None, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """An assistant message: ``content`` is the text, or null when the answer is only tool
+    calls (OpenAI's own shape); an answer with neither has content ``""``."""
+    out: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    if calls:
+        out["tool_calls"] = calls
+    out["refusal"] = None
+    return out
+
+
+def completion(
+    completion_id: str,
+    model: str,
+    choices: list[tuple[dict[str, Any], str]],
+    usage_: dict[str, Any] | None,
+) -> bytes:
+    """A ``chat.completion`` body from (message, finish_reason) per choice."""
+    doc: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": i, "message": m, "logprobs": None, "finish_reason": finish}
+            for i, (m, finish) in enumerate(choices)
+        ],
+    }
+    if usage_ is not None:
+        doc["usage"] = usage_
+    return orjson.dumps(doc)
+
+
+class Chunks:
+    """Writes ``chat.completion.chunk`` SSE events with one id, ``created`` and model."""
+
+    __slots__ = ("_head", "id", "model")
+
+    def __init__(self, chunk_id: str, model: str) -> None:
+        self.id = chunk_id
+        self.model = model
+        created = int(time.time())
+        # The fixed fields, pre-encoded once: every event shares them.
+        self._head = (
+            b'{"id":'
+            + orjson.dumps(chunk_id)
+            + b',"object":"chat.completion.chunk","created":'
+            + str(created).encode()
+            + b',"model":'
+            + orjson.dumps(model)
+        )
+
+    def delta(self, delta: Mapping[str, Any], finish: str | None = None, index: int = 0) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return sse.encode(self._head + b',"choices":[' + orjson.dumps(choice) + b"]}")
+
+    def usage(self, usage_: Mapping[str, Any]) -> bytes:
+        return sse.encode(self._head + b',"choices":[],"usage":' + orjson.dumps(usage_) + b"}")
+
+    @staticmethod
+    def done() -> bytes:
+        return b"data: [DONE]\n\n"
