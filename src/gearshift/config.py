@@ -90,6 +90,12 @@ class OpenAIProviderSpec(ProviderSpec, frozen=True, tag="openai"):
     stream_usage: bool = True  # ask for stream_options.include_usage (some servers reject it)
     # Servers that do not know OpenAI's newer ``developer`` role get ``system`` instead.
     developer_as_system: bool = False
+    # The name the output limit is sent under: as the client sent it, or always one of the
+    # two (OpenAI's reasoning models refuse max_tokens; older servers know only max_tokens).
+    max_tokens_field: Literal["as_sent", "max_tokens", "max_completion_tokens"] = "as_sent"
+    # Tool-call ids rewritten to 9 letters and digits, consistently in calls and results
+    # (Mistral refuses any other shape).
+    tool_call_ids: Literal["as_sent", "alnum9"] = "as_sent"
 
 
 class AnthropicProviderSpec(ProviderSpec, frozen=True, tag="anthropic"):

@@ -237,3 +237,41 @@ def test_stream_usage_can_be_turned_off_for_servers_that_reject_it() -> None:
     off = _compat("stream_usage = false")
     body = orjson.loads(openai.encode_request(chat, off).body)  # type: ignore[arg-type]
     assert "stream_options" not in body
+
+
+def test_max_tokens_is_sent_under_the_name_the_server_wants() -> None:
+    chat = _chat(max_tokens=50)
+    body = orjson.loads(openai.encode_request(chat, _compat("")).body)  # type: ignore[arg-type]
+    assert body["max_tokens"] == 50
+    reasoning = _compat("max_tokens_field = 'max_completion_tokens'")
+    body = orjson.loads(openai.encode_request(chat, reasoning).body)  # type: ignore[arg-type]
+    assert body["max_completion_tokens"] == 50
+    assert "max_tokens" not in body
+    old = _compat("max_tokens_field = 'max_tokens'")
+    newer = _chat(max_completion_tokens=70)
+    body = orjson.loads(openai.encode_request(newer, old).body)  # type: ignore[arg-type]
+    assert (body["max_tokens"], "max_completion_tokens" in body) == (70, False)
+
+
+def test_tool_call_ids_become_nine_alphanumerics_consistently() -> None:
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_abc-123_long", "type": "function", "function": {"name": "w"}},
+                {"id": "ABCdef123", "type": "function", "function": {"name": "w"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_abc-123_long", "content": "18C"},
+        {"role": "tool", "tool_call_id": "ABCdef123", "content": "19C"},
+    ]
+    model = _compat("tool_call_ids = 'alnum9'")
+    body = orjson.loads(openai.encode_request(_chat(messages=messages), model).body)  # type: ignore[arg-type]
+    calls = body["messages"][1]["tool_calls"]
+    results = [m["tool_call_id"] for m in body["messages"][2:]]
+    assert [c["id"] for c in calls] == results, "a call and its result keep one id"
+    assert all(len(i) == 9 and i.isalnum() and i.isascii() for i in results)
+    assert results[1] == "ABCdef123", "an id of the right shape is kept"
+    assert messages[2]["tool_call_id"] == "call_abc-123_long", "the inbound request is untouched"

@@ -8,6 +8,9 @@ final usage chunk, and drops it when the client did not ask for usage.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -27,11 +30,8 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
     body["model"] = model.upstream_id
     spec = model.provider.spec
     compat = spec if isinstance(spec, OpenAIProviderSpec) else None
-    if compat is not None and compat.developer_as_system:
-        body["messages"] = [
-            {**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer" else m
-            for m in body["messages"]
-        ]
+    if compat is not None:
+        _adapt(body, compat)
     if (
         request.stream
         and not request.client_wants_usage
@@ -43,6 +43,58 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
     return Outbound(
         url=_url(model.provider), headers=_headers(model.provider), body=orjson.dumps(body)
     )
+
+
+def _adapt(body: dict[str, Any], spec: OpenAIProviderSpec) -> None:
+    """The per-server quirks a provider's configuration asks for (rarely any: the body is
+    copied only where one applies)."""
+    if spec.developer_as_system:
+        body["messages"] = [
+            {**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer" else m
+            for m in body["messages"]
+        ]
+    if spec.max_tokens_field != "as_sent":
+        other = (
+            "max_tokens"
+            if spec.max_tokens_field == "max_completion_tokens"
+            else ("max_completion_tokens")
+        )
+        if other in body:
+            value = body.pop(other)
+            body.setdefault(spec.max_tokens_field, value)
+    if spec.tool_call_ids == "alnum9":
+        body["messages"] = [_alnum9_ids(m) for m in body["messages"]]
+
+
+_ALNUM9 = re.compile(r"[A-Za-z0-9]{9}")
+
+
+def alnum9(call_id: str) -> str:
+    """A tool-call id as 9 letters and digits: kept when it already is, else a stable hash
+    (the same id in a call and its result maps to the same value)."""
+    if _ALNUM9.fullmatch(call_id):
+        return call_id
+    digest = hashlib.blake2b(call_id.encode(), digest_size=8).digest()
+    return base64.b32encode(digest).decode()[:9].replace("=", "A")
+
+
+def _alnum9_ids(message: Any) -> Any:
+    if not isinstance(message, dict):
+        return message
+    if message.get("role") == "tool" and isinstance(message.get("tool_call_id"), str):
+        return {**message, "tool_call_id": alnum9(message["tool_call_id"])}
+    calls = message.get("tool_calls")
+    if message.get("role") == "assistant" and isinstance(calls, list):
+        return {
+            **message,
+            "tool_calls": [
+                {**c, "id": alnum9(c["id"])}
+                if isinstance(c, dict) and isinstance(c.get("id"), str)
+                else c
+                for c in calls
+            ],
+        }
+    return message
 
 
 def _url(provider: Provider) -> str:
