@@ -144,7 +144,7 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
         config = _tool_config(body.get("tool_choice"))
         if config is not None:
             out["toolConfig"] = {"functionCallingConfig": config}
-    generation = _generation(body)
+    generation = _generation(body, model.spec.max_output)
     if generation:
         out["generationConfig"] = generation
     method = ":streamGenerateContent?alt=sse" if request.stream else ":generateContent"
@@ -160,11 +160,11 @@ def _headers(provider: Provider) -> dict[str, str]:
     return headers
 
 
-def _generation(body: Mapping[str, Any]) -> dict[str, Any]:
+def _generation(body: Mapping[str, Any], most: int) -> dict[str, Any]:
     config: dict[str, Any] = {}
     limit = shapes.max_output(body)
     if limit is not None:
-        config["maxOutputTokens"] = limit
+        config["maxOutputTokens"] = min(limit, most)
     for ours, theirs in (
         ("temperature", "temperature"),
         ("top_p", "topP"),
@@ -481,7 +481,7 @@ class StreamDecoder:
         if text:
             out.append(chunks.delta({"content": text}, index=index))
         reason = candidate.get("finishReason")
-        if reason and reason != "FINISH_REASON_UNSPECIFIED":
+        if isinstance(reason, str) and reason and reason != "FINISH_REASON_UNSPECIFIED":
             self._finished.add(index)
             finish = finish_reason(reason, self._calls.get(index, 0) > 0)
             out.append(chunks.delta({}, finish, index=index))
