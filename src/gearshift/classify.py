@@ -164,6 +164,12 @@ class Rules:
         self._lead_keys = frozenset(self._lead)
         self._semantic = {word.encode(): s for word, s in spec.semantic.items()}
         self._semantic_keys = frozenset(self._semantic)
+        # The spec's numbers as plain attributes: the hot path reads them on every request.
+        self._window = spec.window
+        self._bias = spec.bias
+        self._prev_scale = spec.prev_lexicon_scale
+        self._semantic_weight = spec.semantic_weight if self._semantic else 0.0
+        self._lead_chars = spec.window.lead
 
     def with_thresholds(self, standard: float, frontier: float) -> Rules:
         """The same table with other tier thresholds."""
@@ -202,7 +208,7 @@ class Rules:
         strongest words of each lexicon (the others are summed). A feature is a counter name,
         a rule index (int), or a word (bytes; prefixed ``p:`` when it came from the previous
         turn) — names are built only for the few ``decide`` reports."""
-        t = read_text(body, self.spec.window)
+        t = read_text(body, self._window)
         parts: list[tuple[float, Any]] = [
             (weight * value, name)
             for name, weight, value in zip(
@@ -210,7 +216,7 @@ class Rules:
             )
             if weight and value
         ]
-        z = self.spec.bias + sum([c for c, _ in parts])
+        z = self._bias + sum([c for c, _ in parts])
         found = Found(t)
         weights = self._pattern_weights
         for i in self._terms.matched(found):
@@ -224,7 +230,7 @@ class Rules:
             z += sum(map(lexicon.__getitem__, hit))
             parts += [(lexicon[w], w) for w in self._strongest(hit)]
         if found.prev:
-            scale = self.spec.prev_lexicon_scale
+            scale = self._prev_scale
             # A word in both the ask and the previous turn counts once, as in the fit.
             hit = (found.prev - main) & self._lexicon_keys
             if hit:
@@ -232,18 +238,18 @@ class Rules:
                 parts += [(lexicon[w] * scale, b"p:" + w) for w in self._strongest(hit)]
         if self._lead:
             lead = self._lead
-            hit = word_set(t.ask[: self.spec.window.lead]) & self._lead_keys
+            hit = word_set(t.ask[: self._lead_chars]) & self._lead_keys
             if hit:
                 z += sum(map(lead.__getitem__, hit))
                 top = sorted(hit, key=lambda w: -abs(lead[w]))[:3]
                 parts += [(lead[w], b"h:" + w) for w in top]
-        if self._semantic and self.spec.semantic_weight:
+        if self._semantic_weight:
             words = (main | found.prev if found.prev else main) & self._semantic_keys
             if words:
                 value = sum(map(self._semantic.__getitem__, words)) / len(words)
                 if value:
-                    parts.append((self.spec.semantic_weight * value, "semantic"))
-                    z += self.spec.semantic_weight * value
+                    parts.append((self._semantic_weight * value, "semantic"))
+                    z += self._semantic_weight * value
         return _sigmoid(z), t, parts
 
     def _strongest(self, words: set[bytes]) -> list[bytes]:

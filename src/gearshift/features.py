@@ -241,8 +241,8 @@ class Found:
     def __init__(self, t: Text) -> None:
         self.t = t
         self.ask = set(t.ask_b.translate(_WORD_TABLE).split()) if t.ask_b else set()
-        self.system = word_set(t.system)
-        self.prev = word_set(t.prev)
+        self.system = word_set(t.system) if t.system else set()
+        self.prev = word_set(t.prev) if t.prev else set()
 
     def scope(self, scope: str) -> tuple[str, set[bytes]]:
         t = self.t
@@ -286,10 +286,18 @@ class Terms:
     def matched(self, found: Found) -> set[int]:
         """Indexes of the rules that fire for a request."""
         hits: set[int] = set()
+        t = found.t
         for scope, scoped in self._by_scope.items():
-            text, words = found.scope(scope)
-            if text:
-                scoped.match(text, words, hits)
+            if scope == "ask":  # the common scopes without a method call
+                if t.ask:
+                    scoped.match(t.ask, found.ask, hits)
+            elif scope == "system":
+                if t.system:
+                    scoped.match(t.system, found.system, hits)
+            else:
+                text, words = found.scope(scope)
+                if text:
+                    scoped.match(text, words, hits)
         return hits
 
 
