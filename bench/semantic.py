@@ -126,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weight", action="append", default=[], metavar="DATASET=W")
     parser.add_argument("--cv", type=int, default=0)
     parser.add_argument("--lodo", action="store_true")
+    parser.add_argument("--dump", help="write each row's held-out scores (JSON lines) to this file")
     parser.add_argument(
         "--no-general-words", action="store_true", help="score only the words of the labeled rows"
     )
@@ -137,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     distiller = Distiller(seed, examples, None if args.no_general_words else general_words())
     print(f"{len(distiller.vocab)} words embedded", file=sys.stderr)
 
+    held: list[dict[str, Any]] = [
+        {"dataset": e.dataset, "id": e.id, "strong": e.strong} for e in examples
+    ]
     if args.cv > 1:
         assignment = cal.folds(examples, args.cv)
         scores, routed = [0.0] * len(examples), [False] * len(examples)
@@ -151,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if f == fold:
                     scores[i] = table.score(examples[i].body)[0]
                     routed[i] = scores[i] >= table.spec.thresholds.frontier
+                    held[i]["cv"] = scores[i]
+                    held[i]["cv_frontier"] = table.spec.thresholds.frontier
         print_table(
             f"{args.cv}-fold cross-validated, both stages refitted per fold",
             dataset_report(table, examples, scores, routed),
@@ -167,10 +173,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 options,
             )
             report.update(dataset_report(table, test, [table.score(e.body)[0] for e in test]))
+            for i, e in enumerate(examples):
+                if e.dataset == name:
+                    held[i]["lodo"] = table.score(e.body)[0]
+                    held[i]["lodo_frontier"] = table.spec.thresholds.frontier
         print_table(
             "leave-one-dataset-out, both stages refitted without the set", report, sys.stdout
         )
 
+    if args.dump:
+        Path(args.dump).write_bytes(b"".join(msgspec.json.encode(h) + b"\n" for h in held))
     semantic = distiller.word_scores(range(len(examples)), options)
     out = Path(args.out or args.seed)
     header = [
