@@ -198,6 +198,8 @@ class Streaming:
                 self._error_out = out if state.error_sent else error_event(state.error)
                 break
             outs.append(out)
+            if state.finished:
+                break  # nothing may follow the terminator (a late error, a ping …)
         if self._eof and state.error is None and not state.finished:
             outs.append(self._decoder.end())  # e.g. Gemini: the end of the body ends a stream
             if not state.finished and not any(outs):

@@ -275,3 +275,10 @@ def test_tool_call_ids_become_nine_alphanumerics_consistently() -> None:
     assert all(len(i) == 9 and i.isalnum() and i.isascii() for i in results)
     assert results[1] == "ABCdef123", "an id of the right shape is kept"
     assert messages[2]["tool_call_id"] == "call_abc-123_long", "the inbound request is untouched"
+
+
+def test_stream_usage_off_removes_the_clients_stream_options_too() -> None:
+    chat = _chat(stream=True, stream_options={"include_usage": True})
+    off = _compat("stream_usage = false")
+    body = orjson.loads(openai.encode_request(chat, off).body)  # type: ignore[arg-type]
+    assert "stream_options" not in body

@@ -6,8 +6,11 @@ user turn; assistant ``tool_calls`` become ``tool_use`` blocks (arguments parsed
 not a JSON object is kept as ``{"_raw": …}``); neighbours of one role are merged; tool calls
 and results without their partner are dropped as whole pairs; empty texts are dropped.
 ``max_tokens`` is always set (the request's, else the model's ``max_output``); temperature is
-clamped to Anthropic's 0..1; ``json_object`` becomes an instruction, ``json_schema`` a forced
-tool whose input comes back as the message content (finish ``stop``, never a tool call).
+clamped to Anthropic's 0..1 and wins over ``top_p`` (newer models refuse both); stop
+sequences of whitespace only are dropped; tool-call ids Anthropic refuses (other characters,
+repeated) are rewritten by position, the same in the call and its result; ``json_object``
+becomes an instruction, ``json_schema`` a forced tool whose input comes back as the message
+content (finish ``stop``, never a tool call).
 A conversation that is empty or opens with an assistant turn (Anthropic wants a user turn
 first) is opened with a user turn holding ``"."``; a final assistant turn (a prefill) loses
 its trailing whitespace (Anthropic refuses it). Whitespace-only texts are dropped.
@@ -18,11 +21,16 @@ Response and stream (Anthropic → OpenAI): text blocks → ``content``, ``tool_
 ``tool_calls`` (arguments as a JSON string; in streams the OpenAI ``index`` counts tool
 blocks only), ``stop_reason`` → ``finish_reason``, usage with cache reads and writes counted
 in ``prompt_tokens`` (``cached_tokens`` = reads; ``cache_write_tokens`` = writes). Thinking
-blocks are dropped. Errors: Anthropic's types to OpenAI-shaped errors; 529 → 503, retryable.
+blocks are dropped. In streams nothing is written before the first content (the role chunk
+goes with it; pings before it are dropped), so an error right after ``message_start`` still
+falls back; a tool block that streamed no argument ends with ``{}``. Errors: Anthropic's
+types to OpenAI-shaped errors; 529 → 503, retryable; "credit balance is too low" is the
+provider's failure (503, retryable), not the client's.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +41,7 @@ from gearshift.config import AnthropicProviderSpec, Model, Provider
 from gearshift.errors import (
     BadRequest,
     ProtocolError,
+    Unavailable,
     UpstreamError,
     for_upstream_status,
     retry_after,
@@ -104,14 +113,16 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
         if body.get("parallel_tool_calls") is False and choice["type"] != "none":
             choice["disable_parallel_tool_use"] = True
         out["tool_choice"] = choice
-    stop = shapes.stop_list(body)
+    # Anthropic refuses stop sequences of whitespace only ("\n").
+    stop = [s for s in shapes.stop_list(body) if s.strip()]
     if stop:
         out["stop_sequences"] = stop
     temperature = body.get("temperature")
     if isinstance(temperature, int | float) and not isinstance(temperature, bool):
         out["temperature"] = min(1.0, max(0.0, float(temperature)))
     top_p = body.get("top_p")
-    if isinstance(top_p, int | float) and not isinstance(top_p, bool):
+    # Newer Claude models refuse temperature and top_p together: temperature wins.
+    if isinstance(top_p, int | float) and not isinstance(top_p, bool) and "temperature" not in out:
         out["top_p"] = top_p
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
@@ -214,16 +225,35 @@ def _image(url: str) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "base64", "media_type": mime, "data": data}}
 
 
-def _tool_result(message: Mapping[str, Any]) -> dict[str, Any]:
+def _tool_result(message: Mapping[str, Any], tool_use_id: str) -> dict[str, Any]:
     texts = shapes.text_parts(message.get("content"))
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message["tool_call_id"]}
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id}
     if texts:
         block["content"] = "\n".join(texts)
     return block
 
 
+_TOOL_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _tool_ids(messages: list[Any], pairs: shapes.ToolPairs) -> dict[tuple[int, int], str]:
+    """The id each kept call goes upstream with: its own when Anthropic accepts it
+    (``[A-Za-z0-9_-]+``, unique in the request), else one made from its position — the same
+    for the call and its result, which are paired by position."""
+    ids: dict[tuple[int, int], str] = {}
+    seen: set[str] = set()
+    for message, call in sorted(pairs.calls):
+        own = messages[message]["tool_calls"][call]["id"]
+        if not _TOOL_ID.fullmatch(own) or own in seen:
+            own = f"toolu_gs{message}x{call}"
+        seen.add(own)
+        ids[(message, call)] = own
+    return ids
+
+
 def _messages(messages: list[Any]) -> list[dict[str, Any]]:
     pairs = shapes.ToolPairs.of(messages)
+    ids = _tool_ids(messages, pairs)
     turns: list[tuple[str, list[Any]]] = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
@@ -241,7 +271,7 @@ def _messages(messages: list[Any]) -> list[dict[str, Any]]:
                     blocks.append(
                         {
                             "type": "tool_use",
-                            "id": call["id"],
+                            "id": ids[(i, j)],
                             "name": fn["name"],
                             "input": shapes.arguments_object(fn.get("arguments")),
                         }
@@ -249,7 +279,7 @@ def _messages(messages: list[Any]) -> list[dict[str, Any]]:
             turns.append(("assistant", blocks))
         elif role == "tool":
             if pairs.result_name(i) is not None:
-                turns.append(("user", [_tool_result(m)]))
+                turns.append(("user", [_tool_result(m, ids[pairs.result_call(i)])]))
         elif role == "function":
             raise BadRequest(
                 "The deprecated 'function' role cannot be sent to Anthropic models; use tools.",
@@ -367,6 +397,7 @@ class StreamDecoder:
     __slots__ = (
         "_blocks",
         "_chunks",
+        "_empty",
         "_json_tool",
         "_key",
         "_model",
@@ -386,9 +417,9 @@ class StreamDecoder:
         self._key = key.reveal() if key else ""
         self._wants_usage = request.client_wants_usage
         self._json_tool = _wants_json_tool(request)
-        self._blocks: dict[
-            int, int
-        ] = {}  # Anthropic block index → OpenAI tool-call index (-1: JSON)
+        # Anthropic block index → OpenAI tool-call index (-1: the forced JSON tool)
+        self._blocks: dict[int, int] = {}
+        self._empty: set[int] = set()  # tool blocks that have sent no argument yet
         self._tools = 0
         self._raw_usage: dict[str, Any] = {}
 
@@ -412,19 +443,22 @@ class StreamDecoder:
             return self._malformed("not an object")
         kind = data.get("type") or event.name
         if kind == "ping":
-            return b": ping\n\n"  # a keep-alive for whatever sits between us and the client
+            # A keep-alive for whatever sits between us and the client — once the stream
+            # has started: before that, nothing may commit it (a failure can still move on).
+            return b": ping\n\n" if self._chunks is not None and self._chunks.started else b""
         if kind == "error":
             self.state.error = _error_from(200, {}, data, None, self._provider, self._key)
             return b""
         if kind == "message_start":
             message = data.get("message") if isinstance(data.get("message"), dict) else {}
             assert isinstance(message, dict)
-            if isinstance(message.get("usage"), dict):
-                self._raw_usage.update(message["usage"])
+            self._add_usage(message.get("usage"))
             self._chunks = shapes.Chunks(
                 str(message.get("id") or "msg"), str(message.get("model") or self._model)
             )
-            return self._chunks.delta({"role": "assistant", "content": ""})
+            # The role chunk goes out with the first content (``Chunks.delta``), so that an
+            # error right after message_start still finds nothing sent and can fall back.
+            return b""
         chunks = self._chunks
         if chunks is None:
             return self._malformed(f"{kind} before message_start")
@@ -435,8 +469,7 @@ class StreamDecoder:
         if kind == "message_delta":
             delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
             assert isinstance(delta, dict)
-            if isinstance(data.get("usage"), dict):
-                self._raw_usage.update(data["usage"])  # cumulative counts: the last wins
+            self._add_usage(data.get("usage"))  # cumulative counts: the last wins
             reason = delta.get("stop_reason")
             finish = FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
             if self._json_tool and finish == "tool_calls":
@@ -447,7 +480,27 @@ class StreamDecoder:
             self.state.usage = _usage(self._raw_usage)
             out = chunks.usage(self.state.usage) if self._wants_usage else b""
             return out + chunks.done()
-        return b""  # content_block_stop and event types added later
+        if kind == "content_block_stop":
+            return self._block_stop(chunks, data)
+        return b""  # event types added later
+
+    def _add_usage(self, usage: Any) -> None:
+        # Only numbers: a message_delta may carry "input_tokens": null, which must not erase
+        # what message_start said.
+        if isinstance(usage, dict):
+            self._raw_usage.update((k, v) for k, v in usage.items() if isinstance(v, int))
+
+    def _block_stop(self, chunks: shapes.Chunks, data: Mapping[str, Any]) -> bytes:
+        """A tool block that streamed no argument at all (a tool without parameters) still
+        ends with arguments that parse: ``{}``, as the non-streamed answer has."""
+        index = data.get("index")
+        if not isinstance(index, int) or index not in self._empty:
+            return b""
+        self._empty.discard(index)
+        k = self._blocks[index]
+        if k < 0:
+            return chunks.delta({"content": "{}"})
+        return chunks.delta({"tool_calls": [{"index": k, "function": {"arguments": "{}"}}]})
 
     def _block_start(self, chunks: shapes.Chunks, data: Mapping[str, Any]) -> bytes:
         block = data.get("content_block")
@@ -459,6 +512,7 @@ class StreamDecoder:
             return chunks.delta({"content": text}) if isinstance(text, str) and text else b""
         if block.get("type") != "tool_use":
             return b""  # thinking and other blocks: not part of the OpenAI answer
+        self._empty.add(index)
         if self._json_tool and block.get("name") == JSON_TOOL:
             self._blocks[index] = -1
             return b""
@@ -482,6 +536,7 @@ class StreamDecoder:
             k = self._blocks.get(index) if isinstance(index, int) else None
             if not isinstance(piece, str) or not piece or k is None:
                 return b""
+            self._empty.discard(index)
             if k < 0:  # the forced JSON tool: its input is the answer's content
                 return chunks.delta({"content": piece})
             return chunks.delta({"tool_calls": [{"index": k, "function": {"arguments": piece}}]})
@@ -529,6 +584,15 @@ def _error_from(
     message = (
         scrub(text, key) if isinstance(text, str) else f"Provider {name!r} answered HTTP {status}."
     )
+    if status in (400, 402) and isinstance(text, str) and "credit balance" in text.lower():
+        # The provider account cannot pay: not the client's request — another provider may.
+        return Unavailable(
+            message,
+            provider=name,
+            upstream_status=status,
+            code="provider_billing",
+            status=503,
+        )
     return for_upstream_status(
         status,
         message,

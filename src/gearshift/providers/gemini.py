@@ -10,19 +10,22 @@ partner are dropped as whole pairs; a conversation that is empty or opens with a
 is opened with a user turn holding ``"."`` (Gemini wants the user first); data-URL images →
 ``inlineData``; other image URLs → ``fileData`` (Gemini fetches only URLs it can reach; data
 URLs are the portable form). ``generationConfig`` takes max tokens, temperature, top_p,
-stop (≤ 5), ``n`` (``candidateCount``), seed, penalties and JSON mode (``responseMimeType``,
-and ``responseSchema`` for ``json_schema``). Schemas are cut to the OpenAPI subset Gemini
-accepts (``$schema``, ``$ref``/``$defs``, ``additionalProperties``, ``default``, ``strict`` …
-removed; property names are kept, whatever they are).
+stop (≤ 5), ``n`` (``candidateCount``), seed and JSON mode (``responseMimeType``, and
+``responseSchema`` for ``json_schema``; beside tools an instruction instead, as Gemini refuses
+the pair); penalties are dropped (several models refuse them, even at 0). A conversation that
+ends on the model's turn gets a "Continue." user turn. Schemas are cut to the OpenAPI subset
+Gemini accepts (local ``$ref``s inlined, type lists → ``nullable``; ``$schema``,
+``additionalProperties``, ``default``, ``strict`` … removed; property names are kept).
 
 Response and stream (Gemini → OpenAI): text parts → ``content`` (thought parts dropped),
 each ``functionCall`` → a whole tool call with an id of our own when Gemini gives none;
 ``finish_reason`` is ``tool_calls`` whenever a call appeared (Gemini says STOP); usage:
 ``completion_tokens`` = candidates + thoughts (``reasoning_tokens`` = thoughts),
 ``prompt_tokens`` = prompt + tool-use prompt, ``cached_tokens`` = cached content. A Gemini
-stream simply ends: the usage chunk and ``[DONE]`` are written at the end of the body once a
-finish reason was seen. Errors: Google's statuses to OpenAI-shaped errors; an invalid key
-(HTTP 400, reason ``API_KEY_INVALID``) reaches the client as 401; ``RetryInfo.retryDelay``
+stream simply ends: the usage chunk and ``[DONE]`` are written at the end of the body once
+every candidate has a finish reason. Errors: Google's statuses to OpenAI-shaped errors; a bad
+key (HTTP 400, a reason ``API_KEY_*``) reaches the client as 401; ``FAILED_PRECONDITION``
+(region, billing) is the provider's failure, 503 and retryable; ``RetryInfo.retryDelay``
 becomes the retry-after.
 """
 
@@ -110,24 +113,42 @@ def finish_reason(reason: Any, called: bool) -> str:
 # ---------------------------------------------------------------- request
 
 
-def sanitize_schema(schema: Any) -> Any:
-    """A JSON Schema cut to the OpenAPI subset Gemini takes (see ``_SCHEMA_DROP``). The keys
-    of ``properties`` are names, not keywords: a property called ``default`` stays."""
-    if isinstance(schema, dict):
-        out: dict[str, Any] = {}
-        for key, value in schema.items():
-            if key in _SCHEMA_DROP:
-                continue
-            if key == "properties" and isinstance(value, dict):
-                out[key] = {name: sanitize_schema(sub) for name, sub in value.items()}
-            elif key in ("required", "enum"):
-                out[key] = value  # lists of names and values, not schemas
-            else:
-                out[key] = sanitize_schema(value)
-        return out
+def sanitize_schema(schema: Any, defs: Mapping[str, Any] | None = None, depth: int = 0) -> Any:
+    """A JSON Schema cut to the OpenAPI subset Gemini takes (see ``_SCHEMA_DROP``): local
+    ``$ref``s (``#/$defs/X``, ``#/definitions/X``) are inlined (to a bounded depth: a
+    recursive schema ends in a plain object), a type list such as ``["string", "null"]``
+    becomes one type with ``nullable``. The keys of ``properties`` are names, not keywords:
+    a property called ``default`` stays."""
     if isinstance(schema, list):
-        return [sanitize_schema(v) for v in schema]
-    return schema
+        return [sanitize_schema(v, defs, depth) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if defs is None:
+        defs = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        target = defs.get(ref.rsplit("/", 1)[-1]) if ref.startswith("#/") else None
+        if isinstance(target, dict) and depth < 8:
+            return sanitize_schema(
+                {**target, **{k: v for k, v in schema.items() if k != "$ref"}}, defs, depth + 1
+            )
+        return {"type": "object"}
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_DROP:
+            continue
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: sanitize_schema(sub, defs, depth) for name, sub in value.items()}
+        elif key in ("required", "enum"):
+            out[key] = value  # lists of names and values, not schemas
+        elif key == "type" and isinstance(value, list):
+            kinds = [k for k in value if k != "null"]
+            out[key] = kinds[0] if kinds else "string"
+            if len(kinds) < len(value):
+                out["nullable"] = True
+        else:
+            out[key] = sanitize_schema(value, defs, depth)
+    return out
 
 
 def encode_request(request: ChatRequest, model: Model) -> Outbound:
@@ -135,6 +156,8 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
     messages = body.get("messages") or []
     out: dict[str, Any] = {}
     system = shapes.system_text(messages)
+    if _json_mode(body) and body.get("tools"):
+        system = (system + "\n\n" + _JSON_INSTRUCTION).strip()
     if system:
         out["systemInstruction"] = {"parts": [{"text": system}]}
     out["contents"] = _contents(messages)
@@ -165,13 +188,9 @@ def _generation(body: Mapping[str, Any], most: int) -> dict[str, Any]:
     limit = shapes.max_output(body)
     if limit is not None:
         config["maxOutputTokens"] = min(limit, most)
-    for ours, theirs in (
-        ("temperature", "temperature"),
-        ("top_p", "topP"),
-        ("seed", "seed"),
-        ("presence_penalty", "presencePenalty"),
-        ("frequency_penalty", "frequencyPenalty"),
-    ):
+    # Penalties are not sent: several Gemini models refuse them outright ("Penalty is not
+    # enabled"), even at 0, which many clients send by default.
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed")):
         value = body.get(ours)
         if isinstance(value, int | float) and not isinstance(value, bool):
             config[theirs] = value
@@ -182,12 +201,22 @@ def _generation(body: Mapping[str, Any], most: int) -> dict[str, Any]:
     if isinstance(n, int) and not isinstance(n, bool) and n > 1:
         config["candidateCount"] = n
     fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+    # Gemini refuses a JSON response type together with function calling: with tools the
+    # JSON request becomes an instruction (see ``encode_request``).
+    if isinstance(fmt, dict) and _json_mode(body) and not body.get("tools"):
         config["responseMimeType"] = "application/json"
         spec = fmt.get("json_schema")
         if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
             config["responseSchema"] = sanitize_schema(spec["schema"])
     return config
+
+
+def _json_mode(body: Mapping[str, Any]) -> bool:
+    fmt = body.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
+
+
+_JSON_INSTRUCTION = "Answer with one valid JSON object and nothing else: no prose, no code fence."
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
@@ -295,17 +324,25 @@ def _contents(messages: list[Any]) -> list[dict[str, Any]]:
                 order[id(part)] = pairs.result_order(i)
                 turns.append(("user", [part]))
         elif role == "function":
-            name = m.get("name")
-            text = "\n".join(shapes.text_parts(m.get("content")))
-            if isinstance(name, str) and name:
-                response = {"name": name, "response": {"result": text}}
-                turns.append(("user", [{"functionResponse": response}]))
+            raise BadRequest(
+                "The deprecated 'function' role cannot be sent to Gemini models; use tools.",
+                param="messages",
+                code="unsupported_role",
+            )
     merged = shapes.merge_turns(turns)
     for _, parts in merged:
         if order:  # responses in the order of their calls, as Gemini matches them
             parts.sort(key=lambda p: (0, order[id(p)]) if id(p) in order else (1, 0))
     shapes.user_first(merged, {"text": shapes.PLACEHOLDER})
+    if merged[-1][0] == "model":
+        # Gemini refuses a conversation that ends on its own turn (OpenAI takes it as a
+        # turn to continue): ask it to.
+        merged.append(("user", [{"text": CONTINUE}]))
     return [{"role": role, "parts": parts} for role, parts in merged]
+
+
+CONTINUE = "Continue."
+"""The user turn added after a conversation that ended with the assistant's turn."""
 
 
 # ---------------------------------------------------------------- response
@@ -403,6 +440,7 @@ class StreamDecoder:
 
     __slots__ = (
         "_calls",
+        "_choices",
         "_chunks",
         "_finished",
         "_key",
@@ -422,6 +460,9 @@ class StreamDecoder:
         self._wants_usage = request.client_wants_usage
         self._calls: dict[int, int] = {}  # candidate index → tool calls so far
         self._finished: set[int] = set()
+        n = request.body.get("n")
+        # Every candidate asked for must finish before the end of the body is a clean end.
+        self._choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
         self._usage: dict[str, Any] | None = None
 
     def feed(self, raw_event: bytes) -> bytes:
@@ -449,7 +490,6 @@ class StreamDecoder:
             chunks = self._chunks = shapes.Chunks(
                 _completion_id(doc), name if isinstance(name, str) else self._model
             )
-            out.append(chunks.delta({"role": "assistant", "content": ""}))
         if isinstance(doc.get("usageMetadata"), dict):
             self._usage = _usage(doc["usageMetadata"])  # cumulative: the last one wins
         candidates = doc.get("candidates")
@@ -491,7 +531,7 @@ class StreamDecoder:
         """Gemini never says ``[DONE]``: the body's end completes a stream whose candidates
         all finished (a finish reason seen); anything else is a cut the caller reports."""
         chunks = self._chunks
-        if chunks is None or not self._finished:
+        if chunks is None or len(self._finished) < self._choices:
             return b""
         self.state.finished = True
         self.state.usage = self._usage
@@ -551,8 +591,12 @@ def _error_from(
         if isinstance(d, dict) and isinstance(d.get("reason"), str)
     }
     answered = status
-    if status == 400 and "API_KEY_INVALID" in reasons:
-        status = 401  # Gemini says 400 for a bad key; the client should see an auth failure
+    if status == 400 and any(str(r).startswith("API_KEY_") for r in reasons):
+        status = 401  # Gemini says 400 for a bad or expired key: an auth failure
+    elif status == 400 and kind == "FAILED_PRECONDITION":
+        # The provider account cannot serve (region, billing): not the client's request —
+        # another provider may.
+        status = 503
     text = error.get("message")
     message = (
         scrub(text, key) if isinstance(text, str) else f"Provider {name!r} answered HTTP {status}."

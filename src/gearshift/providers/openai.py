@@ -32,11 +32,10 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
     compat = spec if isinstance(spec, OpenAIProviderSpec) else None
     if compat is not None:
         _adapt(body, compat)
-    if (
-        request.stream
-        and not request.client_wants_usage
-        and (compat is None or compat.stream_usage)
-    ):
+    if compat is not None and not compat.stream_usage:
+        # A server that refuses stream_options gets none, the client's own included.
+        body.pop("stream_options", None)
+    elif request.stream and not request.client_wants_usage:
         options = dict(body.get("stream_options") or {})
         options["include_usage"] = True
         body["stream_options"] = options

@@ -133,8 +133,9 @@ class ToolPairs:
     ``tool_calls`` entry is the client's error (400), as it is for OpenAI."""
 
     calls: set[tuple[int, int]] = field(default_factory=set)  # (message, call) positions
-    # tool message position → (function name, position of its call in ``tool_calls``)
-    results: dict[int, tuple[str, int]] = field(default_factory=dict)
+    # tool message position → (function name, position of its call in ``tool_calls``,
+    # position of the assistant message that made the call)
+    results: dict[int, tuple[str, int, int]] = field(default_factory=dict)
 
     def call_kept(self, message: int, call: int) -> bool:
         return (message, call) in self.calls
@@ -143,6 +144,11 @@ class ToolPairs:
         """The function name of the call a ``tool`` message answers; None for an orphan."""
         hit = self.results.get(message)
         return None if hit is None else hit[0]
+
+    def result_call(self, message: int) -> tuple[int, int]:
+        """(assistant message, call) positions of the call a kept ``tool`` message answers."""
+        hit = self.results[message]
+        return hit[2], hit[1]
 
     def result_order(self, message: int) -> int:
         """The position, in its assistant turn, of the call a ``tool`` message answers."""
@@ -165,7 +171,7 @@ class ToolPairs:
                 hit = open_calls.pop(answers, None) if isinstance(answers, str) else None
                 if hit is not None:
                     pairs.calls.add((hit[0], hit[1]))
-                    pairs.results[i] = (hit[2], hit[1])
+                    pairs.results[i] = (hit[2], hit[1], hit[0])
             elif role in ("user", "function"):
                 open_calls = {}
         return pairs
@@ -288,13 +294,18 @@ def completion(
 
 
 class Chunks:
-    """Writes ``chat.completion.chunk`` SSE events with one id, ``created`` and model."""
+    """Writes ``chat.completion.chunk`` SSE events with one id, ``created`` and model.
 
-    __slots__ = ("_head", "id", "model")
+    The first delta of each choice is preceded by the role chunk (``{"role": "assistant",
+    "content": ""}``, as OpenAI opens a stream): a decoder never sends the role alone, so a
+    stream whose provider fails before any content has sent nothing and can fall back."""
+
+    __slots__ = ("_head", "_opened", "id", "model")
 
     def __init__(self, chunk_id: str, model: str) -> None:
         self.id = chunk_id
         self.model = model
+        self._opened: set[int] = set()
         created = int(time.time())
         # The fixed fields, pre-encoded once: every event shares them.
         self._head = (
@@ -306,7 +317,19 @@ class Chunks:
             + orjson.dumps(model)
         )
 
+    @property
+    def started(self) -> bool:
+        """Whether any chunk has been written (the stream is then committed)."""
+        return bool(self._opened)
+
     def delta(self, delta: Mapping[str, Any], finish: str | None = None, index: int = 0) -> bytes:
+        opening = b""
+        if index not in self._opened:
+            self._opened.add(index)
+            opening = self._event(index, {"role": "assistant", "content": ""}, None)
+        return opening + self._event(index, delta, finish)
+
+    def _event(self, index: int, delta: Mapping[str, Any], finish: str | None) -> bytes:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         return sse.encode(self._head + b',"choices":[' + orjson.dumps(choice) + b"]}")
 
