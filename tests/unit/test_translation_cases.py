@@ -379,3 +379,18 @@ def test_provider_account_problems_are_not_the_clients_fault(
     provider = (FLASH if module is gemini else HAIKU).provider
     error = module.decode_error(status, {}, orjson.dumps(body), provider)
     assert (error.status, error.retryable) == (client_status, retryable)
+
+
+def test_a_file_part_with_a_pdf_reaches_both_providers() -> None:
+    pdf = {
+        "type": "file",
+        "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"},
+    }
+    messages = [{"role": "user", "content": [{"type": "text", "text": "sum up"}, pdf]}]
+    block = _body(anthropic, HAIKU, messages)["messages"][0]["content"][1]
+    assert block["type"] == "document"
+    part = _body(gemini, FLASH, messages)["contents"][0]["parts"][1]
+    assert part == {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0x"}}
+    by_id = {"type": "file", "file": {"file_id": "file-abc"}}
+    with pytest.raises(BadRequest, match="file_id"):
+        _body(anthropic, HAIKU, [{"role": "user", "content": [by_id]}])

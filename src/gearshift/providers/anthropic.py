@@ -200,6 +200,8 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
                 blocks.append({"type": "text", "text": part["text"]})
         elif kind == "image_url":
             blocks.append(_image(shapes.image_url(part)))
+        elif kind == "file":  # a PDF (or image) as a data URL in file.file_data
+            blocks.append(_image(shapes.file_data(part)))
         else:
             raise BadRequest(
                 f"Content parts of type {kind!r} cannot be sent to Anthropic models.",

@@ -268,6 +268,8 @@ def _user_parts(content: Any) -> list[dict[str, Any]]:
                 parts.append({"text": part["text"]})
         elif kind == "image_url":
             parts.append(_image(shapes.image_url(part)))
+        elif kind == "file":  # a PDF (or image) as a data URL in file.file_data
+            parts.append(_image(shapes.file_data(part)))
         else:
             raise BadRequest(
                 f"Content parts of type {kind!r} cannot be sent to Gemini models.",

@@ -79,6 +79,21 @@ def image_url(part: Mapping[str, Any]) -> str:
     return url
 
 
+def file_data(part: Mapping[str, Any]) -> str:
+    """The data URL of a ``file`` part; a ``file_id`` (OpenAI's own file store) cannot be
+    sent to another provider."""
+    holder = part.get("file")
+    data = holder.get("file_data") if isinstance(holder, dict) else None
+    if not isinstance(data, str) or not data.startswith("data:"):
+        raise BadRequest(
+            "A file part needs file.file_data as a data URL (file_id refers to OpenAI's own "
+            "file store, which other providers cannot read).",
+            param="messages",
+            code="unsupported_content",
+        )
+    return data
+
+
 def arguments_object(arguments: Any) -> dict[str, Any]:
     """A tool call's ``arguments`` (a JSON string in OpenAI's format) as the object Anthropic
     and Gemini want; text that is not a JSON object is kept as ``{"_raw": text}``."""
