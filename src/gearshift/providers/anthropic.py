@@ -52,7 +52,6 @@ from gearshift.request import ChatRequest
 
 JSON_TOOL = "json_response"
 """The forced tool that carries a ``json_schema`` answer (its input is the JSON)."""
-_JSON_INSTRUCTION = "Answer with one valid JSON object and nothing else: no prose, no code fence."
 
 FINISH = {
     "end_turn": "stop",
@@ -99,7 +98,7 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
         ]
         forced_json = True
     elif fmt_type in ("json_object", "json_schema"):
-        system = (system + "\n\n" + _JSON_INSTRUCTION).strip()
+        system = (system + "\n\n" + shapes.JSON_INSTRUCTION).strip()
     if system:
         out["system"] = system
     out["messages"] = _messages(messages)
@@ -159,18 +158,11 @@ def _object_schema(schema: Any) -> dict[str, Any]:
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for tool in tools or ():
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise BadRequest(
-                "Each tool needs type 'function' and function.name.",
-                param="tools",
-                code="invalid_value",
-            )
-        entry: dict[str, Any] = {"name": fn["name"]}
-        if isinstance(fn.get("description"), str):
-            entry["description"] = fn["description"]
-        entry["input_schema"] = _object_schema(fn.get("parameters"))
+    for name, description, parameters in shapes.functions(tools):
+        entry: dict[str, Any] = {"name": name}
+        if description is not None:
+            entry["description"] = description
+        entry["input_schema"] = _object_schema(parameters)
         out.append(entry)
     return out
 
@@ -318,18 +310,6 @@ def _trim_prefill(turns: list[tuple[str, list[Any]]]) -> None:
 # ---------------------------------------------------------------- response
 
 
-def _load(body: bytes, provider: str) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = None
-    if not isinstance(doc, dict):
-        raise ProtocolError(
-            f"Provider {provider!r} sent a response that is not a JSON object.", provider=provider
-        )
-    return doc
-
-
 def _usage(raw: Mapping[str, Any]) -> dict[str, Any]:
     def n(name: str) -> int:
         value = raw.get(name)
@@ -350,7 +330,7 @@ def _wants_json_tool(request: ChatRequest) -> bool:
 
 def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completion:
     provider = model.provider
-    doc = _load(body, provider.name)
+    doc = shapes.json_object(body, provider.name)
     if doc.get("type") == "error":
         raise _error_from(200, {}, doc, provider)
     content = doc.get("content")
@@ -607,8 +587,4 @@ def _error_from(
 def decode_error(
     status: int, headers: Mapping[str, str], body: bytes, provider: Provider
 ) -> UpstreamError:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = None
-    return _error_from(status, headers, doc, provider)
+    return _error_from(status, headers, shapes.json_or_none(body), provider)

@@ -157,7 +157,7 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
     out: dict[str, Any] = {}
     system = shapes.system_text(messages)
     if _json_mode(body) and body.get("tools"):
-        system = (system + "\n\n" + _JSON_INSTRUCTION).strip()
+        system = (system + "\n\n" + shapes.JSON_INSTRUCTION).strip()
     if system:
         out["systemInstruction"] = {"parts": [{"text": system}]}
     out["contents"] = _contents(messages)
@@ -216,27 +216,16 @@ def _json_mode(body: Mapping[str, Any]) -> bool:
     return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
 
 
-_JSON_INSTRUCTION = "Answer with one valid JSON object and nothing else: no prose, no code fence."
-
-
 def _tools(tools: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for tool in tools or ():
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise BadRequest(
-                "Each tool needs type 'function' and function.name.",
-                param="tools",
-                code="invalid_value",
-            )
-        entry: dict[str, Any] = {"name": fn["name"]}
-        if isinstance(fn.get("description"), str):
-            entry["description"] = fn["description"]
-        params = fn.get("parameters")
+    for name, description, parameters in shapes.functions(tools):
+        entry: dict[str, Any] = {"name": name}
+        if description is not None:
+            entry["description"] = description
         # Gemini refuses an object schema without properties: a function without arguments
         # is declared without parameters.
-        if isinstance(params, dict) and params.get("properties"):
-            entry["parameters"] = sanitize_schema(params)
+        if isinstance(parameters, dict) and parameters.get("properties"):
+            entry["parameters"] = sanitize_schema(parameters)
         out.append(entry)
     return out
 
@@ -384,18 +373,6 @@ def _text(part: Mapping[str, Any]) -> str:
     return text if isinstance(text, str) and not part.get("thought") else ""
 
 
-def _load(body: bytes, provider: str) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = None
-    if not isinstance(doc, dict):
-        raise ProtocolError(
-            f"Provider {provider!r} sent a response that is not a JSON object.", provider=provider
-        )
-    return doc
-
-
 def _completion_id(doc: Mapping[str, Any]) -> str:
     rid = doc.get("responseId")
     return "chatcmpl-" + (rid if isinstance(rid, str) and rid else shapes.new_call_id()[5:])
@@ -403,7 +380,7 @@ def _completion_id(doc: Mapping[str, Any]) -> str:
 
 def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completion:
     provider = model.provider
-    doc = _load(body, provider.name)
+    doc = shapes.json_object(body, provider.name)
     if isinstance(doc.get("error"), dict):
         raise _error_from(200, {}, doc, provider.name, _key(provider))
     candidates = doc.get("candidates")
@@ -618,8 +595,4 @@ def _error_from(
 def decode_error(
     status: int, headers: Mapping[str, str], body: bytes, provider: Provider
 ) -> UpstreamError:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = None
-    return _error_from(status, headers, doc, provider.name, _key(provider))
+    return _error_from(status, headers, shapes.json_or_none(body), provider.name, _key(provider))

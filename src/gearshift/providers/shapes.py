@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from gearshift import sse
-from gearshift.errors import BadRequest
+from gearshift.errors import BadRequest, ProtocolError
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
@@ -77,6 +77,51 @@ def image_url(part: Mapping[str, Any]) -> str:
             "An image_url part needs image_url.url.", param="messages", code="invalid_image_url"
         )
     return url
+
+
+JSON_INSTRUCTION = "Answer with one valid JSON object and nothing else: no prose, no code fence."
+"""Added to the system prompt where JSON mode cannot be asked natively."""
+
+
+def functions(tools: Any) -> list[tuple[str, str | None, Any]]:
+    """(name, description, parameters) of each OpenAI ``tools`` entry; 400 for a malformed
+    one."""
+    out: list[tuple[str, str | None, Any]] = []
+    for tool in tools or ():
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise BadRequest(
+                "Each tool needs type 'function' and function.name.",
+                param="tools",
+                code="invalid_value",
+            )
+        description = fn.get("description")
+        out.append(
+            (
+                fn["name"],
+                description if isinstance(description, str) else None,
+                fn.get("parameters"),
+            )
+        )
+    return out
+
+
+def json_or_none(body: bytes) -> Any:
+    """An error body parsed, or None when it is not JSON (an HTML page from a proxy …)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def json_object(body: bytes, provider: str) -> dict[str, Any]:
+    """A 200 answer parsed; anything but a JSON object is the provider's protocol failure."""
+    doc = json_or_none(body)
+    if not isinstance(doc, dict):
+        raise ProtocolError(
+            f"Provider {provider!r} sent a response that is not a JSON object.", provider=provider
+        )
+    return doc
 
 
 def file_data(part: Mapping[str, Any]) -> str:
