@@ -1,0 +1,44 @@
+"""A loopback fake of the OpenAI, Anthropic and Gemini chat APIs, for demos and tests.
+
+``gearshift mock-upstream`` serves this app so gearshift runs without API keys. One app speaks
+three wire protocols, each in its real shapes (JSON answers, SSE streams, error objects):
+
+- OpenAI Chat Completions: ``POST /v1/chat/completions`` (``Authorization: Bearer``), and
+  ``GET /v1/models``.
+- Anthropic Messages: ``POST /v1/messages`` (``x-api-key``; ``anthropic-version`` required),
+  streaming named events (``message_start`` ... ``message_stop``).
+- Gemini v1beta: ``POST /v1beta/models/{model}:generateContent`` and
+  ``:streamGenerateContent`` (SSE with ``?alt=sse``, else one JSON array), with
+  ``x-goog-api-key`` or ``?key=``; ``GET /v1beta/models``.
+
+The OpenAI routes also answer without the ``/v1`` prefix, as does ``/messages``. Anthropic and
+Gemini requests are validated as strictly as the real APIs (role order, tool call/result
+pairing, empty content, unknown fields...), so a buggy translator gets the provider's own 400.
+
+Every API answers ``"Mock answer from {model}: "`` plus the first 12 words of the last user
+text (cut to the max-tokens limit), or a call of the requested/first tool with arguments
+``{"mock": true}`` when tools are given (but not right after tool results). A model name
+containing ``cache`` reports cache tokens (Anthropic: 11 written, 100 read; Gemini: 50
+cached) and one containing ``think`` reports 7 Gemini thought tokens.
+
+The model name (or ``MockSettings.fail``) picks a misbehaviour from ``BEHAVIOURS``:
+``http-<status>`` errors (in each API's shape: Anthropic turns 503 into 529
+``overloaded_error``, Gemini reports 401 as 400 ``API_KEY_INVALID``), ``hang`` (no answer
+until the client leaves or the app shuts down), ``garbage`` (non-JSON body or SSE event),
+``stream-cut`` (connection dropped mid-stream, or before any response), ``error-first`` (a 200
+stream whose only event is an error), ``error-event`` (stream ends with an in-band error and
+no terminator; non-stream: a 200 whose body is that error object) and ``slow`` (200 ms extra).
+Unauthenticated control endpoints under ``/_mock/`` change settings, reset state and list the
+recorded requests.
+
+Layout: ``flow`` holds the settings, the per-app state and the request flow the three APIs
+share; ``openai``, ``anthropic`` and ``gemini`` each hold one wire format (validation,
+answers, streams, error shapes); ``app`` wires the routes and serves the app.
+"""
+
+from __future__ import annotations
+
+from gearshift.mock.app import create_mock_app, run_mock, start_mock
+from gearshift.mock.flow import MOCK_STATE, MockSettings, MockState
+
+__all__ = ["MOCK_STATE", "MockSettings", "MockState", "create_mock_app", "run_mock", "start_mock"]

@@ -1,0 +1,367 @@
+"""The mock's Anthropic Messages: ``POST /v1/messages`` (and ``/messages``).
+
+Validation as strict as the real API (role order, tool_use/tool_result pairing, empty or
+malformed blocks), Anthropic's error objects (503 becomes 529 ``overloaded_error``), the
+message body and its named SSE events (``message_start`` ... ``message_stop``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar, NoReturn
+
+import orjson
+from aiohttp import web
+
+from gearshift.mock.flow import (
+    _GARBAGE_JSON,
+    _INVALID,
+    _TOOL_ARGUMENTS,
+    _TOOL_INPUT,
+    MockSettings,
+    _Api,
+    _chunks,
+    _data_line,
+    _fail,
+    _Invalid,
+    _is_base64,
+    _is_int,
+    _is_number,
+    _key_matches,
+    _Outcome,
+    _outcome,
+    _Problem,
+    _prompt_tokens,
+    _question,
+    _require,
+    _slices,
+    _Stream,
+    _text_of,
+)
+
+_BLOCK_TYPES = (
+    *("text", "image", "document", "tool_use", "tool_result"),
+    *("thinking", "redacted_thinking"),
+)
+_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+_CHOICE_TYPES = ("auto", "any", "tool", "none")
+_OVERLOADED = {"type": "overloaded_error", "message": "Overloaded"}
+_ANTHROPIC_FAILURES: dict[str, tuple[int, str, str]] = {
+    "http-500": (500, "api_error", "Internal server error"),
+    "http-503": (529, "overloaded_error", "Overloaded"),
+    "http-429": (
+        429,
+        "rate_limit_error",
+        "This request would exceed the rate limit for your organization (mock) of 50 "
+        "requests per minute. Please try again in 1s.",
+    ),
+    "http-400": (400, _INVALID, "prompt is too long: 210000 tokens > 200000 maximum"),
+    "http-401": (401, "authentication_error", "invalid x-api-key"),
+}
+_CACHE_WRITE_TOKENS = 11
+_CACHE_READ_TOKENS = 100
+
+
+def _tags(values: Iterable[str]) -> str:
+    quoted = [f"'{v}'" for v in values]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _tag_error(at: str, tag: object, expected: Iterable[str]) -> NoReturn:
+    names = ", ".join(f"'{e}'" for e in expected)
+    _fail(
+        f"{at}: Input tag {tag!r} found using 'type' does not match any of the expected "
+        f"tags: {names}"
+    )
+
+
+def _anthropic_error(type_: str, message: str, seq: int) -> dict[str, Any]:
+    error = {"type": type_, "message": message}
+    return {"type": "error", "error": error, "request_id": f"req_mock{seq}"}
+
+
+def _check_image(block: dict[str, Any], at: str) -> None:
+    source = block.get("source")
+    if not isinstance(source, dict):
+        _fail(f"{at}.source: Field required")
+    kind = source.get("type")
+    if kind == "base64":
+        media = source.get("media_type")
+        _require(
+            media in _MEDIA_TYPES,
+            f"{at}.source.base64.media_type: Input should be " + _tags(_MEDIA_TYPES),
+        )
+        _require(_is_base64(source.get("data")), f"{at}.source.base64.data: invalid base64 data")
+    elif kind == "url":
+        _require(isinstance(source.get("url"), str), f"{at}.source.url.url: Field required")
+    else:
+        _tag_error(f"{at}.source", kind, ("base64", "url"))
+
+
+def _check_block(block: Any, at: str, allowed: tuple[str, ...] = _BLOCK_TYPES) -> None:
+    _require(isinstance(block, dict), f"{at}: Input should be a valid dictionary")
+    kind = block.get("type")
+    if kind not in allowed:
+        _tag_error(at, kind, allowed)
+    if kind == "text":
+        _require(isinstance(block.get("text"), str), f"{at}.text: Field required")
+        _require(block["text"] != "", "messages: text content blocks must be non-empty")
+    elif kind == "image":
+        _check_image(block, at)
+    elif kind == "tool_use":
+        for key in ("id", "name"):
+            _require(isinstance(block.get(key), str), f"{at}.tool_use.{key}: Field required")
+        msg = f"{at}.tool_use.input: Input should be a valid dictionary"
+        _require(isinstance(block.get("input"), dict), msg)
+    elif kind == "tool_result":
+        msg = f"{at}.tool_result.tool_use_id: Field required"
+        _require(isinstance(block.get("tool_use_id"), str), msg)
+        content = block.get("content", "")
+        if isinstance(content, list):
+            for k, inner in enumerate(content):
+                _check_block(inner, f"{at}.tool_result.content.{k}", ("text", "image"))
+        else:
+            _require(
+                isinstance(content, str), f"{at}.tool_result.content: Input should be a valid list"
+            )
+
+
+def _ids(blocks: list[Any], kind: str, key: str) -> list[str]:
+    return [b[key] for b in blocks if b.get("type") == kind]
+
+
+def _check_messages(messages: list[Any]) -> None:
+    pending: list[str] = []  # tool_use ids of the previous assistant turn
+    last = len(messages) - 1
+    for i, message in enumerate(messages):
+        at = f"messages.{i}"
+        _require(isinstance(message, dict), f"{at}: Input should be a valid dictionary")
+        role = message.get("role")
+        _require(role in ("user", "assistant"), f"{at}.role: Input should be 'user' or 'assistant'")
+        if i == 0:
+            _require(role == "user", 'messages: first message must use the "user" role')
+        elif role == messages[i - 1]["role"]:
+            _fail(
+                'messages: roles must alternate between "user" and "assistant", but found '
+                f'multiple "{role}" roles in a row'
+            )
+        content = message.get("content")
+        _require("content" in message, f"{at}.content: Field required")
+        msg = f"{at}.content: Input should be a valid string or a valid list"
+        _require(isinstance(content, str | list), msg)
+        if not content:
+            _require(
+                i == last and role == "assistant",
+                f"{at}: all messages must have non-empty content except for the optional "
+                "final assistant message",
+            )
+        blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        blocks = blocks if content else []
+        for j, block in enumerate(blocks):
+            _check_block(block, f"{at}.content.{j}")
+        if i == last and role == "assistant" and content:
+            msg = "messages: final assistant content cannot end with trailing whitespace"
+            _require(_text_of(blocks) == _text_of(blocks).rstrip(), msg)
+        results = _ids(blocks, "tool_result", "tool_use_id")
+        if role == "assistant":
+            msg = f"{at}: tool_result blocks are only allowed in user messages"
+            _require(not results, msg)
+            pending = _ids(blocks, "tool_use", "id")
+            continue
+        kinds = [b["type"] for b in blocks]
+        first_other = next((k for k, t in enumerate(kinds) if t != "tool_result"), len(kinds))
+        msg = f"{at}: tool_result blocks must come before any other content in a user message"
+        _require("tool_result" not in kinds[first_other:], msg)
+        for k, result in enumerate(results):
+            _require(
+                result in pending,
+                f"{at}.content.{k}: unexpected tool_use_id found in tool_result blocks: "
+                f"{result}. Each tool_result block must have a corresponding tool_use block "
+                "in the previous message.",
+            )
+        _check_answered(i - 1, [p for p in pending if p not in results])
+        pending = []
+    _check_answered(last, pending)
+
+
+def _check_answered(index: int, unanswered: list[str]) -> None:
+    _require(
+        not unanswered,
+        f"messages.{index}: tool_use ids were found without tool_result blocks immediately "
+        f"after: {', '.join(unanswered)}. Each tool_use block must have a corresponding "
+        "tool_result block in the next message.",
+    )
+
+
+def _check_tools(body: dict[str, Any]) -> None:
+    tools = body.get("tools", [])
+    _require(isinstance(tools, list), "tools: Input should be a valid list")
+    for t, tool in enumerate(tools):
+        _require(isinstance(tool, dict), f"tools.{t}: Input should be a valid dictionary")
+        _require(isinstance(tool.get("name"), str), f"tools.{t}.name: Field required")
+        if tool.get("type", "custom") == "custom":  # server tools have no input_schema
+            msg = f"tools.{t}.custom.input_schema: Field required"
+            _require(isinstance(tool.get("input_schema"), dict), msg)
+    if "tool_choice" not in body:
+        return
+    choice = body["tool_choice"]
+    _require(isinstance(choice, dict), "tool_choice: Input should be a valid dictionary")
+    if choice.get("type") not in _CHOICE_TYPES:
+        _tag_error("tool_choice", choice.get("type"), _CHOICE_TYPES)
+    if choice["type"] == "tool":
+        _require(isinstance(choice.get("name"), str), "tool_choice.tool.name: Field required")
+
+
+def _check_anthropic(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        _fail(
+            "There was an issue with your request body. Please check the formatting and try again."
+        )
+    for key in ("model", "max_tokens", "messages"):
+        _require(key in body, f"{key}: Field required")
+    _require(isinstance(body["model"], str), "model: Input should be a valid string")
+    max_tokens = body["max_tokens"]
+    _require(_is_int(max_tokens), "max_tokens: Input should be a valid integer")
+    _require(max_tokens >= 1, "max_tokens: Input should be greater than or equal to 1")
+    messages = body["messages"]
+    _require(isinstance(messages, list), "messages: Input should be a valid list")
+    _require(bool(messages), "messages: at least one message is required")
+    if "temperature" in body:
+        temperature = body["temperature"]
+        _require(_is_number(temperature), "temperature: Input should be a valid number")
+        _require(temperature >= 0, "temperature: Input should be greater than or equal to 0")
+        _require(temperature <= 1, "temperature: Input should be less than or equal to 1")
+    _require(isinstance(body.get("stream", False), bool), "stream: Input should be a valid boolean")
+    system = body.get("system", "")
+    if isinstance(system, list):
+        for k, block in enumerate(system):
+            _check_block(block, f"system.{k}", ("text",))
+    else:
+        _require(isinstance(system, str), "system: Input should be a valid string or a valid list")
+    _check_tools(body)
+    _check_messages(messages)
+    return body
+
+
+def _anthropic_tool(body: dict[str, Any]) -> str | None:
+    tools, choice = body.get("tools"), body.get("tool_choice", {"type": "auto"})
+    if not tools or choice["type"] == "none":
+        return None
+    last = body["messages"][-1]
+    blocks = last["content"] if isinstance(last["content"], list) else []
+    if last["role"] == "user" and _ids(blocks, "tool_result", "tool_use_id"):
+        return None  # answer the tool results, so a tool round trip ends
+    return str(choice["name"] if choice["type"] == "tool" else tools[0]["name"])
+
+
+def _anthropic_outcome(body: dict[str, Any], model: str) -> _Outcome:
+    messages = body["messages"]
+    system = [body["system"]] if body.get("system") else []
+    prompt = _prompt_tokens([*system, *(m["content"] for m in messages)])
+    turns = ((m["role"], m["content"]) for m in messages)
+    return _outcome(model, _question(turns), body["max_tokens"], _anthropic_tool(body), prompt)
+
+
+def _anthropic_usage(model: str, input_tokens: int, output_tokens: int) -> dict[str, int]:
+    cached = "cache" in model
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": _CACHE_WRITE_TOKENS if cached else 0,
+        "cache_read_input_tokens": _CACHE_READ_TOKENS if cached else 0,
+    }
+
+
+def _event(kind: str, **data: Any) -> bytes:
+    payload = orjson.dumps({"type": kind, **data})
+    return b"event: " + kind.encode() + b"\ndata: " + payload + b"\n\n"
+
+
+class _Anthropic(_Api):
+    name = "anthropic"
+    id_header = "request-id"
+    garbage_body = b'{"id": "msg_x", "type": "message", "content": ['
+    error_body: ClassVar[Any] = {"type": "error", "error": _OVERLOADED}
+
+    def check(
+        self, request: web.Request, settings: MockSettings, body: Any, seq: int
+    ) -> dict[str, Any] | _Problem:
+        given = request.headers.get("x-api-key")
+        if settings.api_key is not None and not _key_matches(given or "", settings.api_key):
+            message = "invalid x-api-key" if given else "x-api-key header is required"
+            return _Problem(401, _anthropic_error("authentication_error", message, seq))
+        try:
+            version = "anthropic-version" in request.headers
+            _require(version, "anthropic-version: header is required")
+            return _check_anthropic(body)
+        except _Invalid as exc:
+            return _Problem(400, _anthropic_error(_INVALID, str(exc), seq))
+
+    def model(self, request: web.Request, body: dict[str, Any]) -> str:
+        return str(body["model"])
+
+    def failure(self, behaviour: str, seq: int) -> _Problem | None:
+        if behaviour not in _ANTHROPIC_FAILURES:
+            return None
+        status, type_, message = _ANTHROPIC_FAILURES[behaviour]
+        headers = {"retry-after": "1"} if status == 429 else {}
+        return _Problem(status, _anthropic_error(type_, message, seq), headers)
+
+    def streaming(self, request: web.Request, body: dict[str, Any]) -> bool:
+        return body.get("stream") is True
+
+    def _block(self, out: _Outcome, seq: int, streamed: bool) -> dict[str, Any]:
+        if out.tool is None:
+            return {"type": "text", "text": "" if streamed else out.text}
+        call_input = {} if streamed else _TOOL_INPUT
+        return {"type": "tool_use", "id": f"toolu_mock{seq}", "name": out.tool, "input": call_input}
+
+    @staticmethod
+    def _stop(out: _Outcome) -> str:
+        return "tool_use" if out.tool else "max_tokens" if out.truncated else "end_turn"
+
+    def complete(self, request: web.Request, body: dict[str, Any], model: str, seq: int) -> Any:
+        out = _anthropic_outcome(body, model)
+        return {
+            "id": f"msg_mock{seq}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [self._block(out, seq, streamed=False)],
+            "stop_reason": self._stop(out),
+            "stop_sequence": None,
+            "usage": _anthropic_usage(model, out.prompt, out.completion),
+        }
+
+    def stream(
+        self, request: web.Request, body: dict[str, Any], model: str, seq: int, words: int
+    ) -> _Stream:
+        out = _anthropic_outcome(body, model)
+        message: dict[str, Any] = {"id": f"msg_mock{seq}", "type": "message", "role": "assistant"}
+        message |= {"content": [], "model": model, "stop_reason": None, "stop_sequence": None}
+        message["usage"] = _anthropic_usage(model, out.prompt, 1)
+        block = self._block(out, seq, streamed=True)
+        head = [
+            _event("message_start", message=message),
+            _event("content_block_start", index=0, content_block=block),
+            _event("ping"),
+        ]
+        if out.text is not None:
+            deltas = [{"type": "text_delta", "text": c} for c in _chunks(out.text, words)]
+        else:
+            # Anthropic starts with an empty fragment, then streams the JSON in pieces.
+            pieces = ["", *_slices(_TOOL_ARGUMENTS, 4)]
+            deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
+        content = [_event("content_block_delta", index=0, delta=d) for d in deltas]
+        tail = [
+            _event("content_block_stop", index=0),
+            _event(
+                "message_delta",
+                delta={"stop_reason": self._stop(out), "stop_sequence": None},
+                usage={"output_tokens": out.completion},
+            ),
+            _event("message_stop"),
+        ]
+        error = _event("error", error=_OVERLOADED)
+        garbage = b"event: content_block_delta\n" + _data_line(_GARBAGE_JSON)
+        return _Stream(head, content, tail, error, garbage)
