@@ -11,6 +11,9 @@
     │   └── PayloadTooLarge          413 request_too_large
     ├── UpstreamError (provider, upstream_status)
     │   ├── Rejected                 upstream 4xx other than 429: passed on, not retried
+    │   ├── Unsupported              400: this provider's format cannot carry the request
+    │   │                            (n > 1 on Anthropic, an image URL for Gemini …): the next
+    │   │                            model is tried; not a provider failure
     │   ├── RateLimited              429, retryable, carries retry_after
     │   ├── Unavailable              5xx / 529, retryable (502, or 503 when overloaded)
     │   ├── Timeout                  504, retryable
@@ -129,6 +132,17 @@ class Rejected(UpstreamError):
     """The upstream refused the request itself (4xx): another model would refuse it too."""
 
     type = "invalid_request_error"
+
+
+class Unsupported(UpstreamError):
+    """The request uses something the target's wire format cannot carry; raised by an
+    adapter before anything is sent. Another model may serve it, so the attempt loop moves
+    on (``retryable``); it says nothing about the provider's health. ``provider`` is the
+    wire format's name."""
+
+    status = 400
+    type = "invalid_request_error"
+    retryable = True
 
 
 class RateLimited(UpstreamError):

@@ -308,3 +308,29 @@ async def test_an_overloaded_provider_falls_back_to_another_provider(
     assert raw.headers["x-gearshift-provider"] == "gemini"
     assert raw.headers["x-gearshift-attempts"] == "2"
     assert raw.parse().choices[0].message.content
+
+
+async def test_what_a_format_cannot_carry_goes_to_a_model_that_can(
+    aiohttp_server: ServerFactory,
+    make_config: MakeConfig,
+    mock_upstream: TestServer,
+    mock_state: MockState,
+) -> None:
+    # Gemini (first: same price, earlier in the catalog) cannot read a web image URL;
+    # Anthropic can: the request goes there, with nothing sent to Gemini.
+    client = await _gateway(aiohttp_server, make_config, mock_upstream, ["gemini", "anthropic"])
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}
+    messages: list[Any] = [{"role": "user", "content": [{"type": "text", "text": "What?"}, image]}]
+    async with client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="auto", messages=messages, extra_body={"gearshift": {"tier": "frontier"}}
+        )
+        assert raw.headers["x-gearshift-provider"] == "anthropic"
+        assert raw.headers["x-gearshift-attempts"] == "2"
+        assert [r.api for r in mock_state.requests] == ["anthropic"]
+        # With no model left that can carry it, the client gets a clear 400.
+        only = await _gateway(aiohttp_server, make_config, mock_upstream, ["anthropic"])
+        async with only:
+            with pytest.raises(openai.BadRequestError) as info:
+                await only.chat.completions.create(model="m-anthropic", messages=MESSAGES, n=2)
+    assert "n=2" in str(info.value)

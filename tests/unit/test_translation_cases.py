@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from gearshift.config import load
-from gearshift.errors import BadRequest
+from gearshift.errors import Unsupported
 from gearshift.providers import anthropic, gemini
 from gearshift.request import parse_chat
 
@@ -292,7 +292,7 @@ def test_gemini_conversations_end_on_a_user_turn_and_refuse_the_function_role() 
     contents = _body(gemini, FLASH, messages)["contents"]
     assert [c["role"] for c in contents] == ["user", "model", "user"]
     assert contents[-1]["parts"] == [{"text": gemini.CONTINUE}]
-    with pytest.raises(BadRequest):
+    with pytest.raises(Unsupported):
         _body(
             gemini,
             FLASH,
@@ -392,5 +392,5 @@ def test_a_file_part_with_a_pdf_reaches_both_providers() -> None:
     part = _body(gemini, FLASH, messages)["contents"][0]["parts"][1]
     assert part == {"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0x"}}
     by_id = {"type": "file", "file": {"file_id": "file-abc"}}
-    with pytest.raises(BadRequest, match="file_id"):
+    with pytest.raises(Unsupported, match="file_id"):
         _body(anthropic, HAIKU, [{"role": "user", "content": [by_id]}])

@@ -39,9 +39,9 @@ import orjson
 from gearshift import sse
 from gearshift.config import AnthropicProviderSpec, Model, Provider
 from gearshift.errors import (
-    BadRequest,
     ProtocolError,
     Unavailable,
+    Unsupported,
     UpstreamError,
     for_upstream_status,
     retry_after,
@@ -71,8 +71,9 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
     body = request.body
     n = body.get("n")
     if isinstance(n, int) and n > 1:
-        raise BadRequest(
+        raise Unsupported(
             f"n={n} is not supported by {model.name!r} (Anthropic answers once per call).",
+            provider="anthropic",
             param="n",
             code="unsupported_parameter",
         )
@@ -195,8 +196,9 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
         elif kind == "file":  # a PDF (or image) as a data URL in file.file_data
             blocks.append(_image(shapes.file_data(part)))
         else:
-            raise BadRequest(
+            raise Unsupported(
                 f"Content parts of type {kind!r} cannot be sent to Anthropic models.",
+                provider="anthropic",
                 param="messages",
                 code="unsupported_content",
             )
@@ -211,8 +213,9 @@ def _image(url: str) -> dict[str, Any]:
     if mime == "application/pdf":
         return {"type": "document", "source": {"type": "base64", "media_type": mime, "data": data}}
     if mime not in shapes.IMAGE_TYPES:
-        raise BadRequest(
-            f"Images of type {mime!r} are not supported (jpeg, png, gif, webp).",
+        raise Unsupported(
+            f"Images of type {mime!r} cannot be sent to Anthropic models (jpeg, png, gif, webp).",
+            provider="anthropic",
             param="messages",
             code="invalid_image_format",
         )
@@ -275,8 +278,9 @@ def _messages(messages: list[Any]) -> list[dict[str, Any]]:
             if pairs.result_name(i) is not None:
                 turns.append(("user", [_tool_result(m, ids[pairs.result_call(i)])]))
         elif role == "function":
-            raise BadRequest(
+            raise Unsupported(
                 "The deprecated 'function' role cannot be sent to Anthropic models; use tools.",
+                provider="anthropic",
                 param="messages",
                 code="unsupported_role",
             )

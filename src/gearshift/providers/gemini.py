@@ -4,21 +4,22 @@ Request (OpenAI → Gemini): system and developer messages → ``systemInstructi
 user/assistant → ``user``/``model``, neighbours of one role merged (Gemini wants them to
 alternate); assistant ``tool_calls`` → ``functionCall`` parts; ``tool`` messages →
 ``functionResponse`` parts in a user turn, in the order of their calls, the function name
-recovered from the assistant turn that made the call, the result as ``response`` (a JSON
-object as it is, anything else as ``{"result": text}``); tool calls and results without their
-partner are dropped as whole pairs; a conversation that is empty or opens with a model turn
-is opened with a user turn holding ``"."`` (Gemini wants the user first); data-URL images →
-``inlineData``; other image URLs → ``fileData`` (Gemini fetches only URLs it can reach; data
-URLs are the portable form). ``generationConfig`` takes max tokens, temperature, top_p,
-stop (≤ 5), ``n`` (``candidateCount``), seed and JSON mode (``responseMimeType``, and
-``responseSchema`` for ``json_schema``; beside tools an instruction instead, as Gemini refuses
-the pair); penalties are dropped (several models refuse them, even at 0). A conversation that
-ends on the model's turn gets a "Continue." user turn. Schemas are cut to the OpenAPI subset
-Gemini accepts (local ``$ref``s inlined, type lists → ``nullable``; ``$schema``,
-``additionalProperties``, ``default``, ``strict`` … removed; property names are kept).
+recovered from the assistant turn that made the call, the result as ``response`` (a JSON object
+as it is, anything else as ``{"result": text}``); tool calls and results without their partner
+are dropped as whole pairs; a conversation that is empty or opens with a model turn is opened
+with a user turn holding ``"."`` (Gemini wants the user first); data-URL images →
+``inlineData``; a web image URL is ``Unsupported`` (generateContent reads ``fileData`` only
+from Google's file store), so the attempt loop moves to another model. ``generationConfig``
+takes max tokens, temperature, top_p, stop (≤ 5), ``n`` (``candidateCount``), seed and JSON
+mode (``responseMimeType``, and ``responseSchema`` for ``json_schema``; beside tools an
+instruction instead, as Gemini refuses the pair); penalties are dropped (several models refuse
+them, even at 0). A conversation that ends on the model's turn gets a "Continue." user turn.
+Schemas are cut to the OpenAPI subset Gemini accepts (local ``$ref``s inlined, type lists →
+``nullable``; ``$schema``, ``additionalProperties``, ``default``, ``strict`` … removed;
+property names are kept).
 
-Response and stream (Gemini → OpenAI): text parts → ``content`` (thought parts dropped),
-each ``functionCall`` → a whole tool call with an id of our own when Gemini gives none;
+Response and stream (Gemini → OpenAI): text parts → ``content`` (thought parts dropped), each
+``functionCall`` → a whole tool call with an id of our own when Gemini gives none;
 ``finish_reason`` is ``tool_calls`` whenever a call appeared (Gemini says STOP); usage:
 ``completion_tokens`` = candidates + thoughts (``reasoning_tokens`` = thoughts),
 ``prompt_tokens`` = prompt + tool-use prompt, ``cached_tokens`` = cached content. A Gemini
@@ -39,8 +40,8 @@ import orjson
 from gearshift import sse
 from gearshift.config import Model, Provider
 from gearshift.errors import (
-    BadRequest,
     ProtocolError,
+    Unsupported,
     UpstreamError,
     for_upstream_status,
     retry_after,
@@ -88,14 +89,6 @@ _SCHEMA_DROP = frozenset(
         "not",
     }
 )
-_MIME_BY_EXT = {
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "png": "image/png",
-    "gif": "image/gif",
-    "webp": "image/webp",
-    "pdf": "application/pdf",
-}
 
 
 def finish_reason(reason: Any, called: bool) -> str:
@@ -260,8 +253,9 @@ def _user_parts(content: Any) -> list[dict[str, Any]]:
         elif kind == "file":  # a PDF (or image) as a data URL in file.file_data
             parts.append(_image(shapes.file_data(part)))
         else:
-            raise BadRequest(
+            raise Unsupported(
                 f"Content parts of type {kind!r} cannot be sent to Gemini models.",
+                provider="gemini",
                 param="messages",
                 code="unsupported_content",
             )
@@ -273,8 +267,15 @@ def _image(url: str) -> dict[str, Any]:
     if inline is not None:
         mime, data = inline
         return {"inlineData": {"mimeType": mime, "data": data}}
-    ext = url.split("?", 1)[0].rsplit(".", 1)[-1].lower()
-    return {"fileData": {"mimeType": _MIME_BY_EXT.get(ext, "image/jpeg"), "fileUri": url}}
+    # generateContent reads fileData only from Google's own file store: a web URL there
+    # fails at Gemini. Another model takes the request (the attempt loop moves on).
+    raise Unsupported(
+        "Gemini models read images only as data URLs (data:image/png;base64,…), not from "
+        "web addresses.",
+        provider="gemini",
+        param="messages",
+        code="unsupported_image_url",
+    )
 
 
 def _function_response(message: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -315,8 +316,9 @@ def _contents(messages: list[Any]) -> list[dict[str, Any]]:
                 order[id(part)] = pairs.result_order(i)
                 turns.append(("user", [part]))
         elif role == "function":
-            raise BadRequest(
+            raise Unsupported(
                 "The deprecated 'function' role cannot be sent to Gemini models; use tools.",
+                provider="gemini",
                 param="messages",
                 code="unsupported_role",
             )

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from gearshift import sse
-from gearshift.errors import BadRequest, ProtocolError
+from gearshift.errors import BadRequest, ProtocolError, Unsupported
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
@@ -130,9 +130,10 @@ def file_data(part: Mapping[str, Any]) -> str:
     holder = part.get("file")
     data = holder.get("file_data") if isinstance(holder, dict) else None
     if not isinstance(data, str) or not data.startswith("data:"):
-        raise BadRequest(
-            "A file part needs file.file_data as a data URL (file_id refers to OpenAI's own "
-            "file store, which other providers cannot read).",
+        raise Unsupported(
+            "A file part needs file.file_data as a data URL here (file_id refers to OpenAI's "
+            "own file store, which other providers cannot read).",
+            provider="openai-files",
             param="messages",
             code="unsupported_content",
         )
