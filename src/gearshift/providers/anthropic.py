@@ -181,28 +181,11 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
 
 
 def _user_blocks(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if shapes.has_text(content) else []
-    blocks: list[dict[str, Any]] = []
-    for part in content if isinstance(content, list) else ():
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        if kind == "text":
-            if shapes.has_text(part.get("text")):
-                blocks.append({"type": "text", "text": part["text"]})
-        elif kind == "image_url":
-            blocks.append(_image(shapes.image_url(part)))
-        elif kind == "file":  # a PDF (or image) as a data URL in file.file_data
-            blocks.append(_image(shapes.file_data(part)))
-        else:
-            raise Unsupported(
-                f"Content parts of type {kind!r} cannot be sent to Anthropic models.",
-                provider="anthropic",
-                param="messages",
-                code="unsupported_content",
-            )
-    return blocks
+    return shapes.content_parts(content, text=_text_block, media=_image, provider="Anthropic")
+
+
+def _text_block(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
 
 
 def _image(url: str) -> dict[str, Any]:

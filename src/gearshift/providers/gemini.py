@@ -238,28 +238,11 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
 
 
 def _user_parts(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}] if shapes.has_text(content) else []
-    parts: list[dict[str, Any]] = []
-    for part in content if isinstance(content, list) else ():
-        if not isinstance(part, dict):
-            continue
-        kind = part.get("type")
-        if kind == "text":
-            if shapes.has_text(part.get("text")):
-                parts.append({"text": part["text"]})
-        elif kind == "image_url":
-            parts.append(_image(shapes.image_url(part)))
-        elif kind == "file":  # a PDF (or image) as a data URL in file.file_data
-            parts.append(_image(shapes.file_data(part)))
-        else:
-            raise Unsupported(
-                f"Content parts of type {kind!r} cannot be sent to Gemini models.",
-                provider="gemini",
-                param="messages",
-                code="unsupported_content",
-            )
-    return parts
+    return shapes.content_parts(content, text=_text_part, media=_image, provider="Gemini")
+
+
+def _text_part(text: str) -> dict[str, Any]:
+    return {"text": text}
 
 
 def _image(url: str) -> dict[str, Any]:

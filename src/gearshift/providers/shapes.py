@@ -12,7 +12,7 @@ import base64
 import binascii
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +138,40 @@ def file_data(part: Mapping[str, Any]) -> str:
             code="unsupported_content",
         )
     return data
+
+
+def content_parts(
+    content: Any,
+    *,
+    text: Callable[[str], dict[str, Any]],
+    media: Callable[[str], dict[str, Any]],
+    provider: str,
+) -> list[dict[str, Any]]:
+    """A user message's content (a string or OpenAI parts) in a provider's shape: ``text``
+    builds a text part, ``media`` one from an image (or file) URL; empty texts are dropped;
+    a part type the provider cannot take is ``Unsupported``."""
+    if isinstance(content, str):
+        return [text(content)] if has_text(content) else []
+    out: list[dict[str, Any]] = []
+    for part in content if isinstance(content, list) else ():
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            if has_text(part.get("text")):
+                out.append(text(part["text"]))
+        elif kind == "image_url":
+            out.append(media(image_url(part)))
+        elif kind == "file":  # a PDF (or image) as a data URL in file.file_data
+            out.append(media(file_data(part)))
+        else:
+            raise Unsupported(
+                f"Content parts of type {kind!r} cannot be sent to {provider} models.",
+                provider=provider.lower(),
+                param="messages",
+                code="unsupported_content",
+            )
+    return out
 
 
 def arguments_object(arguments: Any) -> dict[str, Any]:
