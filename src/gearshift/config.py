@@ -96,6 +96,10 @@ class OpenAIProviderSpec(ProviderSpec, frozen=True, tag="openai"):
     # Tool-call ids rewritten to 9 letters and digits, consistently in calls and results
     # (Mistral refuses any other shape).
     tool_call_ids: Literal["as_sent", "alnum9"] = "as_sent"
+    # What the server cannot take goes to another model instead: images only as data URLs
+    # (Ollama), one choice per call (Groq).
+    data_url_images_only: bool = False
+    single_choice: bool = False
 
 
 class AnthropicProviderSpec(ProviderSpec, frozen=True, tag="anthropic"):

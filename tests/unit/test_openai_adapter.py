@@ -282,3 +282,29 @@ def test_stream_usage_off_removes_the_clients_stream_options_too() -> None:
     off = _compat("stream_usage = false")
     body = orjson.loads(openai.encode_request(chat, off).body)  # type: ignore[arg-type]
     assert "stream_options" not in body
+
+
+def test_what_a_compatible_server_cannot_take_is_unsupported_not_sent() -> None:
+    from gearshift.errors import Unsupported
+
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    web = _chat(messages=[{"role": "user", "content": [image]}])
+    inline = _chat(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}
+                ],
+            }
+        ]
+    )
+    ollama = _compat("data_url_images_only = true")
+    with pytest.raises(Unsupported):
+        openai.encode_request(web, ollama)  # type: ignore[arg-type]
+    openai.encode_request(inline, ollama)  # type: ignore[arg-type]
+    openai.encode_request(web, _compat(""))  # type: ignore[arg-type]
+    groq = _compat("single_choice = true")
+    with pytest.raises(Unsupported):
+        openai.encode_request(_chat(n=2), groq)  # type: ignore[arg-type]
+    openai.encode_request(_chat(n=1), groq)  # type: ignore[arg-type]

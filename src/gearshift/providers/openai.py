@@ -19,7 +19,14 @@ import orjson
 
 from gearshift import sse
 from gearshift.config import Model, OpenAIProviderSpec, Provider
-from gearshift.errors import ProtocolError, UpstreamError, for_upstream_status, retry_after, scrub
+from gearshift.errors import (
+    ProtocolError,
+    Unsupported,
+    UpstreamError,
+    for_upstream_status,
+    retry_after,
+    scrub,
+)
 from gearshift.providers import Completion, Outbound, StreamState
 from gearshift.request import ChatRequest
 
@@ -47,6 +54,20 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
 def _adapt(body: dict[str, Any], spec: OpenAIProviderSpec) -> None:
     """The per-server quirks a provider's configuration asks for (rarely any: the body is
     copied only where one applies)."""
+    if spec.single_choice and isinstance(body.get("n"), int) and body["n"] > 1:
+        raise Unsupported(
+            f"n={body['n']} is not supported by provider {spec.name!r} (one choice per call).",
+            provider=spec.name,
+            param="n",
+            code="unsupported_parameter",
+        )
+    if spec.data_url_images_only and _web_image(body["messages"]):
+        raise Unsupported(
+            f"Provider {spec.name!r} reads images only as data URLs, not from web addresses.",
+            provider=spec.name,
+            param="messages",
+            code="unsupported_image_url",
+        )
     if spec.developer_as_system:
         body["messages"] = [
             {**m, "role": "system"} if isinstance(m, dict) and m.get("role") == "developer" else m
@@ -63,6 +84,17 @@ def _adapt(body: dict[str, Any], spec: OpenAIProviderSpec) -> None:
             body.setdefault(spec.max_tokens_field, value)
     if spec.tool_call_ids == "alnum9":
         body["messages"] = [_alnum9_ids(m) for m in body["messages"]]
+
+
+def _web_image(messages: Any) -> bool:
+    for m in messages if isinstance(messages, list) else ():
+        content = m.get("content") if isinstance(m, dict) else None
+        for part in content if isinstance(content, list) else ():
+            holder = part.get("image_url") if isinstance(part, dict) else None
+            url = holder.get("url") if isinstance(holder, dict) else holder
+            if isinstance(url, str) and not url.startswith("data:"):
+                return True
+    return False
 
 
 _ALNUM9 = re.compile(r"[A-Za-z0-9]{9}")
