@@ -257,31 +257,15 @@ async def test_provider_errors_reach_the_client_as_openai_errors(
 
 
 @pytest.mark.parametrize("kind", ["anthropic", "gemini"])
-async def test_an_error_mid_stream_ends_the_stream_with_an_error(
+@pytest.mark.parametrize("behaviour", ["error-event", "stream-cut"])
+async def test_a_stream_failing_midway_ends_with_an_error_not_a_clean_end(
     kind: str,
+    behaviour: str,
     aiohttp_server: ServerFactory,
     make_config: MakeConfig,
     mock_upstream: TestServer,
 ) -> None:
-    ids = {kind: f"{UPSTREAM_ID[kind]}-error-event"}
-    client = await _gateway(aiohttp_server, make_config, mock_upstream, [kind], ids)
-    async with client:
-        stream = await client.chat.completions.create(
-            model="m-" + kind, messages=MESSAGES, stream=True
-        )
-        with pytest.raises(openai.APIError):
-            async for _ in stream:
-                pass
-
-
-@pytest.mark.parametrize("kind", ["anthropic", "gemini"])
-async def test_a_cut_stream_ends_with_an_error_not_a_clean_end(
-    kind: str,
-    aiohttp_server: ServerFactory,
-    make_config: MakeConfig,
-    mock_upstream: TestServer,
-) -> None:
-    ids = {kind: f"{UPSTREAM_ID[kind]}-stream-cut"}
+    ids = {kind: f"{UPSTREAM_ID[kind]}-{behaviour}"}
     client = await _gateway(aiohttp_server, make_config, mock_upstream, [kind], ids)
     async with client:
         stream = await client.chat.completions.create(
