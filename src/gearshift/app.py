@@ -4,10 +4,13 @@ upstream pool's lifetime. No routing or translation logic lives here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
-import time
+import math
+import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -15,14 +18,17 @@ import orjson
 from aiohttp import web
 
 from gearshift import policy, route
+from gearshift.breaker import Clock
 from gearshift.classify import Rules, load_rules
 from gearshift.config import Config
 from gearshift.errors import (
+    BadRequest,
     GearshiftError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
+    error_event,
 )
 from gearshift.request import ChatRequest, parse_chat
 from gearshift.upstream import Upstream
@@ -35,6 +41,13 @@ POLICY = web.AppKey("policy", policy.Policy)
 UPSTREAM = web.AppKey("upstream", Upstream)
 ROUTER = web.AppKey("router", route.Router)
 REQUEST_ID = web.RequestKey("request_id", str)
+DRAINING = web.AppKey("draining", asyncio.Event)
+
+_SHUTTING_DOWN = GearshiftError(
+    "gearshift is shutting down and its grace period ran out before this stream ended; "
+    "the answer above is truncated.",
+    code="server_shutting_down",
+)
 
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -126,16 +139,55 @@ def _too_large(config: Config) -> PayloadTooLarge:
 def _decision_headers(trace: route.Trace) -> dict[str, str]:
     model = trace.served_by or trace.plan.targets[0]
     plan = trace.plan
-    return {
+    headers = {
         "x-gearshift-model": model.name,
         "x-gearshift-provider": model.provider.name,
         "x-gearshift-tier": plan.tier,
         "x-gearshift-score": plan.score,
         "x-gearshift-reason": plan.reason,
-        "x-gearshift-attempts": str(len(trace.attempts)),
+        "x-gearshift-attempts": str(trace.calls),
         "x-gearshift-est-cost-usd": f"{plan.cost_on(model):.8f}",
         "x-gearshift-requested-cost-usd": f"{plan.baseline_cost_usd:.8f}",
-    } | ({"x-upstream-request-id": trace.upstream_request_id} if trace.upstream_request_id else {})
+    }
+    if len(trace.attempts) > 1 or trace.served_by is None:
+        headers["x-gearshift-attempt-log"] = ", ".join(str(a) for a in trace.attempts)
+    if trace.degraded:
+        headers["x-gearshift-degraded"] = trace.degraded
+    if trace.upstream_request_id:
+        headers["x-upstream-request-id"] = trace.upstream_request_id
+    return headers
+
+
+def _budget(request: web.Request) -> float:
+    """The client's own deadline for this request, ``x-gearshift-timeout`` (seconds)."""
+    value = request.headers.get("x-gearshift-timeout")
+    if value is None:
+        return math.inf
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise BadRequest(
+            f"x-gearshift-timeout must be a positive number of seconds, got {value!r}.",
+            param="x-gearshift-timeout",
+            code="invalid_value",
+        )
+    return seconds
+
+
+def _log_attempts(request: web.Request, trace: route.Trace, status: int) -> None:
+    """One line for a request that needed more than one attempt, or failed."""
+    if len(trace.attempts) > 1 or trace.served_by is None:
+        log.log(
+            logging.INFO if trace.served_by is not None else logging.WARNING,
+            "request %s: %s -> %s (status %d, attempts: %s)",
+            request[REQUEST_ID],
+            trace.plan.requested,
+            trace.served_by.name if trace.served_by else "nothing",
+            status,
+            ", ".join(str(a) for a in trace.attempts) or "none",
+        )
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -143,24 +195,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > config.server.max_body_bytes:
         raise _too_large(config)
     chat = parse_chat(await request.read())
-    trace = route.Trace(policy.plan(chat, request.app[POLICY], request.headers))
+    budget = _budget(request)
+    trace = route.Trace(policy.plan(chat, request.app[POLICY], request.headers), budget)
     router = request.app[ROUTER]
-    started = time.perf_counter()
+    status = 200
     try:
         if chat.stream:
             return await _stream(request, router, chat, trace)
         completion = await router.complete(chat, trace)
     except GearshiftError as exc:
+        status = exc.status
         return error_response(exc, _decision_headers(trace))
     finally:
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "request %s %s -> %s in %.1f ms",
-                request[REQUEST_ID],
-                chat.model,
-                [a.outcome for a in trace.attempts],
-                (time.perf_counter() - started) * 1e3,
-            )
+        _log_attempts(request, trace, status)
     return web.Response(
         body=completion.body, content_type="application/json", headers=_decision_headers(trace)
     )
@@ -187,6 +234,13 @@ async def _stream(
     except ConnectionResetError:
         # The client went away mid-stream: nobody to answer; the finally drops upstream.
         log.debug("request %s: client disconnected mid-stream", request[REQUEST_ID])
+    except asyncio.CancelledError:
+        # The client left (handler cancellation), or the shutdown grace ran out: then the
+        # client is still there and must not see a clean end of a cut answer.
+        if request.app[DRAINING].is_set() and response.prepared:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(response.write(error_event(_SHUTTING_DOWN)))
+        raise
     finally:
         # Reached on success, on a client disconnect (write fails or the handler is
         # cancelled) and on any error: the upstream call never outlives the client.
@@ -238,6 +292,10 @@ def _json(doc: object, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
 
 
+async def _draining(app: web.Application) -> None:
+    app[DRAINING].set()
+
+
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     upstream = app[UPSTREAM]
     await upstream.start()
@@ -251,10 +309,17 @@ def _aliases(config: Config) -> list[str]:
     return [*config.routing.auto_aliases, *(f"gearshift/{t}" for t in config.routing.tiers)]
 
 
-def create_app(config: Config, rules: Rules | None = None) -> web.Application:
+def create_app(
+    config: Config,
+    rules: Rules | None = None,
+    *,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+) -> web.Application:
     """The gearshift app for ``config``; the upstream pool opens and closes with it.
 
     ``rules``: the classifier's table; default the one ``config`` names, else the shipped one.
+    ``clock`` and ``rng`` drive breakers, back-off and deadlines (tests inject them).
     """
     if rules is None:
         rules = load_rules(config.routing.rules)
@@ -269,7 +334,9 @@ def create_app(config: Config, rules: Rules | None = None) -> web.Application:
     )
     app[POLICY] = policy.Policy.build(config, rules)
     app[UPSTREAM] = upstream
-    app[ROUTER] = route.Router(upstream)
+    app[ROUTER] = route.Router(upstream, config.reliability, clock=clock, rng=rng)
+    app[DRAINING] = asyncio.Event()
+    app.on_shutdown.append(_draining)
     app.cleanup_ctx.append(_upstream_ctx)
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)

@@ -137,6 +137,8 @@ class ServerSpec(_Strict, frozen=True):
     max_body_bytes: PositiveInt = 32 * 1024 * 1024
     max_response_bytes: PositiveInt = 64 * 1024 * 1024  # an upstream answer larger is refused
     api_keys: list[str] = []
+    # On SIGTERM: stop accepting, let requests and streams in flight finish this long.
+    shutdown_grace: NonNegative = 30.0
 
 
 class ThresholdSpec(_Strict, frozen=True):
@@ -161,9 +163,47 @@ class RoutingSpec(_Strict, frozen=True):
     baseline_model: str | None = None  # what `auto` is compared with; default: the priciest
 
 
+class BreakerSpec(_Strict, frozen=True):
+    """One circuit breaker per deployment (provider + model). It opens after ``failures``
+    failures in a row, or when at least ``min_calls`` calls in the last ``window`` seconds
+    failed at ``failure_ratio`` or more; stays open ``cooldown`` seconds (at least any
+    Retry-After, at most ``max_cooldown``); then lets ``probes`` requests through at a time
+    (half-open): a success closes it, a failure opens it again."""
+
+    failures: PositiveInt = 5
+    failure_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    min_calls: PositiveInt = 20
+    window: Positive = 30.0
+    cooldown: Positive = 30.0
+    max_cooldown: Positive = 600.0
+    probes: PositiveInt = 1
+
+
+class ReliabilitySpec(_Strict, frozen=True):
+    """Fallbacks, retries and deadlines, for every request.
+
+    ``max_attempts``: upstream calls per request, fallbacks included. Between rounds over the
+    plan: full-jitter back-off ``uniform(0, min(backoff_max, backoff_base * 2**round))``; a
+    Retry-After up to ``retry_after_max`` seconds is waited for, a longer one takes that
+    model out of the request. ``deadline``: the whole request, waits and streams included
+    (a client may ask for less with ``x-gearshift-timeout``). ``degrade``: when every model
+    at the required tier failed, try lower tiers (the response says so in
+    ``x-gearshift-degraded``) instead of failing.
+    """
+
+    max_attempts: PositiveInt = 4
+    backoff_base: Positive = 0.1
+    backoff_max: Positive = 2.0
+    retry_after_max: NonNegative = 5.0
+    deadline: Positive = 600.0
+    degrade: bool = False
+    breaker: BreakerSpec = BreakerSpec()
+
+
 class ConfigFile(_Strict, frozen=True):
     server: ServerSpec = ServerSpec()
     routing: RoutingSpec = RoutingSpec()
+    reliability: ReliabilitySpec = ReliabilitySpec()
     use_default_catalog: bool = True
     providers: list[AnyProviderSpec] = []
     models: list[ModelSpec] = []
@@ -211,6 +251,7 @@ class Config:
     proxy_keys: tuple[Secret, ...]
     source: str
     offered: tuple[Model, ...] = field(default=())
+    reliability: ReliabilitySpec = field(default_factory=ReliabilitySpec)
 
     def redacted(self) -> dict[str, object]:
         """The resolved configuration as plain data with every secret replaced by ``***``."""
@@ -220,6 +261,7 @@ class Config:
             | {"api_keys": ["***"] * len(self.proxy_keys)},
             "proxy_auth": bool(self.proxy_keys),
             "routing": msgspec.to_builtins(self.routing),
+            "reliability": msgspec.to_builtins(self.reliability),
             "providers": [
                 {
                     "name": p.name,
@@ -449,4 +491,5 @@ def resolve(
         proxy_keys=tuple(keys),
         source=source,
         offered=tuple(m for m in models.values() if m.offered),
+        reliability=raw.reliability,
     )

@@ -11,6 +11,8 @@
     │   └── PayloadTooLarge          413 request_too_large
     ├── UpstreamError (provider, upstream_status)
     │   ├── Rejected                 upstream 4xx other than 429: passed on, not retried
+    │   │   └── CredentialsRejected  401/403 on gearshift's provider key: the deployment is
+    │   │                            unusable, not the request; the next model is tried
     │   ├── Unsupported              400: this provider's format cannot carry the request
     │   │                            (n > 1 on Anthropic, an image URL for Gemini …): the next
     │   │                            model is tried; not a provider failure
@@ -20,9 +22,14 @@
     │   ├── ConnectError             502, retryable
     │   └── ProtocolError            502 malformed upstream JSON/SSE, retryable
     ├── CircuitOpen                  503, every candidate's breaker is open
+    ├── DeadlineExceeded             504, the request's total deadline passed
     └── NoTarget                     503, no usable model for the request
 
-Decisions (fallback, breakers) read ``retryable`` and ``status``; never the message text.
+Decisions (fallback, breakers) read ``retryable``, ``transient`` and ``status``; never the
+message text. ``retryable``: another attempt (another model) may succeed. ``transient``: the
+same deployment may succeed later (a retry after a back-off); a credentials or format
+problem is retryable elsewhere but not transient. ``health``: whether the failure says the
+deployment is unhealthy (counts for its circuit breaker).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ class GearshiftError(Exception):
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
     retryable: ClassVar[bool] = False
+    transient: ClassVar[bool] = False
+    health: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -134,6 +143,15 @@ class Rejected(UpstreamError):
     type = "invalid_request_error"
 
 
+class CredentialsRejected(Rejected):
+    """The upstream refused gearshift's own provider key (401/403): nothing the client can
+    fix, and every request to this deployment will fail alike, so another model is tried
+    and the breaker counts it; the same deployment is not retried for this request."""
+
+    retryable = True
+    health = True
+
+
 class Unsupported(UpstreamError):
     """The request uses something the target's wire format cannot carry; raised by an
     adapter before anything is sent. Another model may serve it, so the attempt loop moves
@@ -149,35 +167,64 @@ class RateLimited(UpstreamError):
     status = 429
     type = "rate_limit_error"
     retryable = True
+    transient = True
+    health = True
 
 
 class Unavailable(UpstreamError):
     status = 502
     type = "server_error"
     retryable = True
+    transient = True
+    health = True
 
 
 class Timeout(UpstreamError):
     status = 504
     type = "timeout_error"
     retryable = True
+    transient = True
+    health = True
 
 
 class ConnectError(UpstreamError):
     status = 502
     type = "connection_error"
     retryable = True
+    transient = True
+    health = True
 
 
 class ProtocolError(UpstreamError):
     status = 502
     type = "server_error"
     retryable = True
+    transient = True
+    health = True
 
 
 class CircuitOpen(GearshiftError):
+    """Every model that may serve the request is cut off by its breaker; ``retry_after``:
+    seconds until the first of them lets a probe through."""
+
     status = 503
     type = "server_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, code="circuit_open")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"retry-after": str(max(1, round(self.retry_after)))}
+
+
+class DeadlineExceeded(GearshiftError):
+    """The request's total deadline passed (all attempts and waits included)."""
+
+    status = 504
+    type = "timeout_error"
 
 
 class NoTarget(GearshiftError):
@@ -234,7 +281,7 @@ def for_upstream_status(
             retry_after=retry_after,
         )
     if status in (401, 403):
-        return Rejected(
+        return CredentialsRejected(
             f"Provider {provider!r} rejected gearshift's credentials (HTTP {status}); "
             "check the provider key gearshift is configured with.",
             provider=provider,

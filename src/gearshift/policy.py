@@ -34,6 +34,9 @@ class Plan:
     baseline_cost_usd: float = 0.0
     prompt_tokens: int = 0
     output_tokens: int = 0
+    # Models below the required tier, best first: tried only when the configuration allows
+    # degrading (``reliability.degrade``) and every target failed. Empty otherwise.
+    below: list[Model] = field(default_factory=list)
 
     def cost_on(self, model: Model) -> float:
         """The estimated cost of this request on ``model`` (e.g. the one that answered)."""
@@ -220,6 +223,15 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
         key=lambda m: (m.spec.price_in * tokens_in + m.spec.price_out * tokens_out, -m.tier_rank)
     )
     baseline = ceiling or policy.baseline or candidates[-1]
+    below: list[Model] = []
+    if config.reliability.degrade and need_rank > 0:
+        below = policy.candidates(0, need_rank - 1, needs, tokens_in, room, requested_out)
+        below.sort(
+            key=lambda m: (
+                -m.tier_rank,
+                m.spec.price_in * tokens_in + m.spec.price_out * tokens_out,
+            )
+        )
     return Plan(
         requested=name,
         tier=policy.tiers[need_rank],
@@ -230,6 +242,7 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
         baseline_cost_usd=estimate_cost(baseline, tokens_in, tokens_out),
         prompt_tokens=tokens_in,
         output_tokens=tokens_out,
+        below=below,
     )
 
 

@@ -2,23 +2,40 @@
 
 This is the only module that orchestrates: it asks an adapter for the upstream bytes, has
 ``upstream`` send them, and feeds what comes back to the adapter. It knows no wire format.
-The loop moves to the next target on a retryable failure before any byte reached the
-client.
+
+The loop (``Router._run``) goes through the plan in rounds. In a round each target is tried
+once, in plan order, skipping those whose breaker is open, those waiting out a short
+Retry-After and those out of this request (a long Retry-After, rejected credentials, a
+format that cannot carry the request). A retryable failure moves to the next target at
+once; between rounds it waits a full-jitter back-off. It stops at the first success, at a
+non-retryable failure (passed on as it is), when ``max_attempts`` upstream calls were made,
+or at the request's deadline. Every target meets the required tier; lower tiers are tried
+only when the configuration allows degrading, and the response then says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from gearshift import sse
-from gearshift.config import Model
+from gearshift.breaker import Breaker, Breakers, Clock, SystemClock
+from gearshift.config import Model, ReliabilitySpec
 from gearshift.errors import (
+    CircuitOpen,
+    ConnectError,
+    CredentialsRejected,
+    DeadlineExceeded,
     GearshiftError,
     ProtocolError,
+    RateLimited,
+    Timeout,
     Unavailable,
+    Unsupported,
     UpstreamError,
     error_event,
 )
@@ -29,37 +46,101 @@ from gearshift.upstream import Upstream, UpstreamStream, translated
 
 T = TypeVar("T")
 
+# The error a failed request reports, most telling first: a 429 tells the client to slow
+# down (with Retry-After), an overloaded or failing upstream beats a transport failure, and
+# a format or credentials problem is reported only when nothing else happened.
+_TELLING: tuple[type[UpstreamError], ...] = (
+    RateLimited,
+    Unavailable,
+    Timeout,
+    ConnectError,
+    ProtocolError,
+    CredentialsRejected,
+    Unsupported,
+)
+_OUTCOMES: dict[type[GearshiftError], str] = {
+    RateLimited: "rate_limited",
+    Unavailable: "unavailable",
+    Timeout: "timeout",
+    ConnectError: "connect",
+    ProtocolError: "protocol",
+    CredentialsRejected: "credentials",
+    Unsupported: "unsupported",
+}
+
 
 @dataclass(slots=True)
 class Attempt:
-    """One try at one target: ``outcome`` is ``ok`` or the error's type."""
+    """One try at one target. ``outcome``: ``ok``, ``open`` (skipped: its breaker is open),
+    ``deadline``, ``rejected`` or a failure kind (``unavailable``, ``timeout`` …)."""
 
     model: str
     provider: str
     outcome: str
     status: int | None = None
 
+    def __str__(self) -> str:
+        status = f"/{self.status}" if self.status and self.outcome != "ok" else ""
+        return f"{self.model}@{self.provider}:{self.outcome}{status}"
+
 
 @dataclass(slots=True)
 class Trace:
-    """What happened to one request: the plan, each attempt, the model that answered."""
+    """What happened to one request: the plan, each attempt, the model that answered.
+
+    ``budget``: the seconds the request may take in all (its deadline, from now).
+    ``degraded``: ``"<required>-><served>"`` when a lower tier served it.
+    """
 
     plan: Plan
+    budget: float = math.inf
     attempts: list[Attempt] = field(default_factory=list)
     served_by: Model | None = None
     upstream_request_id: str | None = None
+    degraded: str | None = None
+
+    @property
+    def calls(self) -> int:
+        """Attempts that reached for an upstream (breaker skips not counted)."""
+        return sum(1 for a in self.attempts if a.outcome != "open")
+
+
+@dataclass(slots=True)
+class _Run:
+    """The state of one request's attempt loop across target groups."""
+
+    deadline: float
+    budget: int
+    errors: list[UpstreamError] = field(default_factory=list)
+    open_for: float = math.inf  # the shortest wait until a skipped breaker probes
+
+
+class _NoSuccess(Exception):
+    """A group of targets is exhausted without an answer (internal)."""
 
 
 class Router:
-    """Runs plans against the upstream pool."""
+    """Runs plans against the upstream pool, with breakers, retries and deadlines."""
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        spec: ReliabilitySpec | None = None,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        breakers: Breakers | None = None,
+    ) -> None:
         self._upstream = upstream
+        self._spec = spec or ReliabilitySpec()
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self.breakers = breakers or Breakers(self._spec.breaker, self._clock)
 
     async def complete(self, request: ChatRequest, trace: Trace) -> Completion:
         """A non-streaming answer from the first target that gives one."""
 
-        async def attempt(model: Model) -> Completion:
+        async def attempt(model: Model, remaining: float) -> Completion:
             adapter = REGISTRY[model.provider.kind]
             reply = await self._upstream.post(
                 model.provider, adapter.encode_request(request, model)
@@ -70,15 +151,16 @@ class Router:
             trace.upstream_request_id = _request_id(reply.headers)
             return completion
 
-        return await _first_success(trace, attempt)
+        return await self._run(trace, attempt, None)
 
     async def open_stream(self, request: ChatRequest, trace: Trace) -> Streaming:
-        """A stream whose first event is in, from the first target that gives one."""
+        """A stream whose first event is in, from the first target that gives one. The
+        breaker's verdict on the target that streams waits for the stream's end."""
 
-        async def attempt(model: Model) -> Streaming:
+        async def attempt(model: Model, remaining: float) -> Streaming:
             adapter = REGISTRY[model.provider.kind]
             stream = await self._upstream.open_stream(
-                model.provider, adapter.encode_request(request, model)
+                model.provider, adapter.encode_request(request, model), total=remaining
             )
             if stream.status != 200:
                 try:
@@ -97,41 +179,170 @@ class Router:
             trace.upstream_request_id = _request_id(stream.headers)
             return streaming
 
-        return await _first_success(trace, attempt)
+        def hand_over(streaming: Streaming, breaker: Breaker) -> None:
+            streaming.breaker = breaker
+
+        return await self._run(trace, attempt, hand_over)
+
+    async def _run(
+        self,
+        trace: Trace,
+        attempt: Callable[[Model, float], Awaitable[T]],
+        hand_over: Callable[[T, Breaker], None] | None,
+    ) -> T:
+        """The plan's targets, then (when degrading is allowed) the lower tiers'."""
+        spec = self._spec
+        run = _Run(self._clock.now() + min(trace.budget, spec.deadline), spec.max_attempts)
+        groups = [trace.plan.targets]
+        if spec.degrade and trace.plan.below:
+            groups.append(trace.plan.below)
+        for lower, targets in enumerate(groups):
+            try:
+                result = await self._rounds(trace, targets, run, attempt, hand_over)
+            except _NoSuccess:
+                if run.budget <= 0:
+                    break
+                continue
+            if lower and trace.served_by is not None:
+                trace.degraded = f"{trace.plan.tier}->{trace.served_by.tier}"
+            return result
+        raise self._failure(trace, run)
+
+    async def _rounds(
+        self,
+        trace: Trace,
+        targets: list[Model],
+        run: _Run,
+        attempt: Callable[[Model, float], Awaitable[T]],
+        hand_over: Callable[[T, Breaker], None] | None,
+    ) -> T:
+        clock, spec = self._clock, self._spec
+        breakers = [self.breakers.get(m.provider.name, m.name) for m in targets]
+        out: set[int] = set()  # not to be tried again in this request
+        not_before = [0.0] * len(targets)  # a short Retry-After being waited out
+        round_no = 0
+        while True:
+            for i, model in enumerate(targets):
+                if i in out or not_before[i] > clock.now():
+                    continue
+                if run.budget <= 0:
+                    raise _NoSuccess
+                breaker = breakers[i]
+                if not breaker.acquire():
+                    if round_no == 0:
+                        trace.attempts.append(Attempt(model.name, model.provider.name, "open"))
+                    run.open_for = min(run.open_for, breaker.retry_in())
+                    continue
+                remaining = run.deadline - clock.now()
+                if remaining <= 0:
+                    breaker.release()
+                    raise self._deadline(trace)
+                run.budget -= 1
+                scope = asyncio.timeout(remaining)
+                try:
+                    async with scope:
+                        result = await attempt(model, remaining)
+                except UpstreamError as exc:
+                    _verdict(breaker, exc)
+                    _record(trace, model, _outcome(exc), exc.upstream_status)
+                    if not exc.retryable:
+                        raise
+                    run.errors.append(exc)
+                    if isinstance(exc, Unsupported):
+                        run.budget += 1  # refused before sending: no call was made
+                    if not exc.transient:
+                        out.add(i)
+                    elif exc.retry_after is not None:
+                        if exc.retry_after > spec.retry_after_max:
+                            out.add(i)
+                        else:
+                            not_before[i] = clock.now() + exc.retry_after
+                    continue
+                except TimeoutError:
+                    breaker.release()
+                    if not scope.expired():
+                        raise
+                    # The request's deadline passed during the attempt.
+                    _record(trace, model, "deadline", None)
+                    raise self._deadline(trace) from None
+                except BaseException:
+                    breaker.release()  # e.g. the client left: no verdict on the upstream
+                    raise
+                if hand_over is None:
+                    breaker.success()
+                else:
+                    hand_over(result, breaker)
+                _record(trace, model, "ok", 200)
+                trace.served_by = model
+                return result
+            # The round is over: who is left, and how long to wait for them.
+            now = clock.now()
+            live = [i for i in range(len(targets)) if i not in out and breakers[i].available()]
+            if not live or run.budget <= 0:
+                raise _NoSuccess
+            ceiling = spec.backoff_base * 2.0**round_no
+            wait = self._rng.uniform(0.0, min(spec.backoff_max, ceiling))
+            wait = max(wait, min(not_before[i] for i in live) - now)
+            if now + wait >= run.deadline:
+                raise _NoSuccess
+            round_no += 1
+            await clock.sleep(wait)
+
+    def _deadline(self, trace: Trace) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"The request did not complete within its deadline "
+            f"({len(trace.attempts)} attempt(s): "
+            + ", ".join(str(a) for a in trace.attempts)
+            + ").",
+            code="deadline_exceeded",
+        )
+
+    def _failure(self, trace: Trace, run: _Run) -> GearshiftError:
+        """The error for a request no target answered: the most telling upstream error,
+        or 503 ``circuit_open`` when breakers cut off every target without a call."""
+        if run.errors:
+            return min(run.errors, key=_telling)
+        if run.open_for < math.inf:
+            return CircuitOpen(
+                "Every model that may serve this request is failing and paused by its "
+                "circuit breaker ("
+                + ", ".join(f"{a.model}@{a.provider}" for a in trace.attempts)
+                + "); try again shortly.",
+                retry_after=run.open_for,
+            )
+        return self._deadline(trace)
 
 
-async def _first_success(trace: Trace, attempt: Callable[[Model], Awaitable[T]]) -> T:
-    """The attempt loop: each target in plan order until one succeeds; a retryable failure
-    moves on, any other is raised at once; every attempt is recorded in ``trace``."""
-    last: UpstreamError | None = None
-    for model in trace.plan.targets:
-        try:
-            result = await attempt(model)
-        except UpstreamError as exc:
-            _record(trace, model, exc)
-            if not exc.retryable:
-                raise
-            last = exc
-            continue
-        _record(trace, model, None)
-        return result
-    assert last is not None, "a plan always has at least one target"
-    raise last
+def _telling(error: UpstreamError) -> int:
+    for rank, kind in enumerate(_TELLING):
+        if isinstance(error, kind):
+            return rank
+    return len(_TELLING)
+
+
+def _outcome(error: UpstreamError) -> str:
+    for kind, name in _OUTCOMES.items():
+        if isinstance(error, kind):
+            return name
+    return "rejected"
+
+
+def _verdict(breaker: Breaker, error: UpstreamError) -> None:
+    """What a failed call tells the deployment's breaker."""
+    if error.health:
+        breaker.failure(error.retry_after)
+    elif isinstance(error, Unsupported):
+        breaker.release()  # refused before sending: says nothing about the upstream
+    else:
+        breaker.success()  # it answered, properly (a 400 is the request's fault)
 
 
 def _request_id(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-request-id") or headers.get("request-id")
 
 
-def _record(trace: Trace, model: Model, error: GearshiftError | None) -> None:
-    if error is None:
-        trace.served_by = model
-        trace.attempts.append(Attempt(model.name, model.provider.name, "ok", 200))
-    else:
-        status = error.upstream_status if isinstance(error, UpstreamError) else None
-        trace.attempts.append(
-            Attempt(model.name, model.provider.name, type(error).__name__, status)
-        )
+def _record(trace: Trace, model: Model, outcome: str, status: int | None) -> None:
+    trace.attempts.append(Attempt(model.name, model.provider.name, outcome, status))
 
 
 class Streaming:
@@ -146,9 +357,11 @@ class Streaming:
         "_decoder",
         "_eof",
         "_error_out",
+        "_failed",
         "_first",
         "_framer",
         "_stream",
+        "breaker",
         "model",
     )
 
@@ -160,7 +373,10 @@ class Streaming:
         self._first = b""
         self._error_out = b""
         self._eof = False
+        self._failed: UpstreamError | None = None
         self.model = model
+        # Set once the stream is the answer: ``close`` gives it the stream's verdict.
+        self.breaker: Breaker | None = None
 
     @property
     def state(self) -> StreamState:
@@ -230,6 +446,9 @@ class Streaming:
         try:
             while True:
                 if state.error is not None:
+                    self._failed = Unavailable(
+                        state.error.message, provider=self.model.provider.name
+                    )
                     yield self._error_out
                     return
                 if state.finished:
@@ -240,11 +459,29 @@ class Streaming:
                 if out:
                     yield out
         except UpstreamError as exc:
+            self._failed = exc
             yield error_event(exc)
             return
-        yield error_event(
-            self._cut("ended the stream before it was complete; the answer above is truncated")
+        self._failed = self._cut(
+            "ended the stream before it was complete; the answer above is truncated"
         )
+        yield error_event(self._failed)
 
     def close(self) -> None:
+        """Drop the upstream response, and give the breaker the stream's verdict: finished
+        is a success, an upstream failure a failure, anything else (the client left)
+        none."""
         self._stream.close()
+        breaker, self.breaker = self.breaker, None
+        if breaker is None:
+            return
+        state = self._decoder.state
+        if self._failed is not None:
+            if self._failed.health:
+                breaker.failure(self._failed.retry_after)
+            else:
+                breaker.release()
+        elif state.finished and state.error is None:
+            breaker.success()
+        else:
+            breaker.release()

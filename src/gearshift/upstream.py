@@ -176,10 +176,14 @@ class Upstream:
                 )
                 return Reply(response.status, response.headers, body)
 
-    async def open_stream(self, provider: Provider, out: Outbound) -> UpstreamStream:
+    async def open_stream(
+        self, provider: Provider, out: Outbound, total: float | None = None
+    ) -> UpstreamStream:
         """Send a streaming request; return once the response headers are in.
 
-        ``first_byte`` bounds the wait for headers, ``idle`` every later read.
+        ``first_byte`` bounds the wait for headers, ``idle`` every later read, and the
+        provider's ``total`` (or ``total`` here, when shorter: the request's deadline) the
+        whole stream.
         """
         t = provider.timeouts
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.idle)
@@ -192,7 +196,7 @@ class Upstream:
                     timeout=timeout,
                     allow_redirects=False,
                 )
-        return UpstreamStream(provider.name, response, t.total)
+        return UpstreamStream(provider.name, response, min(t.total, total or t.total))
 
 
 __all__ = ["Reply", "Upstream", "UpstreamError", "UpstreamStream", "translated"]

@@ -112,8 +112,8 @@ def test_pass_through_flags_malformed_and_error_events() -> None:
     ("status", "cls", "client_status", "retryable"),
     [
         (400, errors.Rejected, 400, False),
-        (401, errors.Rejected, 401, False),
-        (403, errors.Rejected, 403, False),
+        (401, errors.CredentialsRejected, 401, True),
+        (403, errors.CredentialsRejected, 403, True),
         (404, errors.Rejected, 404, False),
         (408, errors.Timeout, 504, True),
         (413, errors.Rejected, 413, False),
