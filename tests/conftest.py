@@ -73,3 +73,39 @@ def solo(model: str, tier: str = "frontier") -> str:
         f"[[models]]\nname = '{model}'\nprovider = 'openai'\ntier = '{tier}'\n"
         "price_in = 1\nprice_out = 1\n"
     )
+
+
+class FakeClock:
+    """A clock for breakers, back-off and deadlines that only moves when told to (or when
+    the code under test sleeps on it: the sleep is recorded and returns at once)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+        self.sleeps: list[float] = []
+        self.on_sleep: Callable[[float], None] | None = None
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        import asyncio
+
+        self.sleeps.append(seconds)
+        self.t += seconds
+        if self.on_sleep is not None:
+            self.on_sleep(seconds)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def primary(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
+    """A second and third mock upstream, for tests that fail one provider and not another."""
+    return await aiohttp_server(create_mock_app())
+
+
+@pytest.fixture
+async def backup(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
+    return await aiohttp_server(create_mock_app())

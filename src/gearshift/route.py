@@ -197,8 +197,10 @@ class Router:
         if spec.degrade and trace.plan.below:
             groups.append(trace.plan.below)
         for lower, targets in enumerate(groups):
+            # When lower tiers may serve, the required tier gets one round, not back-offs.
+            rounds = 1 if len(groups) > lower + 1 else None
             try:
-                result = await self._rounds(trace, targets, run, attempt, hand_over)
+                result = await self._rounds(trace, targets, run, attempt, hand_over, rounds)
             except _NoSuccess:
                 if run.budget <= 0:
                     break
@@ -215,6 +217,7 @@ class Router:
         run: _Run,
         attempt: Callable[[Model, float], Awaitable[T]],
         hand_over: Callable[[T, Breaker], None] | None,
+        rounds: int | None = None,
     ) -> T:
         clock, spec = self._clock, self._spec
         breakers = [self.breakers.get(m.provider.name, m.name) for m in targets]
@@ -278,7 +281,7 @@ class Router:
             # The round is over: who is left, and how long to wait for them.
             now = clock.now()
             live = [i for i in range(len(targets)) if i not in out and breakers[i].available()]
-            if not live or run.budget <= 0:
+            if not live or run.budget <= 0 or (rounds is not None and round_no + 1 >= rounds):
                 raise _NoSuccess
             ceiling = spec.backoff_base * 2.0**round_no
             wait = self._rng.uniform(0.0, min(spec.backoff_max, ceiling))
@@ -313,11 +316,12 @@ class Router:
         return self._deadline(trace)
 
 
-def _telling(error: UpstreamError) -> int:
+def _telling(error: UpstreamError) -> tuple[int, bool]:
+    """Sort key: the kind's place in ``_TELLING``, then an overloaded 503 before a 502."""
     for rank, kind in enumerate(_TELLING):
         if isinstance(error, kind):
-            return rank
-    return len(_TELLING)
+            return rank, error.status != 503
+    return len(_TELLING), True
 
 
 def _outcome(error: UpstreamError) -> str:

@@ -39,7 +39,11 @@ BEHAVIOURS: tuple[str, ...] = (
     "http-429",
     "http-400",
     "http-401",
-    "hang",
+    "http-502",  # an HTML page from a proxy in front of the API, in every API
+    "hang",  # nothing at all: no headers
+    "stall",  # the answer starts (headers, part of the body / first events), then nothing
+    "reset-body",  # the answer starts, then the connection is dropped
+    "reset",  # the connection is dropped before any byte of an answer
     "garbage",
     "stream-cut",
     "error-event",
@@ -66,6 +70,8 @@ class MockSettings:
     chunk_words: int = 1
     fail: str | None = None
     api_key: str | None = None
+    cut_after: int = 2  # content events a ``stream-cut`` stream sends before it is cut
+    retry_after_s: float | None = None  # sent with http-429/503 answers instead of 1 s
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "chunk_delay_ms"):
@@ -80,6 +86,11 @@ class MockSettings:
             raise ValueError(f"fail must be null or one of: {', '.join(BEHAVIOURS)}")
         if self.api_key is not None and not isinstance(self.api_key, str):
             raise ValueError("api_key must be a string or null")
+        if not isinstance(self.cut_after, int) or self.cut_after < 0:
+            raise ValueError(f"cut_after must be an integer >= 0, got {self.cut_after!r}")
+        ra = self.retry_after_s
+        if ra is not None and (not _is_number(ra) or not math.isfinite(ra) or ra < 0):
+            raise ValueError(f"retry_after_s must be null or a number >= 0, got {ra!r}")
 
 
 @dataclass(frozen=True)
@@ -300,12 +311,13 @@ class _Stream:
     frame: Callable[[list[bytes], bool], list[bytes]] = _as_is
     content_type: str = "text/event-stream"
 
-    def items(self, behaviour: str | None) -> list[bytes]:
+    def items(self, behaviour: str | None, cut_after: int = 2) -> list[bytes]:
         whole = True
         if behaviour == "garbage":
             items = [*self.head, self.garbage]
-        elif behaviour == "stream-cut":
-            items, whole = [*self.head, *self.content[:2]], False
+        elif behaviour in ("stream-cut", "reset-body", "stall"):
+            n = 1 if behaviour == "stall" else cut_after
+            items, whole = [*self.head, *self.content[:n]], False
         elif behaviour == "error-event":
             items = [*self.head, *self.content[:1], self.error]
         elif behaviour == "error-first":
@@ -332,6 +344,7 @@ async def _send_events(
     cut: bool,
     headers: dict[str, str],
     content_type: str,
+    stall: bool = False,
 ) -> web.StreamResponse:
     resp = web.StreamResponse(
         headers={**headers, "Content-Type": content_type, "Cache-Control": "no-cache"}
@@ -342,6 +355,9 @@ async def _send_events(
             if i and delay_s > 0:
                 await asyncio.sleep(delay_s)
             await resp.write(event)  # one write per event, so pacing and partial reads are real
+        if stall:
+            await state._closing.wait()
+            return _drop(request)
         if cut:
             # The transport flushes what was written and closes without the terminating
             # chunk, so the client sees a truncated body, like an upstream that died.
@@ -351,6 +367,33 @@ async def _send_events(
         # The client left between writes, before the cancellation could reach us.
         state._note_disconnect()
     return resp
+
+
+_BAD_GATEWAY = "<html><head><title>502 Bad Gateway</title></head><body>bad gateway</body></html>"
+
+
+def _with_retry_after(problem: _Problem, seconds: float) -> _Problem:
+    headers = {k: v for k, v in problem.headers.items() if not k.startswith("retry-after")}
+    headers["retry-after"] = str(max(0, math.ceil(seconds)))
+    headers["retry-after-ms"] = str(round(seconds * 1000))
+    return replace(problem, headers=headers)
+
+
+async def _half_body(
+    request: web.Request, state: MockState, whole: bytes, *, stall: bool
+) -> web.StreamResponse:
+    """A 200 whose body (of announced length) stops halfway: dropped, or left hanging."""
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    resp.content_length = len(whole)
+    try:
+        await resp.prepare(request)
+        await resp.write(whole[: len(whole) // 2])
+        if stall:
+            await state._closing.wait()
+    except ConnectionResetError:
+        state._note_disconnect()
+        return resp
+    return _drop(request)
 
 
 class _Api(ABC):
@@ -414,13 +457,22 @@ class _Api(ABC):
         behaviour = settings.fail or next((b for b in BEHAVIOURS if b in model), None)
         problem = self.failure(behaviour, seq) if behaviour is not None else None
         if problem is not None:
+            if settings.retry_after_s is not None and problem.status in (429, 503, 529):
+                problem = _with_retry_after(problem, settings.retry_after_s)
             return _json(problem.body, problem.status, headers | problem.headers)
+        if behaviour == "http-502":
+            return web.Response(status=502, text=_BAD_GATEWAY, content_type="text/html")
         if behaviour == "hang":
             await state._closing.wait()
+            return _drop(request)
+        if behaviour == "reset":
             return _drop(request)
         if behaviour == "slow":
             await asyncio.sleep(_SLOW_EXTRA_S)
         if not self.streaming(request, body):
+            if behaviour in ("reset-body", "stall"):
+                whole = orjson.dumps(self.complete(request, body, model, seq))
+                return await _half_body(request, state, whole, stall=behaviour == "stall")
             if behaviour == "stream-cut":
                 return _drop(request)
             if behaviour == "garbage":
@@ -433,9 +485,10 @@ class _Api(ABC):
         return await _send_events(
             request,
             state,
-            stream.items(behaviour),
+            stream.items(behaviour, settings.cut_after),
             delay_s=settings.chunk_delay_ms / 1000,
-            cut=behaviour == "stream-cut",
+            cut=behaviour in ("stream-cut", "reset-body"),
             headers=headers,
             content_type=stream.content_type,
+            stall=behaviour == "stall",
         )
