@@ -5,7 +5,6 @@ upstream pool's lifetime. No routing or translation logic lives here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -28,7 +27,6 @@ from gearshift.errors import (
     NotFound,
     PayloadTooLarge,
     Unauthorized,
-    error_event,
 )
 from gearshift.request import ChatRequest, parse_chat
 from gearshift.upstream import Upstream
@@ -42,6 +40,7 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 ROUTER = web.AppKey("router", route.Router)
 REQUEST_ID = web.RequestKey("request_id", str)
 DRAINING = web.AppKey("draining", asyncio.Event)
+STREAMS: web.AppKey[set[route.Streaming]] = web.AppKey("streams")  # streams being served
 
 _SHUTTING_DOWN = GearshiftError(
     "gearshift is shutting down and its grace period ran out before this stream ended; "
@@ -217,6 +216,8 @@ async def _stream(
     request: web.Request, router: route.Router, chat: ChatRequest, trace: route.Trace
 ) -> web.StreamResponse:
     streaming = await router.open_stream(chat, trace)
+    streams = request.app[STREAMS]
+    streams.add(streaming)
     try:
         response = web.StreamResponse(
             status=200,
@@ -234,16 +235,10 @@ async def _stream(
     except ConnectionResetError:
         # The client went away mid-stream: nobody to answer; the finally drops upstream.
         log.debug("request %s: client disconnected mid-stream", request[REQUEST_ID])
-    except asyncio.CancelledError:
-        # The client left (handler cancellation), or the shutdown grace ran out: then the
-        # client is still there and must not see a clean end of a cut answer.
-        if request.app[DRAINING].is_set() and response.prepared:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(response.write(error_event(_SHUTTING_DOWN)))
-        raise
     finally:
         # Reached on success, on a client disconnect (write fails or the handler is
         # cancelled) and on any error: the upstream call never outlives the client.
+        streams.discard(streaming)
         streaming.close()
     return response
 
@@ -280,6 +275,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
+    if request.app[DRAINING].is_set():
+        return _json({"status": "not ready", "reason": "shutting down"}, status=503)
     if not config.offered:
         return _json(
             {"status": "not ready", "reason": "no model is offered: no provider has an API key"},
@@ -293,7 +290,19 @@ def _json(doc: object, status: int = 200) -> web.Response:
 
 
 async def _draining(app: web.Application) -> None:
+    """On shutdown (after the listener closed): streams still running when the grace
+    period ends are cut by gearshift, each with an explicit error event, so that clients
+    never see a clean end of a truncated answer."""
     app[DRAINING].set()
+
+    streams = app[STREAMS]
+
+    def cut_streams() -> None:
+        for streaming in list(streams):
+            streaming.abort(_SHUTTING_DOWN)
+
+    grace = app[CONFIG].server.shutdown_grace
+    asyncio.get_running_loop().call_later(grace, cut_streams)
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -336,6 +345,7 @@ def create_app(
     app[UPSTREAM] = upstream
     app[ROUTER] = route.Router(upstream, config.reliability, clock=clock, rng=rng)
     app[DRAINING] = asyncio.Event()
+    app[STREAMS] = set()
     app.on_shutdown.append(_draining)
     app.cleanup_ctx.append(_upstream_ctx)
     for prefix in ("/v1", ""):

@@ -87,7 +87,8 @@ def _run(app: Any, host: str, port: int, config: Config) -> None:
         handler_cancellation=True,
         # SIGTERM/SIGINT: stop accepting, let requests and streams in flight finish within
         # the grace period (then they are cancelled: a stream ends with an error event).
-        shutdown_timeout=config.server.shutdown_grace,
+        # (gearshift cuts streams itself at the grace; the margin lets them say so.)
+        shutdown_timeout=config.server.shutdown_grace + 2.0,
         loop=new_event_loop(),
         print=lambda _: log.info(
             "gearshift %s listening on http://%s:%s (%d models offered, config %s)",

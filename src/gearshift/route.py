@@ -357,6 +357,7 @@ class Streaming:
     """
 
     __slots__ = (
+        "_aborted",
         "_chunks",
         "_decoder",
         "_eof",
@@ -378,6 +379,7 @@ class Streaming:
         self._error_out = b""
         self._eof = False
         self._failed: UpstreamError | None = None
+        self._aborted: GearshiftError | None = None
         self.model = model
         # Set once the stream is the answer: ``close`` gives it the stream's verdict.
         self.breaker: Breaker | None = None
@@ -463,13 +465,24 @@ class Streaming:
                 if out:
                     yield out
         except UpstreamError as exc:
-            self._failed = exc
-            yield error_event(exc)
+            yield self._fail(exc)
             return
-        self._failed = self._cut(
-            "ended the stream before it was complete; the answer above is truncated"
+        yield self._fail(
+            self._cut("ended the stream before it was complete; the answer above is truncated")
         )
-        yield error_event(self._failed)
+
+    def _fail(self, error: UpstreamError) -> bytes:
+        """The final error event: ``abort``'s reason if gearshift cut the stream itself."""
+        if self._aborted is not None:
+            return error_event(self._aborted)
+        self._failed = error
+        return error_event(error)
+
+    def abort(self, reason: GearshiftError) -> None:
+        """Cut the upstream now (e.g. the shutdown grace ran out): ``pieces`` ends with
+        ``reason`` as its error event; the upstream is not blamed."""
+        self._aborted = reason
+        self._stream.close()
 
     def close(self) -> None:
         """Drop the upstream response, and give the breaker the stream's verdict: finished

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp.test_utils import TestServer
+
+from gearshift.mock import MOCK_STATE
 
 GEARSHIFT = [sys.executable, "-m", "gearshift"]
 
@@ -44,10 +49,11 @@ async def _wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
             await asyncio.sleep(0.05)  # a poll interval, not a wait for the server
 
 
-@pytest.fixture
-async def served(
-    mock_upstream: TestServer, unused_port: int
+@contextlib.asynccontextmanager
+async def _serve(
+    mock_upstream: TestServer, port: int, *args: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """``gearshift serve`` on ``port`` in front of the mock, ready; killed if still alive."""
     env = {
         **os.environ,
         "OPENAI_API_KEY": "sk-cli-test-key",
@@ -57,12 +63,13 @@ async def served(
         *GEARSHIFT,
         "serve",
         "--port",
-        str(unused_port),
+        str(port),
+        *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    base = f"http://127.0.0.1:{unused_port}"
+    base = f"http://127.0.0.1:{port}"
     try:
         await _wait_ready(base + "/readyz", proc)
         yield proc, base
@@ -70,6 +77,14 @@ async def served(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.fixture
+async def served(
+    mock_upstream: TestServer, unused_port: int
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    async with _serve(mock_upstream, unused_port) as running:
+        yield running
 
 
 async def test_serve_answers_and_stops_cleanly_on_sigterm(
@@ -92,6 +107,48 @@ async def test_serve_answers_and_stops_cleanly_on_sigterm(
     assert "listening on http://127.0.0.1" in text
     assert "sk-cli-test-key" not in text
     assert "Traceback" not in text
+
+
+STREAM_BODY = {
+    "model": "gpt-4o-mini",
+    "stream": True,
+    "messages": [{"role": "user", "content": "one two three four five six seven eight nine"}],
+}
+
+
+@pytest.mark.parametrize("grace", [None, 0.2])
+async def test_sigterm_drains_streams_in_flight(
+    mock_upstream: TestServer, unused_port: int, tmp_path: Path, grace: float | None
+) -> None:
+    """Streams in flight finish after SIGTERM; past the grace period they end with an
+    explicit error event, never a clean end; either way the process exits 0."""
+    mock_upstream.app[MOCK_STATE].settings.chunk_delay_ms = 60  # ~15 events: ~0.9 s
+    args: list[str] = []
+    if grace is not None:
+        config = tmp_path / "gearshift.toml"
+        config.write_text(f"[server]\nshutdown_grace = {grace}\n")
+        args = ["--config", str(config)]
+    async with (
+        _serve(mock_upstream, unused_port, *args) as (proc, base),
+        aiohttp.ClientSession() as session,
+    ):
+        async with session.post(base + "/v1/chat/completions", json=STREAM_BODY) as resp:
+            assert resp.status == 200
+            first = await resp.content.readany()
+            assert first.startswith(b"data: ")
+            proc.send_signal(signal.SIGTERM)
+            rest = first + await resp.content.read()
+        async with asyncio.timeout(20):
+            _, err = await proc.communicate()
+    events = [line[6:] for line in rest.decode().splitlines() if line.startswith("data: ")]
+    assert proc.returncode == 0, err.decode()
+    if grace is None:
+        assert events[-1] == "[DONE]"
+        assert "error" not in rest.decode()
+    else:
+        assert "[DONE]" not in events
+        assert orjson.loads(events[-1])["error"]["code"] == "server_shutting_down"
+    assert "Traceback" not in err.decode()
 
 
 async def test_serve_refuses_a_public_bind_without_proxy_keys() -> None:
