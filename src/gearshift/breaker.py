@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from gearshift.config import BreakerSpec
+from gearshift.config import BreakerSpec, Model
 
 CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 STATE_NAMES = ("closed", "half_open", "open")
@@ -190,7 +190,7 @@ class Breaker:
 class Breakers:
     """The breakers of one process, created on first use, keyed by ``provider/model``."""
 
-    __slots__ = ("_all", "_clock", "_spec", "on_change")
+    __slots__ = ("_all", "_by_model", "_clock", "_spec", "on_change")
 
     def __init__(
         self,
@@ -201,6 +201,9 @@ class Breakers:
         self._spec = spec
         self._clock = clock
         self._all: dict[str, Breaker] = {}
+        # The hot path looks breakers up by model object (configuration lives as long as
+        # the process): no key string built per request.
+        self._by_model: dict[int, Breaker] = {}
         self.on_change = on_change
 
     def get(self, provider: str, model: str) -> Breaker:
@@ -208,6 +211,13 @@ class Breakers:
         breaker = self._all.get(key)
         if breaker is None:
             breaker = self._all[key] = Breaker(key, self._spec, self._clock, self.on_change)
+        return breaker
+
+    def of(self, model: Model) -> Breaker:
+        """The breaker of ``model``'s deployment."""
+        breaker = self._by_model.get(id(model))
+        if breaker is None:
+            breaker = self._by_model[id(model)] = self.get(model.provider.name, model.name)
         return breaker
 
     def states(self) -> dict[str, str]:

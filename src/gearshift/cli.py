@@ -16,6 +16,7 @@ import orjson
 
 from gearshift import __version__
 from gearshift.config import Config, ConfigError, load
+from gearshift.mock.flow import BEHAVIOURS
 from gearshift.providers import REGISTRY
 
 log = logging.getLogger("gearshift")
@@ -270,9 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--chunk-words", type=int, default=1, help="words per stream chunk")
     mock.add_argument(
         "--fail",
-        help="failure behaviour for every request "
-        "(http-500, http-503, http-429, http-400, http-401, hang, garbage, "
-        "stream-cut, error-event, slow)",
+        help="failure behaviour for every request (" + ", ".join(BEHAVIOURS) + ")",
     )
     mock.add_argument("--api-key", help="require this bearer key")
     mock.set_defaults(func=cmd_mock_upstream)

@@ -220,7 +220,7 @@ class Router:
         rounds: int | None = None,
     ) -> T:
         clock, spec = self._clock, self._spec
-        breakers = [self.breakers.get(m.provider.name, m.name) for m in targets]
+        breakers = self.breakers
         out: set[int] = set()  # not to be tried again in this request
         not_before = [0.0] * len(targets)  # a short Retry-After being waited out
         round_no = 0
@@ -230,7 +230,7 @@ class Router:
                     continue
                 if run.budget <= 0:
                     raise _NoSuccess
-                breaker = breakers[i]
+                breaker = breakers.of(model)
                 if not breaker.acquire():
                     if round_no == 0:
                         trace.attempts.append(Attempt(model.name, model.provider.name, "open"))
@@ -280,7 +280,7 @@ class Router:
                 return result
             # The round is over: who is left, and how long to wait for them.
             now = clock.now()
-            live = [i for i in range(len(targets)) if i not in out and breakers[i].available()]
+            live = [i for i, m in enumerate(targets) if i not in out and breakers.of(m).available()]
             if not live or run.budget <= 0 or (rounds is not None and round_no + 1 >= rounds):
                 raise _NoSuccess
             ceiling = spec.backoff_base * 2.0**round_no

@@ -153,6 +153,12 @@ def test_file_merges_over_the_default_catalog() -> None:
         ("[routing]\ntiers=[]\n", "$.routing.tiers"),
         ("[routing]\nauto_aliases=['gpt-4o']\n", "$.routing.auto_aliases"),
         ("[server]\nport=70000\n", "$.server.port"),
+        ("[server]\nshutdown_grace=-1\n", "$.server.shutdown_grace"),
+        ("[reliability]\nmax_attempts=0\n", "$.reliability.max_attempts"),
+        ("[reliability]\ndeadline=0\n", "$.reliability.deadline"),
+        ("[reliability]\nretries=3\n", "unknown field `retries`"),
+        ("[reliability]\nbreaker={failure_ratio=1.5}\n", "$.reliability.breaker.failure_ratio"),
+        ("[reliability]\nbreaker={probes=0}\n", "$.reliability.breaker.probes"),
         ("[[models]\n", "not valid TOML"),
         ("[server]\napi_keys = ['env:GEARSHIFT_UNSET_KEY']\n", "$.server.api_keys[0]"),
         (
@@ -291,3 +297,16 @@ def test_every_toml_example_in_the_readme_is_a_valid_config() -> None:
     for block in blocks:
         raw = decode(block.encode(), source="README.md")
         resolve(raw, source="README.md", environ={"TEAM_KEY": "k"}, assume_keys=True)
+
+
+def test_reliability_defaults_and_overrides() -> None:
+    default = _load_toml("")
+    assert default.reliability.max_attempts == 4
+    assert default.reliability.degrade is False
+    assert default.reliability.breaker.failures == 5
+    assert default.server.shutdown_grace == 30.0
+    tuned = _load_toml("[reliability]\ndegrade = true\nbreaker = { cooldown = 5 }\n")
+    assert tuned.reliability.degrade is True
+    assert tuned.reliability.breaker.cooldown == 5.0
+    assert tuned.reliability.breaker.failures == 5  # the rest keep their defaults
+    assert tuned.redacted()["reliability"]["breaker"]["cooldown"] == 5.0

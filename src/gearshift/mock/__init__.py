@@ -23,11 +23,16 @@ cached) and one containing ``think`` reports 7 Gemini thought tokens.
 
 The model name (or ``MockSettings.fail``) picks a misbehaviour from ``BEHAVIOURS``:
 ``http-<status>`` errors (in each API's shape: Anthropic turns 503 into 529
-``overloaded_error``, Gemini reports 401 as 400 ``API_KEY_INVALID``), ``hang`` (no answer
-until the client leaves or the app shuts down), ``garbage`` (non-JSON body or SSE event),
-``stream-cut`` (connection dropped mid-stream, or before any response), ``error-first`` (a 200
-stream whose only event is an error), ``error-event`` (stream ends with an in-band error and
-no terminator; non-stream: a 200 whose body is that error object) and ``slow`` (200 ms extra).
+``overloaded_error``, Gemini reports 401 as 400 ``API_KEY_INVALID``; ``http-502`` is an HTML
+page, as from a proxy in front of the API), ``hang`` (no answer until the client leaves or
+the app shuts down), ``stall`` (the answer starts — half the body, or the first events —
+then nothing), ``reset`` (connection dropped before any response), ``reset-body`` (dropped
+halfway through the body or after ``cut_after`` events), ``garbage`` (non-JSON body or SSE
+event), ``stream-cut`` (connection dropped after ``cut_after`` content events, or before any
+response), ``error-first`` (a 200 stream whose only event is an error), ``error-event``
+(stream ends with an in-band error and no terminator; non-stream: a 200 whose body is that
+error object) and ``slow`` (200 ms extra). ``retry_after_s`` sets the Retry-After of 429 and
+503 answers.
 Unauthenticated control endpoints under ``/_mock/`` change settings, reset state and list the
 recorded requests.
 
@@ -39,6 +44,14 @@ answers, streams, error shapes); ``app`` wires the routes and serves the app.
 from __future__ import annotations
 
 from gearshift.mock.app import create_mock_app, run_mock, start_mock
-from gearshift.mock.flow import MOCK_STATE, MockSettings, MockState
+from gearshift.mock.flow import BEHAVIOURS, MOCK_STATE, MockSettings, MockState
 
-__all__ = ["MOCK_STATE", "MockSettings", "MockState", "create_mock_app", "run_mock", "start_mock"]
+__all__ = [
+    "BEHAVIOURS",
+    "MOCK_STATE",
+    "MockSettings",
+    "MockState",
+    "create_mock_app",
+    "run_mock",
+    "start_mock",
+]
