@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from gearshift import sse
-from gearshift.breaker import Breaker, Breakers, Clock, SystemClock
+from gearshift.breaker import OPEN, Breaker, Breakers, Clock, SystemClock
 from gearshift.config import Model, ReliabilitySpec
 from gearshift.errors import (
     CircuitOpen,
@@ -72,7 +72,8 @@ _OUTCOMES: dict[type[GearshiftError], str] = {
 @dataclass(slots=True)
 class Attempt:
     """One try at one target. ``outcome``: ``ok``, ``open`` (skipped: its breaker is open),
-    ``deadline``, ``rejected`` or a failure kind (``unavailable``, ``timeout`` …)."""
+    ``abandoned`` (its breaker opened while this attempt waited), ``deadline``, ``rejected``
+    or a failure kind (``unavailable``, ``timeout`` …)."""
 
     model: str
     provider: str
@@ -136,6 +137,25 @@ class Router:
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self.breakers = breakers or Breakers(self._spec.breaker, self._clock)
+        self._on_change = self.breakers.on_change  # someone else's (metrics), kept
+        self.breakers.on_change = self._breaker_changed
+        # Attempts waiting for a deployment's answer (nothing sent to the client yet), by
+        # breaker: when it opens they are abandoned and move on to the next target, instead
+        # of waiting out a hung upstream's timeout.
+        self._waiting: dict[Breaker, set[asyncio.Timeout]] = {}
+        self._abandoned: set[asyncio.Timeout] = set()
+
+    def _breaker_changed(self, breaker: Breaker, old: int) -> None:
+        if self._on_change is not None:
+            self._on_change(breaker, old)
+        if breaker.state != OPEN:
+            return
+        waiting = self._waiting.get(breaker)
+        if waiting:
+            now = asyncio.get_running_loop().time()
+            for scope in waiting:
+                self._abandoned.add(scope)
+                scope.reschedule(now)
 
     async def complete(self, request: ChatRequest, trace: Trace) -> Completion:
         """A non-streaming answer from the first target that gives one."""
@@ -242,9 +262,16 @@ class Router:
                     raise self._deadline(trace)
                 run.budget -= 1
                 scope = asyncio.timeout(remaining)
+                waiting = self._waiting.get(breaker)
+                if waiting is None:
+                    waiting = self._waiting[breaker] = set()
+                waiting.add(scope)
                 try:
                     async with scope:
-                        result = await attempt(model, remaining)
+                        try:
+                            result = await attempt(model, remaining)
+                        finally:
+                            waiting.discard(scope)  # before any verdict can open the breaker
                 except UpstreamError as exc:
                     _verdict(breaker, exc)
                     _record(trace, model, _outcome(exc), exc.upstream_status)
@@ -265,12 +292,18 @@ class Router:
                     breaker.release()
                     if not scope.expired():
                         raise
+                    if scope in self._abandoned:  # its breaker opened meanwhile
+                        self._abandoned.discard(scope)
+                        _record(trace, model, "abandoned", None)
+                        continue
                     # The request's deadline passed during the attempt.
                     _record(trace, model, "deadline", None)
                     raise self._deadline(trace) from None
                 except BaseException:
                     breaker.release()  # e.g. the client left: no verdict on the upstream
                     raise
+                finally:
+                    self._abandoned.discard(scope)
                 if hand_over is None:
                     breaker.success()
                 else:

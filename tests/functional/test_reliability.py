@@ -340,3 +340,32 @@ async def test_a_client_leaving_is_not_a_provider_failure(
     async with asyncio.timeout(5):
         await state(primary).wait_for_disconnects(1)  # the upstream call was cancelled
     assert app[ROUTER].breakers.states() == {"a/m": "closed"}
+
+
+async def test_waiting_attempts_move_on_when_their_breaker_opens(
+    aiohttp_client: ClientFactory, primary: TestServer, backup: TestServer
+) -> None:
+    """A non-streaming call to a hung upstream would wait `total` (30 s here); once other
+    requests' failures open the breaker, it is abandoned and the backup answers."""
+    config = catalog(
+        provider("a", primary, "first_byte = 0.2, idle = 30, total = 30"),
+        provider("b", backup),
+        model("cheap", "a", price=0.1),
+        model("spare", "b", price=1.0),
+        reliability="breaker = { failures = 2 }",
+    )
+    client = await aiohttp_client(create_app(config))
+    state(primary).settings.fail = "hang"
+    started = time.monotonic()
+    waiting = asyncio.ensure_future(ask(client))  # non-streaming: bounded by `total` only
+    async with asyncio.timeout(5):
+        await state(primary).wait_for_requests(1)
+    for _ in range(2):  # two streams time out at first_byte: the breaker opens
+        resp = await ask(client, stream=True)
+        assert resp.headers["x-gearshift-model"] == "spare"
+        await resp.read()
+    resp = await waiting
+    assert resp.status == 200
+    assert resp.headers["x-gearshift-model"] == "spare"
+    assert resp.headers["x-gearshift-attempt-log"] == "cheap@a:abandoned, spare@b:ok"
+    assert time.monotonic() - started < 5
