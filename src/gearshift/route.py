@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from gearshift import sse
-from gearshift.breaker import OPEN, Breaker, Breakers, Clock, SystemClock
+from gearshift.breaker import HALF_OPEN, OPEN, Breaker, Breakers, Clock, SystemClock
 from gearshift.config import Model, ReliabilitySpec
 from gearshift.errors import (
     CircuitOpen,
@@ -261,7 +261,12 @@ class Router:
                     breaker.release()
                     raise self._deadline(trace)
                 run.budget -= 1
-                scope = asyncio.timeout(remaining)
+                # A half-open probe gets `first_byte` even when not streaming: nobody else
+                # is sent there meanwhile, so a hung upstream would hold its client for the
+                # whole `total` (found by the soak).
+                probe = breaker.state == HALF_OPEN
+                limit = min(remaining, model.provider.timeouts.first_byte) if probe else remaining
+                scope = asyncio.timeout(limit)
                 waiting = self._waiting.get(breaker)
                 if waiting is None:
                     waiting = self._waiting[breaker] = set()
@@ -289,14 +294,19 @@ class Router:
                             not_before[i] = clock.now() + exc.retry_after
                     continue
                 except TimeoutError:
-                    breaker.release()
                     if not scope.expired():
+                        breaker.release()
                         raise
                     if scope in self._abandoned:  # its breaker opened meanwhile
-                        self._abandoned.discard(scope)
                         _record(trace, model, "abandoned", None)
                         continue
+                    if limit < remaining:  # a probe that did not answer in time
+                        breaker.failure()
+                        _record(trace, model, "timeout", None)
+                        run.errors.append(_probe_timeout(model, limit))
+                        continue
                     # The request's deadline passed during the attempt.
+                    breaker.release()
                     _record(trace, model, "deadline", None)
                     raise self._deadline(trace) from None
                 except BaseException:
@@ -347,6 +357,13 @@ class Router:
                 retry_after=run.open_for,
             )
         return self._deadline(trace)
+
+
+def _probe_timeout(model: Model, seconds: float) -> Timeout:
+    name = model.provider.name
+    return Timeout(
+        f"Provider {name!r} did not answer a health probe within {seconds:g} s.", provider=name
+    )
 
 
 def _telling(error: UpstreamError) -> tuple[int, bool]:

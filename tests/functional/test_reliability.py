@@ -369,3 +369,30 @@ async def test_waiting_attempts_move_on_when_their_breaker_opens(
     assert resp.headers["x-gearshift-model"] == "spare"
     assert resp.headers["x-gearshift-attempt-log"] == "cheap@a:abandoned, spare@b:ok"
     assert time.monotonic() - started < 5
+
+
+async def test_a_non_streaming_probe_to_a_hung_upstream_gives_up_at_first_byte(
+    aiohttp_client: ClientFactory, primary: TestServer, backup: TestServer
+) -> None:
+    """Half-open, the probe is the only request sent there: it must not hold its client for
+    the whole `total` (30 s here) — `first_byte` bounds it, and the backup answers."""
+    clock = FakeClock()
+    config = catalog(
+        provider("a", primary, "first_byte = 0.2, idle = 30, total = 30"),
+        provider("b", backup),
+        model("cheap", "a", price=0.1),
+        model("spare", "b", price=1.0),
+        reliability="breaker = { failures = 1, cooldown = 10 }",
+    )
+    app = create_app(config, clock=clock)
+    client = await aiohttp_client(app)
+    state(primary).settings.fail = "http-500"
+    assert (await ask(client)).headers["x-gearshift-model"] == "spare"  # opens the breaker
+    state(primary).settings.fail = "hang"
+    clock.advance(10.0)
+    started = time.monotonic()
+    resp = await ask(client)
+    assert resp.status == 200
+    assert resp.headers["x-gearshift-attempt-log"] == "cheap@a:timeout, spare@b:ok"
+    assert time.monotonic() - started < 3
+    assert app[ROUTER].breakers.states() == {"a/cheap": "open", "b/spare": "closed"}
