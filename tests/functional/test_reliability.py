@@ -172,14 +172,22 @@ async def test_degrading_when_allowed_says_so(
     assert upstream_models(primary) == ["f1-up"]  # one round at the tier, then lower tiers
 
 
-async def test_a_short_retry_after_is_waited_out_on_the_only_model(
-    aiohttp_client: ClientFactory, primary: TestServer
-) -> None:
+async def rate_limited_only_model(
+    aiohttp_client: ClientFactory, primary: TestServer, retry_after: float
+) -> tuple[TestClient, FakeClock]:
+    """One model, answering 429 with ``retry_after``; breakers and back-off on a fake clock."""
     clock = FakeClock()
     config = catalog(provider("a", primary), model("m", "a"))
     client = await aiohttp_client(create_app(config, clock=clock))
     state(primary).settings.fail = "http-429"
-    state(primary).settings.retry_after_s = 0.4
+    state(primary).settings.retry_after_s = retry_after
+    return client, clock
+
+
+async def test_a_short_retry_after_is_waited_out_on_the_only_model(
+    aiohttp_client: ClientFactory, primary: TestServer
+) -> None:
+    client, clock = await rate_limited_only_model(aiohttp_client, primary, 0.4)
 
     def recover(_: float) -> None:
         state(primary).settings.fail = None
@@ -195,11 +203,7 @@ async def test_a_short_retry_after_is_waited_out_on_the_only_model(
 async def test_a_long_retry_after_is_not_waited_for(
     aiohttp_client: ClientFactory, primary: TestServer
 ) -> None:
-    clock = FakeClock()
-    config = catalog(provider("a", primary), model("m", "a"))
-    client = await aiohttp_client(create_app(config, clock=clock))
-    state(primary).settings.fail = "http-429"
-    state(primary).settings.retry_after_s = 30
+    client, clock = await rate_limited_only_model(aiohttp_client, primary, 30)
     resp = await ask(client)
     assert resp.status == 429
     assert resp.headers["retry-after"] == "30"  # the client learns when to come back
