@@ -122,7 +122,11 @@ class ModelSpec(_Strict, frozen=True):
     price_in: NonNegative
     price_out: NonNegative
     upstream_id: str | None = None
+    # Optional prices (USD per 1M) for token kinds billed differently; default: price_in
+    # (cached reads, cache writes) and price_out (reasoning tokens).
     price_cached_in: NonNegative | None = None
+    price_cache_write_in: NonNegative | None = None
+    price_reasoning_out: NonNegative | None = None
     context_window: PositiveInt = 128_000
     max_output: PositiveInt = 4096
     capabilities: list[Capability] = msgspec.field(

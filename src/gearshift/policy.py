@@ -37,6 +37,9 @@ class Plan:
     # Models below the required tier, best first: tried only when the configuration allows
     # degrading (``reliability.degrade``) and every target failed. Empty otherwise.
     below: list[Model] = field(default_factory=list)
+    # What the request would have run on without routing: the requested model, or for
+    # `auto` the configured baseline (default the most capable offered model).
+    baseline: Model | None = None
 
     def cost_on(self, model: Model) -> float:
         """The estimated cost of this request on ``model`` (e.g. the one that answered)."""
@@ -185,7 +188,8 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
         return _single(request, policy, ceiling, "pinned")
     if not config.routing.classifier and hinted is None:
         # Without the classifier and without a hint there is nothing to route on.
-        return _single(request, policy, ceiling or _default_model(config), "default-model")
+        target = ceiling or _default_model(config)
+        return _single(request, policy, target, "default-model", ceiling or policy.baseline)
     if not config.offered:
         raise NoTarget(
             "No model is offered: no provider has an API key configured.", code="no_model_available"
@@ -243,6 +247,7 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
         prompt_tokens=tokens_in,
         output_tokens=tokens_out,
         below=below,
+        baseline=baseline,
     )
 
 
@@ -277,7 +282,10 @@ def _default_model(config: Config) -> Model:
     return min(config.offered, key=lambda m: m.spec.price_in + m.spec.price_out)
 
 
-def _single(request: ChatRequest, policy: Policy, model: Model, reason: str) -> Plan:
+def _single(
+    request: ChatRequest, policy: Policy, model: Model, reason: str, baseline: Model | None = None
+) -> Plan:
+    """A plan of one model; the baseline is that model unless given."""
     tokens_in = _prompt_chars(request.body)
     tokens_out = _expected_output(request.body, policy.config)
     cost = estimate_cost(model, tokens_in, tokens_out)
@@ -290,6 +298,7 @@ def _single(request: ChatRequest, policy: Policy, model: Model, reason: str) -> 
         est_cost_usd=cost,
         baseline_cost_usd=cost,
         prompt_tokens=tokens_in,
+        baseline=baseline or model,
     )
 
 
