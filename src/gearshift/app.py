@@ -10,14 +10,17 @@ import hmac
 import logging
 import math
 import random
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from gearshift import policy, route
-from gearshift.breaker import Clock
+from gearshift import policy, route, stats
+from gearshift.accounting import Tokens, account, answer_tokens
+from gearshift.breaker import Breakers, Clock, SystemClock
 from gearshift.classify import Rules, load_rules
 from gearshift.config import Config
 from gearshift.errors import (
@@ -28,6 +31,8 @@ from gearshift.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from gearshift.metrics import CONTENT_TYPE
+from gearshift.observe import Observer, Record
 from gearshift.request import ChatRequest, parse_chat
 from gearshift.upstream import Upstream
 
@@ -39,6 +44,7 @@ POLICY = web.AppKey("policy", policy.Policy)
 UPSTREAM = web.AppKey("upstream", Upstream)
 ROUTER = web.AppKey("router", route.Router)
 REQUEST_ID = web.RequestKey("request_id", str)
+OBSERVER = web.AppKey("observer", Observer)
 DRAINING = web.AppKey("draining", asyncio.Event)
 STREAMS: web.AppKey[set[route.Streaming]] = web.AppKey("streams")  # streams being served
 
@@ -48,7 +54,8 @@ _SHUTTING_DOWN = GearshiftError(
     code="server_shutting_down",
 )
 
-_OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# Probes and the Prometheus scrape need no key (no prompt, key or per-request data there).
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -175,12 +182,12 @@ def _budget(request: web.Request) -> float:
     return seconds
 
 
-def _log_attempts(request: web.Request, trace: route.Trace, status: int) -> None:
+def _log_attempts(request: web.Request, trace: route.Trace, status: int | str) -> None:
     """One line for a request that needed more than one attempt, or failed."""
     if len(trace.attempts) > 1 or trace.served_by is None:
         log.log(
             logging.INFO if trace.served_by is not None else logging.WARNING,
-            "request %s: %s -> %s (status %d, attempts: %s)",
+            "request %s: %s -> %s (status %s, attempts: %s)",
             request[REQUEST_ID],
             trace.plan.requested,
             trace.served_by.name if trace.served_by else "nothing",
@@ -193,29 +200,87 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     if (request.content_length or 0) > config.server.max_body_bytes:
         raise _too_large(config)
-    chat = parse_chat(await request.read())
+    body = await request.read()
+    record = Record(request[REQUEST_ID], time.perf_counter())
+    observer = request.app[OBSERVER]
+    observer.metrics.inflight.inc()
+    try:
+        return await _chat(request, body, record)
+    except GearshiftError as exc:  # refused before routing (bad body, unknown model …)
+        record.status = exc.status
+        raise
+    except BaseException:  # the client left (cancelled), or a bug the middleware reports
+        record.status = 499 if record.status == 200 else record.status
+        raise
+    finally:
+        observer.metrics.inflight.dec()
+        observer.finish(record)
+
+
+async def _chat(request: web.Request, body: bytes, record: Record) -> web.StreamResponse:
+    chat = parse_chat(body)
+    record.requested, record.stream = chat.model, chat.stream
+    if request.app[CONFIG].server.log_prompts:
+        record.prompt = orjson.dumps(chat.body.get("messages")).decode()
     budget = _budget(request)
-    trace = route.Trace(policy.plan(chat, request.app[POLICY], request.headers), budget)
+    began = time.perf_counter()
+    plan = policy.plan(chat, request.app[POLICY], request.headers)
+    record.decision_s = time.perf_counter() - began
+    record.tier, record.score = plan.tier, plan.score
+    trace = route.Trace(plan, budget)
     router = request.app[ROUTER]
-    status = 200
     try:
         if chat.stream:
-            return await _stream(request, router, chat, trace)
+            return await _stream(request, router, chat, trace, record)
         completion = await router.complete(chat, trace)
     except GearshiftError as exc:
-        status = exc.status
+        record.status = exc.status
         return error_response(exc, _decision_headers(trace))
     finally:
-        _log_attempts(request, trace, status)
-    return web.Response(
-        body=completion.body, content_type="application/json", headers=_decision_headers(trace)
+        _traced(record, trace)
+        _log_attempts(request, trace, record.status)
+    served = trace.served_by
+    assert served is not None
+    tokens = Tokens.from_usage(completion.usage) or Tokens.estimate(
+        chat.body, answer_tokens(completion.body)
     )
+    record.account = a = account(served, plan.baseline or served, tokens)
+    headers = _decision_headers(trace)
+    headers["x-gearshift-cost-usd"] = f"{a.cost_usd:.10f}"
+    headers["x-gearshift-baseline-usd"] = f"{a.baseline_usd:.10f}"
+    headers["x-gearshift-savings-usd"] = f"{a.savings_usd:.10f}"
+    return web.Response(body=completion.body, content_type="application/json", headers=headers)
+
+
+def _traced(record: Record, trace: route.Trace) -> None:
+    """Copy what the attempt loop learned into the request's record."""
+    record.attempts = trace.attempts
+    record.upstream_s += trace.upstream_s
+    record.ttfb_s = trace.ttfb_s
+    if trace.served_by is not None:
+        record.model = trace.served_by.name
+        record.provider = trace.served_by.provider.name
 
 
 async def _stream(
-    request: web.Request, router: route.Router, chat: ChatRequest, trace: route.Trace
+    request: web.Request,
+    router: route.Router,
+    chat: ChatRequest,
+    trace: route.Trace,
+    record: Record,
 ) -> web.StreamResponse:
     streaming = await router.open_stream(chat, trace)
+    served = streaming.model
+    baseline = trace.plan.baseline or served
+
+    def annotate(usage: Mapping[str, Any]) -> dict[str, Any]:
+        # The usage chunk the client asked for carries the cost (headers are long gone).
+        tokens = Tokens.from_usage(usage) or Tokens.estimate(chat.body, streaming.events)
+        record.account = a = account(served, baseline, tokens)
+        return a.summary(trace.plan.tier, trace.calls)
+
+    if chat.client_wants_usage:
+        streaming.state.annotate = annotate
     streams = request.app[STREAMS]
     streams.add(streaming)
     try:
@@ -230,16 +295,27 @@ async def _stream(
         )
         await response.prepare(request)
         async for piece in streaming.pieces():
+            began = time.perf_counter()
             await response.write(piece)
+            record.client_s += time.perf_counter() - began
         await response.write_eof()
     except ConnectionResetError:
         # The client went away mid-stream: nobody to answer; the finally drops upstream.
         log.debug("request %s: client disconnected mid-stream", request[REQUEST_ID])
+        record.status = 499
     finally:
         # Reached on success, on a client disconnect (write fails or the handler is
         # cancelled) and on any error: the upstream call never outlives the client.
         streams.discard(streaming)
         streaming.close()
+        record.upstream_s += streaming.wait_s
+        if record.status == 200 and not streaming.complete:
+            record.status = "stream_error"
+        if record.account is None:
+            tokens = Tokens.from_usage(streaming.state.usage) or Tokens.estimate(
+                chat.body, streaming.events
+            )
+            record.account = account(served, baseline, tokens)
     return response
 
 
@@ -267,6 +343,25 @@ async def get_model(request: web.Request) -> web.Response:
 
 def _model_object(name: str, owner: str = "gearshift") -> dict[str, object]:
     return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[OBSERVER].metrics.exposition(),
+        headers={"content-type": CONTENT_TYPE},
+    )
+
+
+def _snapshot(app: web.Application) -> dict[str, Any]:
+    return app[OBSERVER].stats.snapshot(app[ROUTER].breakers.states())
+
+
+async def stats_json(request: web.Request) -> web.Response:
+    return _json(_snapshot(request.app))
+
+
+async def status_page(request: web.Request) -> web.Response:
+    return web.Response(text=stats.page(_snapshot(request.app)), content_type="text/html")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -343,7 +438,13 @@ def create_app(
     )
     app[POLICY] = policy.Policy.build(config, rules)
     app[UPSTREAM] = upstream
-    app[ROUTER] = route.Router(upstream, config.reliability, clock=clock, rng=rng)
+    observer = Observer(config)
+    app[OBSERVER] = observer
+    clock = clock or SystemClock()
+    breakers = Breakers(config.reliability.breaker, clock, observer.metrics.breaker_changed)
+    app[ROUTER] = route.Router(
+        upstream, config.reliability, clock=clock, rng=rng, breakers=breakers
+    )
     app[DRAINING] = asyncio.Event()
     app[STREAMS] = set()
     app.on_shutdown.append(_draining)
@@ -352,6 +453,10 @@ def create_app(
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{name:.+}}", get_model)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/gearshift/stats", stats_json)
+    app.router.add_get("/gearshift", status_page)
+    app.router.add_get("/", status_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

@@ -69,6 +69,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for model in config.models.values():
         if not model.offered:
             log.info("model %s not offered: %s", model.name, model.why_not)
+    if not args.no_access_log:
+        # One JSON object per request on stdout (operational logs stay on stderr).
+        access = logging.getLogger("gearshift.access")
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
     try:
         _run(create_app(config), host, port, config)
     except OSError as exc:
@@ -252,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure-no-auth",
         action="store_true",
         help="allow a non-loopback bind without proxy keys",
+    )
+    serve.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="do not write the per-request JSON line on stdout",
     )
     serve.set_defaults(func=cmd_serve)
 

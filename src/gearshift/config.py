@@ -143,6 +143,7 @@ class ServerSpec(_Strict, frozen=True):
     api_keys: list[str] = []
     # On SIGTERM: stop accepting, let requests and streams in flight finish this long.
     shutdown_grace: NonNegative = 30.0
+    log_prompts: bool = False  # the access log line carries the messages (keys masked)
 
 
 class ThresholdSpec(_Strict, frozen=True):

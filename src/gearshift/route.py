@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -99,6 +100,8 @@ class Trace:
     served_by: Model | None = None
     upstream_request_id: str | None = None
     degraded: str | None = None
+    upstream_s: float = 0.0  # time in upstream calls and retry waits (perf_counter seconds)
+    ttfb_s: float | None = None  # the answering call's time to its first byte / event
 
     @property
     def calls(self) -> int:
@@ -162,9 +165,10 @@ class Router:
 
         async def attempt(model: Model, remaining: float) -> Completion:
             adapter = REGISTRY[model.provider.kind]
-            reply = await self._upstream.post(
-                model.provider, adapter.encode_request(request, model)
-            )
+            out = adapter.encode_request(request, model)
+            sent = time.perf_counter()
+            reply = await self._upstream.post(model.provider, out)
+            trace.ttfb_s = time.perf_counter() - sent
             if reply.status != 200:
                 raise adapter.decode_error(reply.status, reply.headers, reply.body, model.provider)
             completion = adapter.decode_response(reply.body, request, model)
@@ -179,9 +183,9 @@ class Router:
 
         async def attempt(model: Model, remaining: float) -> Streaming:
             adapter = REGISTRY[model.provider.kind]
-            stream = await self._upstream.open_stream(
-                model.provider, adapter.encode_request(request, model), total=remaining
-            )
+            out = adapter.encode_request(request, model)
+            sent = time.perf_counter()
+            stream = await self._upstream.open_stream(model.provider, out, total=remaining)
             if stream.status != 200:
                 try:
                     body = await stream.read_error_body()
@@ -196,6 +200,7 @@ class Router:
             except BaseException:
                 streaming.close()
                 raise
+            trace.ttfb_s = time.perf_counter() - sent
             trace.upstream_request_id = _request_id(stream.headers)
             return streaming
 
@@ -271,6 +276,7 @@ class Router:
                 if waiting is None:
                     waiting = self._waiting[breaker] = set()
                 waiting.add(scope)
+                began = time.perf_counter()
                 try:
                     async with scope:
                         try:
@@ -314,6 +320,7 @@ class Router:
                     raise
                 finally:
                     self._abandoned.discard(scope)
+                    trace.upstream_s += time.perf_counter() - began
                 if hand_over is None:
                     breaker.success()
                 else:
@@ -332,6 +339,7 @@ class Router:
             if now + wait >= run.deadline:
                 raise _NoSuccess
             round_no += 1
+            trace.upstream_s += wait
             await clock.sleep(wait)
 
     def _deadline(self, trace: Trace) -> DeadlineExceeded:
@@ -417,7 +425,9 @@ class Streaming:
         "_framer",
         "_stream",
         "breaker",
+        "events",
         "model",
+        "wait_s",
     )
 
     def __init__(self, stream: UpstreamStream, decoder: StreamDecoder, model: Model) -> None:
@@ -433,6 +443,8 @@ class Streaming:
         self.model = model
         # Set once the stream is the answer: ``close`` gives it the stream's verdict.
         self.breaker: Breaker | None = None
+        self.events = 0  # upstream events read (an estimate of tokens without usage)
+        self.wait_s = 0.0  # time spent waiting on upstream reads after the first event
 
     @property
     def state(self) -> StreamState:
@@ -450,6 +462,7 @@ class Streaming:
         """
         if self._eof:
             return None
+        began = time.perf_counter()
         try:
             data = await anext(self._chunks)
         except StopAsyncIteration:
@@ -462,6 +475,8 @@ class Streaming:
                 events = self._framer.feed(data)
             except sse.EventTooLarge:
                 raise self._cut("sent an event too large to be SSE") from None
+        self.wait_s += time.perf_counter() - began
+        self.events += len(events)
         state = self._decoder.state
         outs: list[bytes] = []
         for event in events:
@@ -487,6 +502,7 @@ class Streaming:
             out = await self._next()
             if out:
                 self._first = out
+                self.wait_s = 0.0  # so far the attempt's time: counted by the router
                 return
             if state.error is not None:
                 raise Unavailable(
@@ -533,6 +549,14 @@ class Streaming:
         ``reason`` as its error event; the upstream is not blamed."""
         self._aborted = reason
         self._stream.close()
+
+    @property
+    def complete(self) -> bool:
+        """Ended with the provider's terminator, no error on the way."""
+        state = self._decoder.state
+        return state.finished and state.error is None and self._failed is None and (
+            self._aborted is None
+        )
 
     def close(self) -> None:
         """Drop the upstream response, and give the breaker the stream's verdict: finished

@@ -10,7 +10,7 @@ of the ``openai`` kind, not code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,6 +45,12 @@ class StreamState:
     error: UpstreamError | None = None
     error_sent: bool = False  # the decoder already forwarded the error event itself
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set by the caller: given the usage, the ``gearshift`` object (cost, baseline …) that
+    # the usage chunk sent to the client carries, when the client asked for usage.
+    annotate: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+
+    def usage_extra(self, usage: Mapping[str, Any]) -> dict[str, Any] | None:
+        return self.annotate(usage) if self.annotate is not None else None
 
 
 class StreamDecoder(Protocol):

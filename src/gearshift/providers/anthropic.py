@@ -447,7 +447,8 @@ class StreamDecoder:
         if kind == "message_stop":
             self.state.finished = True
             self.state.usage = _usage(self._raw_usage)
-            out = chunks.usage(self.state.usage) if self._wants_usage else b""
+            usage = self.state.usage
+            out = chunks.usage(usage, self.state.usage_extra(usage)) if self._wants_usage else b""
             return out + chunks.done()
         if kind == "content_block_stop":
             return self._block_stop(chunks, data)

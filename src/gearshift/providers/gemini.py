@@ -499,7 +499,10 @@ class StreamDecoder:
             return b""
         self.state.finished = True
         self.state.usage = self._usage
-        out = chunks.usage(self._usage) if self._wants_usage and self._usage else b""
+        usage = self._usage
+        out = b""
+        if self._wants_usage and usage:
+            out = chunks.usage(usage, self.state.usage_extra(usage))
         return out + chunks.done()
 
 

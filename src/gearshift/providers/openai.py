@@ -216,6 +216,10 @@ class PassThrough:
             # The usage-only chunk (empty choices) exists because gearshift asked for it.
             if self._drop_usage and not chunk.get("choices"):
                 return b""
+            extra = self.state.usage_extra(usage)
+            if extra is not None:
+                chunk["gearshift"] = extra
+                return sse.encode(orjson.dumps(chunk))
         return raw_event
 
     def _error_event(self, raw_event: bytes) -> bool:

@@ -1,0 +1,118 @@
+"""Every Prometheus object gearshift exports, and its label names.
+
+One ``Metrics`` per app, on its own ``CollectorRegistry`` (tests run many apps in one
+process). Label values are bounded: a model label is a catalog model name or ``other``, a
+requested model also an alias; providers come from the configuration; statuses are HTTP
+codes (plus ``stream_error`` for a stream that failed after its 200). No prompt text, no
+keys.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from gearshift.breaker import Breaker
+from gearshift.config import Config
+
+# gearshift's own time is tens of microseconds: buckets from 10 µs up.
+FAST = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
+# upstream times: from a cached answer on a LAN to a long generation.
+SLOW = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+OTHER = "other"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """The metric objects; ``model_label`` / ``requested_label`` bound label values."""
+
+    def __init__(self, config: Config) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self._models = frozenset(config.models)
+        self._requested = self._models | frozenset(config.routing.auto_aliases) | frozenset(
+            f"gearshift/{tier}" for tier in config.routing.tiers
+        )
+        self.requests = Counter(
+            "gearshift_requests",
+            "Chat completion requests answered, by requested and routed model.",
+            ["requested_model", "model", "provider", "tier", "status"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "gearshift_cost_usd", "USD spent upstream, by the model that served.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.baseline = Counter(
+            "gearshift_baseline_usd",
+            "USD the same requests would have cost on the requested (or baseline) model.",
+            ["requested_model"],
+            registry=r,
+        )
+        self.savings = Counter(
+            "gearshift_savings_usd",
+            "Baseline minus actual cost.",
+            ["requested_model", "model"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "gearshift_tokens",
+            "Tokens by kind (prompt, cached, cache_write, completion, reasoning).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "gearshift_overhead_seconds",
+            "Time spent in gearshift outside the upstream call and client writes.",
+            buckets=FAST,
+            registry=r,
+        )
+        self.decision = Histogram(
+            "gearshift_decision_seconds", "Classifier and planner time.", buckets=FAST,
+            registry=r,
+        )  # fmt: skip
+        self.upstream = Histogram(
+            "gearshift_upstream_seconds",
+            "Time waiting on the upstream (all attempts and retry waits).",
+            ["provider"],
+            buckets=SLOW,
+            registry=r,
+        )
+        self.ttfb = Histogram(
+            "gearshift_ttfb_seconds",
+            "Time to the upstream's first byte (streams: first event) of the answering call.",
+            ["provider"],
+            buckets=SLOW,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "gearshift_fallbacks",
+            "A failed or skipped attempt followed by another, by reason.",
+            ["from", "to", "reason"],
+            registry=r,
+        )
+        self.breaker = Gauge(
+            "gearshift_breaker_state",
+            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "gearshift_inflight_requests", "Chat requests being served now.", registry=r
+        )
+        for model in config.offered:  # every deployment starts closed, visibly
+            self.breaker.labels(model.provider.name, model.name).set(0)
+
+    def model_label(self, name: str) -> str:
+        return name if name in self._models else OTHER
+
+    def requested_label(self, name: str) -> str:
+        return name if name in self._requested else OTHER
+
+    def breaker_changed(self, breaker: Breaker, old: int) -> None:
+        provider, _, model = breaker.name.partition("/")
+        self.breaker.labels(provider, self.model_label(model)).set(breaker.state)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+__all__ = ["CONTENT_TYPE", "FAST", "SLOW", "Metrics"]

@@ -1,0 +1,132 @@
+"""One call per finished request: Prometheus metrics, the stats aggregates and the access
+log line, from a ``Record`` the handler fills in.
+
+The access log is one JSON object per line on the ``gearshift.access`` logger: request id,
+requested and routed model, tier, score, tokens, cost, baseline, latency, overhead,
+attempts, status. Prompt text only with ``server.log_prompts = true``, and then with the
+provider keys and key-like tokens masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gearshift.accounting import Account
+from gearshift.config import Config
+from gearshift.errors import scrub
+from gearshift.metrics import Metrics
+from gearshift.route import Attempt
+from gearshift.stats import Stats
+
+access_log = logging.getLogger("gearshift.access")
+
+
+@dataclass(slots=True)
+class Record:
+    """What one request did. Times are ``time.perf_counter`` seconds."""
+
+    request_id: str
+    started: float
+    requested: str = "-"
+    stream: bool = False
+    tier: str = "-"
+    score: str = "-"
+    model: str | None = None
+    provider: str | None = None
+    status: int | str = 200
+    account: Account | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    decision_s: float = 0.0
+    upstream_s: float = 0.0  # every attempt and retry wait, and a stream's upstream reads
+    client_s: float = 0.0  # waiting on writes to a slow client
+    ttfb_s: float | None = None
+    prompt: str | None = None
+
+
+class Observer:
+    """Metrics, stats and the access log of one app."""
+
+    def __init__(self, config: Config) -> None:
+        self.metrics = Metrics(config)
+        self.stats = Stats()
+        self._log_prompts = config.server.log_prompts
+        self._secrets = tuple(
+            p.api_key.reveal() for p in config.providers.values() if p.api_key is not None
+        ) + tuple(k.reveal() for k in config.proxy_keys)
+
+    def finish(self, r: Record) -> None:
+        total = time.perf_counter() - r.started
+        overhead = max(0.0, total - r.upstream_s - r.client_s)
+        m = self.metrics
+        model = m.model_label(r.model) if r.model else "none"
+        requested = m.requested_label(r.requested)
+        provider = r.provider or "none"
+        m.requests.labels(requested, model, provider, r.tier, str(r.status)).inc()
+        m.overhead.observe(overhead)
+        m.decision.observe(r.decision_s)
+        if r.attempts:
+            m.upstream.labels(provider if r.provider else r.attempts[-1].provider).observe(
+                r.upstream_s
+            )
+        if r.ttfb_s is not None and r.provider:
+            m.ttfb.labels(r.provider).observe(r.ttfb_s)
+        fallbacks = 0
+        for before, after in zip(r.attempts, r.attempts[1:], strict=False):
+            m.fallbacks.labels(
+                m.model_label(before.model), m.model_label(after.model), before.outcome
+            ).inc()
+            fallbacks += 1
+        a = r.account
+        if a is not None:
+            m.cost.labels(model).inc(a.cost_usd)
+            m.baseline.labels(requested).inc(a.baseline_usd)
+            m.savings.labels(requested, model).inc(a.savings_usd)
+            for kind, n in a.tokens.by_kind():
+                if n:
+                    m.tokens.labels(model, kind).inc(n)
+        ok = r.status == 200
+        self.stats.add(
+            model=r.model if ok else None,
+            tier=r.tier,
+            ok=ok,
+            cost_usd=a.cost_usd if a else 0.0,
+            baseline_usd=a.baseline_usd if a else 0.0,
+            estimated=a.tokens.estimated if a else False,
+            fallbacks=fallbacks,
+            overhead_s=overhead,
+        )
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(self._line(r, total, overhead).decode())
+
+    def _line(self, r: Record, total: float, overhead: float) -> bytes:
+        a = r.account
+        doc: dict[str, Any] = {
+            "ts": round(time.time(), 3),
+            "request_id": r.request_id,
+            "requested_model": r.requested,
+            "model": r.model,
+            "provider": r.provider,
+            "tier": r.tier,
+            "score": r.score,
+            "stream": r.stream,
+            "status": r.status,
+            "prompt_tokens": a.tokens.prompt if a else None,
+            "completion_tokens": a.tokens.completion if a else None,
+            "cost_usd": round(a.cost_usd, 10) if a else None,
+            "baseline_usd": round(a.baseline_usd, 10) if a else None,
+            "estimated": a.tokens.estimated if a else None,
+            "latency_ms": round(total * 1e3, 3),
+            "overhead_ms": round(overhead * 1e3, 4),
+            "attempts": [str(x) for x in r.attempts],
+        }
+        if self._log_prompts and r.prompt is not None:
+            doc["prompt"] = scrub(r.prompt, *self._secrets, limit=4000)
+        return orjson.dumps(doc)
+
+
+__all__ = ["Observer", "Record", "access_log"]

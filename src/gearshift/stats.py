@@ -1,0 +1,155 @@
+"""Aggregates since start for ``GET /gearshift/stats``, and the HTML status page.
+
+Counters only grow; the overhead percentiles come from the last ``SAMPLES`` requests (a
+ring, constant memory). The page is one self-contained HTML document rendered on the
+server: no scripts, no external assets, works offline.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+SAMPLES = 10_000
+
+
+@dataclass(slots=True)
+class _Row:
+    requests: int = 0
+    cost_usd: float = 0.0
+    baseline_usd: float = 0.0
+
+
+@dataclass(slots=True)
+class Stats:
+    started: float = field(default_factory=time.time)
+    requests: int = 0
+    errors: int = 0
+    estimated: int = 0
+    cost_usd: float = 0.0
+    baseline_usd: float = 0.0
+    fallbacks: int = 0
+    by_model: dict[str, _Row] = field(default_factory=dict)
+    by_tier: dict[str, int] = field(default_factory=dict)
+    overhead: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
+
+    def add(
+        self,
+        *,
+        model: str | None,
+        tier: str,
+        ok: bool,
+        cost_usd: float,
+        baseline_usd: float,
+        estimated: bool,
+        fallbacks: int,
+        overhead_s: float,
+    ) -> None:
+        self.requests += 1
+        self.overhead.append(overhead_s)
+        self.fallbacks += fallbacks
+        if not ok or model is None:
+            self.errors += 1
+            return
+        row = self.by_model.get(model)
+        if row is None:
+            row = self.by_model[model] = _Row()
+        row.requests += 1
+        row.cost_usd += cost_usd
+        row.baseline_usd += baseline_usd
+        self.by_tier[tier] = self.by_tier.get(tier, 0) + 1
+        self.cost_usd += cost_usd
+        self.baseline_usd += baseline_usd
+        self.estimated += estimated
+
+    def snapshot(self, breakers: dict[str, str]) -> dict[str, Any]:
+        answered = self.requests - self.errors
+        savings = self.baseline_usd - self.cost_usd
+        samples = sorted(self.overhead)
+        return {
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "uptime_s": round(time.time() - self.started, 1),
+            "requests": self.requests,
+            "answered": answered,
+            "errors": self.errors,
+            "fallbacks": self.fallbacks,
+            "cost_usd": round(self.cost_usd, 8),
+            "baseline_usd": round(self.baseline_usd, 8),
+            "savings_usd": round(savings, 8),
+            "savings_pct": round(100 * savings / self.baseline_usd, 2) if self.baseline_usd else 0,
+            "estimated_costs": self.estimated,
+            "models": {
+                name: {
+                    "requests": row.requests,
+                    "share": round(row.requests / answered, 4) if answered else 0,
+                    "cost_usd": round(row.cost_usd, 8),
+                    "baseline_usd": round(row.baseline_usd, 8),
+                    "savings_usd": round(row.baseline_usd - row.cost_usd, 8),
+                }
+                for name, row in sorted(self.by_model.items(), key=lambda kv: -kv[1].requests)
+            },
+            "tiers": {
+                tier: {"requests": n, "share": round(n / answered, 4) if answered else 0}
+                for tier, n in self.by_tier.items()
+            },
+            "breakers": breakers,
+            "overhead_ms": {
+                "p50": round(_pct(samples, 0.50) * 1e3, 4),
+                "p99": round(_pct(samples, 0.99) * 1e3, 4),
+                "samples": len(samples),
+            },
+        }
+
+
+def _pct(samples: list[float], q: float) -> float:
+    return samples[min(len(samples) - 1, int(q * len(samples)))] if samples else 0.0
+
+
+def page(snapshot: dict[str, Any]) -> str:
+    """The status page for a browser: the snapshot's numbers as tables."""
+    e = html.escape
+    s = snapshot
+    models = "".join(
+        f"<tr><td>{e(name)}</td><td>{m['requests']}</td><td>{100 * m['share']:.1f}%</td>"
+        f"<td>${m['cost_usd']:.6f}</td><td>${m['baseline_usd']:.6f}</td>"
+        f"<td>${m['savings_usd']:.6f}</td></tr>"
+        for name, m in s["models"].items()
+    ) or '<tr><td colspan="6">no requests yet</td></tr>'
+    tiers = "".join(
+        f"<tr><td>{e(t)}</td><td>{v['requests']}</td><td>{100 * v['share']:.1f}%</td></tr>"
+        for t, v in s["tiers"].items()
+    )
+    breakers = "".join(
+        f"<tr><td>{e(name)}</td><td class='{e(state)}'>{e(state)}</td></tr>"
+        for name, state in s["breakers"].items()
+    ) or '<tr><td colspan="2">no upstream called yet</td></tr>'
+    o = s["overhead_ms"]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>gearshift</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{{font:15px/1.4 system-ui,sans-serif;margin:2rem;color:#222;max-width:60rem}}
+h1{{font-size:1.4rem}} table{{border-collapse:collapse;margin:0 0 1.5rem}}
+td,th{{padding:.25rem .75rem;border-bottom:1px solid #ddd;text-align:right}}
+td:first-child,th:first-child{{text-align:left}} .big{{font-size:2rem;font-weight:600}}
+.open{{color:#b00}} .half_open{{color:#a60}} .closed{{color:#070}}
+</style></head><body>
+<h1>gearshift — since {e(s["since"])}</h1>
+<p><span class="big">${s["savings_usd"]:.4f} saved ({s["savings_pct"]:.1f}%)</span><br>
+spent ${s["cost_usd"]:.6f} instead of ${s["baseline_usd"]:.6f} ·
+{s["answered"]} answered, {s["errors"]} errors, {s["fallbacks"]} fallbacks ·
+overhead p50 {o["p50"]:.3f} ms, p99 {o["p99"]:.3f} ms</p>
+<h2>Models</h2><table><tr><th>model</th><th>requests</th><th>share</th><th>cost</th>
+<th>baseline</th><th>saved</th></tr>{models}</table>
+<h2>Tiers</h2><table><tr><th>tier</th><th>requests</th><th>share</th></tr>{tiers}</table>
+<h2>Circuit breakers</h2><table><tr><th>deployment</th><th>state</th></tr>{breakers}</table>
+<p>JSON: <a href="/gearshift/stats">/gearshift/stats</a> · Prometheus:
+<a href="/metrics">/metrics</a></p>
+</body></html>
+"""
+
+
+__all__ = ["Stats", "page"]
