@@ -22,7 +22,7 @@ from gearshift import policy, route, stats
 from gearshift.accounting import Tokens, account, answer_tokens
 from gearshift.breaker import Breakers, Clock, SystemClock
 from gearshift.classify import Rules, load_rules
-from gearshift.config import Config
+from gearshift.config import Config, Model
 from gearshift.errors import (
     BadRequest,
     GearshiftError,
@@ -269,18 +269,16 @@ async def _stream(
     trace: route.Trace,
     record: Record,
 ) -> web.StreamResponse:
-    streaming = await router.open_stream(chat, trace)
+    def annotate(model: Model, usage: Mapping[str, Any]) -> dict[str, Any]:
+        # The usage chunk the client asked for carries the cost (headers are long gone).
+        tokens = Tokens.from_usage(usage) or Tokens.estimate(chat.body, 0)
+        record.account = a = account(model, trace.plan.baseline or model, tokens)
+        # (during the attempt's first read the attempt itself is not recorded yet)
+        return a.summary(trace.plan.tier, trace.calls + (trace.served_by is None))
+
+    streaming = await router.open_stream(chat, trace, annotate if chat.client_wants_usage else None)
     served = streaming.model
     baseline = trace.plan.baseline or served
-
-    def annotate(usage: Mapping[str, Any]) -> dict[str, Any]:
-        # The usage chunk the client asked for carries the cost (headers are long gone).
-        tokens = Tokens.from_usage(usage) or Tokens.estimate(chat.body, streaming.events)
-        record.account = a = account(served, baseline, tokens)
-        return a.summary(trace.plan.tier, trace.calls)
-
-    if chat.client_wants_usage:
-        streaming.state.annotate = annotate
     streams = request.app[STREAMS]
     streams.add(streaming)
     try:

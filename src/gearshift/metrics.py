@@ -28,8 +28,10 @@ class Metrics:
     def __init__(self, config: Config) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self._models = frozenset(config.models)
-        self._requested = self._models | frozenset(config.routing.auto_aliases) | frozenset(
-            f"gearshift/{tier}" for tier in config.routing.tiers
+        self._requested = (
+            self._models
+            | frozenset(config.routing.auto_aliases)
+            | frozenset(f"gearshift/{tier}" for tier in config.routing.tiers)
         )
         self.requests = Counter(
             "gearshift_requests",

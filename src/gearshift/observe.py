@@ -41,7 +41,7 @@ class Record:
     status: int | str = 200
     account: Account | None = None
     attempts: list[Attempt] = field(default_factory=list)
-    decision_s: float = 0.0
+    decision_s: float | None = None  # None: refused before the routing decision
     upstream_s: float = 0.0  # every attempt and retry wait, and a stream's upstream reads
     client_s: float = 0.0  # waiting on writes to a slow client
     ttfb_s: float | None = None
@@ -68,7 +68,8 @@ class Observer:
         provider = r.provider or "none"
         m.requests.labels(requested, model, provider, r.tier, str(r.status)).inc()
         m.overhead.observe(overhead)
-        m.decision.observe(r.decision_s)
+        if r.decision_s is not None:
+            m.decision.observe(r.decision_s)
         if r.attempts:
             m.upstream.labels(provider if r.provider else r.attempts[-1].provider).observe(
                 r.upstream_s

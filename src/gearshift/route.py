@@ -16,12 +16,13 @@ only when the configuration allows degrading, and the response then says so.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gearshift import sse
 from gearshift.breaker import HALF_OPEN, OPEN, Breaker, Breakers, Clock, SystemClock
@@ -177,9 +178,15 @@ class Router:
 
         return await self._run(trace, attempt, None)
 
-    async def open_stream(self, request: ChatRequest, trace: Trace) -> Streaming:
+    async def open_stream(
+        self,
+        request: ChatRequest,
+        trace: Trace,
+        annotate: Callable[[Model, Mapping[str, Any]], dict[str, Any]] | None = None,
+    ) -> Streaming:
         """A stream whose first event is in, from the first target that gives one. The
-        breaker's verdict on the target that streams waits for the stream's end."""
+        breaker's verdict on the target that streams waits for the stream's end.
+        ``annotate(model, usage)``: the ``gearshift`` object of the usage chunk."""
 
         async def attempt(model: Model, remaining: float) -> Streaming:
             adapter = REGISTRY[model.provider.kind]
@@ -192,7 +199,10 @@ class Router:
                 finally:
                     stream.close()
                 raise adapter.decode_error(stream.status, stream.headers, body, model.provider)
-            streaming = Streaming(stream, adapter.stream_decoder(request, model), model)
+            decoder = adapter.stream_decoder(request, model)
+            if annotate is not None:
+                decoder.state.annotate = functools.partial(annotate, model)
+            streaming = Streaming(stream, decoder, model)
             try:
                 with translated(model.provider.name, "waiting for the first event"):
                     async with asyncio.timeout(model.provider.timeouts.first_byte):
@@ -554,8 +564,11 @@ class Streaming:
     def complete(self) -> bool:
         """Ended with the provider's terminator, no error on the way."""
         state = self._decoder.state
-        return state.finished and state.error is None and self._failed is None and (
-            self._aborted is None
+        return (
+            state.finished
+            and state.error is None
+            and self._failed is None
+            and (self._aborted is None)
         )
 
     def close(self) -> None:

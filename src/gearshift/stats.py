@@ -112,20 +112,26 @@ def page(snapshot: dict[str, Any]) -> str:
     """The status page for a browser: the snapshot's numbers as tables."""
     e = html.escape
     s = snapshot
-    models = "".join(
-        f"<tr><td>{e(name)}</td><td>{m['requests']}</td><td>{100 * m['share']:.1f}%</td>"
-        f"<td>${m['cost_usd']:.6f}</td><td>${m['baseline_usd']:.6f}</td>"
-        f"<td>${m['savings_usd']:.6f}</td></tr>"
-        for name, m in s["models"].items()
-    ) or '<tr><td colspan="6">no requests yet</td></tr>'
+    models = (
+        "".join(
+            f"<tr><td>{e(name)}</td><td>{m['requests']}</td><td>{100 * m['share']:.1f}%</td>"
+            f"<td>${m['cost_usd']:.6f}</td><td>${m['baseline_usd']:.6f}</td>"
+            f"<td>${m['savings_usd']:.6f}</td></tr>"
+            for name, m in s["models"].items()
+        )
+        or '<tr><td colspan="6">no requests yet</td></tr>'
+    )
     tiers = "".join(
         f"<tr><td>{e(t)}</td><td>{v['requests']}</td><td>{100 * v['share']:.1f}%</td></tr>"
         for t, v in s["tiers"].items()
     )
-    breakers = "".join(
-        f"<tr><td>{e(name)}</td><td class='{e(state)}'>{e(state)}</td></tr>"
-        for name, state in s["breakers"].items()
-    ) or '<tr><td colspan="2">no upstream called yet</td></tr>'
+    breakers = (
+        "".join(
+            f"<tr><td>{e(name)}</td><td class='{e(state)}'>{e(state)}</td></tr>"
+            for name, state in s["breakers"].items()
+        )
+        or '<tr><td colspan="2">no upstream called yet</td></tr>'
+    )
     o = s["overhead_ms"]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>gearshift</title>
