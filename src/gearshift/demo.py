@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import aiohttp
 from aiohttp import web
 
 from gearshift.app import create_app
@@ -70,16 +71,30 @@ async def _send(
     messages = [{"role": "user", "content": prompt}]
     started = time.perf_counter()
     create = client.chat.completions.with_raw_response.create
+    money: dict[str, Any] = {}
     try:
         if stream:
             raw = await create(
-                model=requested, messages=messages, stream=True, extra_headers=headers
+                model=requested,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers=headers,
             )
-            text = [c.choices[0].delta.content or "" async for c in raw.parse() if c.choices]
+            text = []
+            async for chunk in raw.parse():
+                if chunk.choices:
+                    text.append(chunk.choices[0].delta.content or "")
+                # the usage chunk carries gearshift's accounting (headers were sent before)
+                money = (chunk.model_extra or {}).get("gearshift") or money
             answer = "".join(text)
         else:
             raw = await create(model=requested, messages=messages, extra_headers=headers)
             answer = raw.parse().choices[0].message.content or ""
+            money = {
+                "cost_usd": float(raw.headers.get("x-gearshift-cost-usd", 0)),
+                "baseline_usd": float(raw.headers.get("x-gearshift-baseline-usd", 0)),
+            }
     except openai.APIStatusError as exc:
         message = exc.body.get("message") if isinstance(exc.body, dict) else str(exc)
         return Row(
@@ -100,8 +115,8 @@ async def _send(
         provider=h.get("x-gearshift-provider", "?"),
         tier=h.get("x-gearshift-tier", "?"),
         score=h.get("x-gearshift-score", "?"),
-        cost=float(h.get("x-gearshift-est-cost-usd", 0)),
-        baseline=float(h.get("x-gearshift-requested-cost-usd", 0)),
+        cost=float(money.get("cost_usd", 0)),
+        baseline=float(money.get("baseline_usd", 0)),
     )
 
 
@@ -115,7 +130,7 @@ def _print_table(rows: list[Row], out: TextIO) -> None:
         "tier",
         "served by",
         "ms",
-        "est. $",
+        "cost $",
         "as asked $",
         "answer",
     )
@@ -139,6 +154,37 @@ def _print_table(rows: list[Row], out: TextIO) -> None:
     for n, row in enumerate(cells):
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         out.write("\n")
+        if n == 0:
+            out.write("  ".join("-" * w for w in widths) + "\n")
+
+
+def _print_savings(stats: dict[str, Any], out: TextIO) -> None:
+    rows = [("served by", "requests", "cost $", "as asked $", "saved $")]
+    for name, m in stats["models"].items():
+        rows.append(
+            (
+                name,
+                str(m["requests"]),
+                f"{m['cost_usd']:.6f}",
+                f"{m['baseline_usd']:.6f}",
+                f"{m['savings_usd']:.6f}",
+            )
+        )
+    rows.append(
+        (
+            "total",
+            str(stats["answered"]),
+            f"{stats['cost_usd']:.6f}",
+            f"{stats['baseline_usd']:.6f}",
+            f"{stats['savings_usd']:.6f} ({stats['savings_pct']:.0f}%)",
+        )
+    )
+    widths = [max(len(r[c]) for r in rows) for c in range(5)]
+    for n, row in enumerate(rows):
+        if n == len(rows) - 1:
+            out.write("  ".join("-" * w for w in widths) + "\n")
+        out.write("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                            enumerate(zip(row, widths, strict=True))).rstrip() + "\n")  # fmt: skip
         if n == 0:
             out.write("  ".join("-" * w for w in widths) + "\n")
 
@@ -182,18 +228,19 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
     client = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo", max_retries=0)
     try:
         rows = [await _send(client, *job) for job in WORKLOAD]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/gearshift/stats") as resp,
+        ):
+            stats = await resp.json()
     finally:
         await client.close()
         await runner.cleanup()
         await mock_runner.cleanup()
     _print_table(rows, out)
     ok = sum(r.status == 200 for r in rows)
-    cost, baseline = sum(r.cost for r in rows), sum(r.baseline for r in rows)
-    if baseline:
-        out.write(
-            f"\nestimated cost {cost:.6f} USD instead of {baseline:.6f} USD as asked: "
-            f"{100 * (baseline - cost) / baseline:.0f}% saved by routing\n"
-        )
+    out.write("\nsavings (from the upstreams' usage; GET /gearshift/stats, /metrics):\n")
+    _print_savings(stats, out)
     out.write(
         f"\n{ok} of {len(rows)} answered; the unknown model got an OpenAI-shaped 404, "
         "as a client expects.\n"

@@ -183,6 +183,10 @@ async def test_demo_runs_end_to_end_with_no_keys() -> None:
     assert "gpt-4o (openai)" in out, "hard work stays on the cheapest frontier model"
     assert "claude-3-5-sonnet (anthropic)" in out, "the pinned request is served by Anthropic"
     assert "7 of 8 answered" in out
+    # the savings table from gearshift's own accounting: shifting down saved something
+    total = next(line for line in out.splitlines() if line.startswith("total "))
+    assert total.split()[1] == "7"
+    assert float(total.split()[4]) > 0
     assert "Traceback" not in err
 
 
