@@ -9,6 +9,8 @@ keys.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gearshift.breaker import Breaker
@@ -27,6 +29,7 @@ class Metrics:
 
     def __init__(self, config: Config) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._models = frozenset(config.models)
         self._requested = (
             self._models
@@ -102,6 +105,15 @@ class Metrics:
         )
         for model in config.offered:  # every deployment starts closed, visibly
             self.breaker.labels(model.provider.name, model.name).set(0)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: label values are bounded, and the lookup
+        is most of a metric update's cost on the hot path."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def model_label(self, name: str) -> str:
         return name if name in self._models else OTHER

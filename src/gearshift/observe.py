@@ -66,30 +66,30 @@ class Observer:
         model = m.model_label(r.model) if r.model else "none"
         requested = m.requested_label(r.requested)
         provider = r.provider or "none"
-        m.requests.labels(requested, model, provider, r.tier, str(r.status)).inc()
+        child = m.child
+        child(m.requests, requested, model, provider, r.tier, str(r.status)).inc()
         m.overhead.observe(overhead)
         if r.decision_s is not None:
             m.decision.observe(r.decision_s)
         if r.attempts:
-            m.upstream.labels(provider if r.provider else r.attempts[-1].provider).observe(
-                r.upstream_s
-            )
+            upstream = provider if r.provider else r.attempts[-1].provider
+            child(m.upstream, upstream).observe(r.upstream_s)
         if r.ttfb_s is not None and r.provider:
-            m.ttfb.labels(r.provider).observe(r.ttfb_s)
+            child(m.ttfb, r.provider).observe(r.ttfb_s)
         fallbacks = 0
         for before, after in zip(r.attempts, r.attempts[1:], strict=False):
-            m.fallbacks.labels(
-                m.model_label(before.model), m.model_label(after.model), before.outcome
+            child(
+                m.fallbacks, m.model_label(before.model), m.model_label(after.model), before.outcome
             ).inc()
             fallbacks += 1
         a = r.account
         if a is not None:
-            m.cost.labels(model).inc(a.cost_usd)
-            m.baseline.labels(requested).inc(a.baseline_usd)
-            m.savings.labels(requested, model).inc(a.savings_usd)
+            child(m.cost, model).inc(a.cost_usd)
+            child(m.baseline, requested).inc(a.baseline_usd)
+            child(m.savings, requested, model).inc(a.savings_usd)
             for kind, n in a.tokens.by_kind():
                 if n:
-                    m.tokens.labels(model, kind).inc(n)
+                    child(m.tokens, model, kind).inc(n)
         ok = r.status == 200
         self.stats.add(
             model=r.model if ok else None,

@@ -235,3 +235,23 @@ async def test_overhead_stays_small_while_the_upstream_is_slow(
     assert value(m, "gearshift_upstream_seconds_sum") >= 0.3
     assert value(m, "gearshift_overhead_seconds_count") == 2
     assert value(m, "gearshift_overhead_seconds_sum") < 0.05  # ms, not the 150 ms upstream
+
+
+async def test_without_upstream_usage_the_cost_is_estimated_and_marked(
+    aiohttp_client: ClientFactory, make_config: MakeConfig
+) -> None:
+    """An OpenAI-compatible server asked for no stream usage (`stream_usage = false`):
+    gearshift counts the prompt with tiktoken and one token per event, and says so."""
+    toml = (
+        "[[providers]]\nname = 'openai'\nkind = 'openai'\n"
+        "base_url = 'https://api.openai.com/v1'\napi_key = 'env:OPENAI_API_KEY'\n"
+        "stream_usage = false\n"
+    )
+    client = await aiohttp_client(create_app(make_config(toml)))
+    body = {"model": "gpt-4o", "messages": SIMPLE, "stream": True}
+    events = await sse_events(await post(client, body))
+    assert events[-1] == "[DONE]"
+    s = await (await client.get("/gearshift/stats")).json()
+    assert s["estimated_costs"] == 1
+    assert s["cost_usd"] > 0
+    assert s["baseline_usd"] > s["cost_usd"]
