@@ -209,8 +209,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except GearshiftError as exc:  # refused before routing (bad body, unknown model …)
         record.status = exc.status
         raise
-    except BaseException:  # the client left (cancelled), or a bug the middleware reports
-        record.status = 499 if record.status == 200 else record.status
+    except asyncio.CancelledError:  # the client left
+        record.status = 499
+        raise
+    except Exception:  # a bug: the middleware answers 500 and logs it
+        record.status = 500
         raise
     finally:
         observer.metrics.inflight.dec()
