@@ -28,8 +28,6 @@ import contextlib
 import json
 import os
 import platform
-import signal
-import socket
 import sys
 import tempfile
 import time
@@ -40,7 +38,8 @@ from pathlib import Path
 
 import aiohttp
 
-GEARSHIFT = [sys.executable, "-m", "gearshift"]
+from bench.procs import GEARSHIFT, free_port, running
+
 PHASES = ("http-503", "reset", "http-500", "http-429", "hang")
 CONFIG = """
 use_default_catalog = false
@@ -97,12 +96,6 @@ class Report:
     flaps: int = 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -114,59 +107,29 @@ def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-async def _ready(
-    session: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process
-) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            if proc.returncode is not None:
-                raise SystemExit(f"{url}: the process exited with {proc.returncode}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.05)  # a poll interval
-
-
 @contextlib.asynccontextmanager
-async def _processes(
-    session: aiohttp.ClientSession, latency_ms: float
-) -> AsyncIterator[tuple[str, str, int]]:
+async def _processes(latency_ms: float) -> AsyncIterator[tuple[str, str, int]]:
     """The two mocks and gearshift; yields (gearshift URL, primary control URL, pid)."""
-    primary, backup, port = _free_port(), _free_port(), _free_port()
-    env = {**os.environ, "SOAK_KEY": "sk-soak-0123456789"}
-    procs: list[asyncio.subprocess.Process] = []
+    primary, backup, port = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "soak.toml"
         config.write_text(CONFIG.format(primary=primary, backup=backup))
-        try:
-            for mock_port in (primary, backup):
-                procs.append(
-                    await asyncio.create_subprocess_exec(
-                        *GEARSHIFT, "mock-upstream", "--port", str(mock_port),
-                        "--latency-ms", str(latency_ms), "--chunk-words", "3",
-                        stdout=asyncio.subprocess.DEVNULL, env=env,
-                    )
-                )  # fmt: skip
-                await _ready(session, f"http://127.0.0.1:{mock_port}/_mock/config", procs[-1])
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    *GEARSHIFT, "serve", "--config", str(config), "--port", str(port),
-                    stderr=asyncio.subprocess.DEVNULL, env=env,
-                )
-            )  # fmt: skip
-            await _ready(session, f"http://127.0.0.1:{port}/readyz", procs[-1])
+        mocks = [
+            (
+                [*GEARSHIFT, "mock-upstream", "--port", str(p), "--latency-ms", str(latency_ms),
+                 "--chunk-words", "3"],
+                f"http://127.0.0.1:{p}/_mock/config",
+                200,
+            )
+            for p in (primary, backup)
+        ]  # fmt: skip
+        serve = (
+            [*GEARSHIFT, "serve", "--config", str(config), "--port", str(port), "--no-access-log"],
+            f"http://127.0.0.1:{port}/readyz",
+            200,
+        )
+        async with running(*mocks, serve, env={"SOAK_KEY": "sk-soak-0123456789"}) as procs:
             yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{primary}", procs[-1].pid
-        finally:
-            for proc in reversed(procs):
-                if proc.returncode is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(10):
-                        await proc.wait()
-                if proc.returncode is None:
-                    proc.kill()
 
 
 BODY = {
@@ -238,7 +201,7 @@ async def soak(
     async with (
         # One connection for set-up, warm-up and the final check; the load has its own.
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), timeout=timeout) as calm,
-        _processes(calm, latency_ms) as (url, control, pid),
+        _processes(latency_ms) as (url, control, pid),
     ):
         for i in range(50):  # warm-up: pools, caches, first-use allocations
             await _one(calm, url, i % 2 == 0)

@@ -1,0 +1,175 @@
+"""Overhead: the same load direct to a mock upstream, through a bare aiohttp pass-through, and
+through gearshift — interleaved in rounds — and what each hop adds.
+
+    python -m bench.overhead [--rates 100 200 400] [--round 5] [--rounds 2]
+                             [--latency-ms 20] [--users 64] [--peer URL ...]
+
+Processes on loopback: ``gearshift mock-upstream`` answering after ``--latency-ms``;
+``gearshift serve`` in front of it (default catalog, access log on as shipped, written to
+/dev/null); ``bench.passthrough`` in front of it (parse, forward on a pooled session, copy
+back). ``--peer URL`` adds any OpenAI-compatible proxy already running in front of the same
+mock (e.g. LiteLLM: see bench/README.md); never a dependency.
+
+1. **Added latency**: at each rate, open-loop rounds of ``--round`` seconds, target after
+   target in turn, ``--rounds`` times; latency percentiles per target; added = target - direct
+   at the same percentile.
+2. **Streaming**: the same at 200/s with streamed answers; added time to first byte.
+3. **Throughput**: closed loop with ``--users`` users for twice ``--round`` seconds per target;
+   gearshift's share of the pass-through's rate is the headline number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from bench.load import Runner, Sample, Summary, closed_loop, open_loop, summarize
+from bench.procs import GEARSHIFT, free_port, running
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+async def _rounds(
+    targets: dict[str, str], scenario: str, rate: float, seconds: float, rounds: int
+) -> dict[str, Summary]:
+    samples: dict[str, list[Sample]] = {name: [] for name in targets}
+    elapsed = dict.fromkeys(targets, 0.0)
+    for r in range(rounds):
+        for name, url in targets.items():
+            got, took = await open_loop(Runner(url, scenario, seed=r), rate, seconds)
+            samples[name] += got
+            elapsed[name] += took
+    return {
+        name: summarize(name, f"open {rate:g}/s {scenario}", elapsed[name], samples[name])
+        for name in targets
+    }
+
+
+def _added(results: dict[str, Summary], field: str) -> dict[str, float | None]:
+    base = getattr(results["direct"], field)
+    return {
+        name: None if getattr(s, field) is None else round(getattr(s, field) - base, 3)
+        for name, s in results.items()
+        if name != "direct"
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    mock, gs, pt = free_port(), free_port(), free_port()
+    mock_url = f"http://127.0.0.1:{mock}"
+    env = {"OPENAI_API_KEY": "sk-bench", "GEARSHIFT_OPENAI_BASE_URL": mock_url + "/v1"}
+    commands = [
+        (
+            [*GEARSHIFT, "mock-upstream", "--port", str(mock), "--latency-ms",
+             str(args.latency_ms), "--chunk-words", "4"],
+            mock_url + "/_mock/config",
+            200,
+        ),
+        ([*GEARSHIFT, "serve", "--port", str(gs)], f"http://127.0.0.1:{gs}/readyz", 200),
+        (
+            [sys.executable, "-m", "bench.passthrough", "--port", str(pt), "--upstream", mock_url],
+            f"http://127.0.0.1:{pt}/v1/chat/completions",
+            405,
+        ),
+    ]  # fmt: skip
+    targets = {
+        "direct": mock_url,
+        "passthrough": f"http://127.0.0.1:{pt}",
+        "gearshift": f"http://127.0.0.1:{gs}",
+    }
+    for i, peer in enumerate(args.peer):
+        targets[f"peer{i + 1}"] = peer
+    report: dict[str, object] = {"latency_ms_upstream": args.latency_ms, "rates": {}}
+    async with running(*commands, env=env):
+        for url in targets.values():  # warm every path: pools, caches
+            await open_loop(Runner(url, "simple"), 50, 1.0)
+        latency: dict[str, object] = {}
+        for rate in args.rates:
+            _log(f"latency at {rate:g}/s …")
+            results = await _rounds(targets, "simple", rate, args.round, args.rounds)
+            latency[f"{rate:g}"] = {
+                "summaries": {k: asdict(v) for k, v in results.items()},
+                "added_p50_ms": _added(results, "p50_ms"),
+                "added_p99_ms": _added(results, "p99_ms"),
+                "added_p999_ms": _added(results, "p999_ms"),
+            }
+        report["rates"] = latency
+        _log("streaming at 200/s …")
+        results = await _rounds(targets, "stream", 200, args.round, args.rounds)
+        report["stream"] = {
+            "summaries": {k: asdict(v) for k, v in results.items()},
+            "added_ttfb_p50_ms": _added(results, "ttfb_p50_ms"),
+            "added_ttfb_p99_ms": _added(results, "ttfb_p99_ms"),
+        }
+        _log(f"throughput, closed loop, {args.users} users …")
+        throughput: dict[str, object] = {}
+        for name, url in targets.items():
+            got, took = await closed_loop(Runner(url, "simple"), args.users, 1000, args.round * 2)
+            throughput[name] = asdict(summarize(name, f"closed {args.users}", took, got))
+        report["throughput"] = throughput
+        rps = {k: v["achieved_rps"] for k, v in throughput.items()}  # type: ignore[index]
+        report["gearshift_share_of_passthrough"] = round(rps["gearshift"] / rps["passthrough"], 3)
+    return report
+
+
+def render(report: dict[str, object]) -> str:
+    lines = [f"upstream latency {report['latency_ms_upstream']} ms", ""]
+    head = "| rate | target | p50 ms | p99 ms | p99.9 ms | added p50 | added p99 | added p99.9 |"
+    lines.append(head + " errors |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for rate, r in report["rates"].items():  # type: ignore[attr-defined]
+        for name, s in r["summaries"].items():
+            add = [r[k].get(name, "-") for k in ("added_p50_ms", "added_p99_ms", "added_p999_ms")]
+            lines.append(
+                f"| {rate}/s | {name} | {s['p50_ms']} | {s['p99_ms']} | {s['p999_ms']} |"
+                f" {add[0]} | {add[1]} | {add[2]} | {s['errors'] or '-'} |"
+            )
+    st = report["stream"]
+    lines += ["", "| streams 200/s | TTFB p50 ms | TTFB p99 ms | added TTFB p50 | errors |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for name, s in st["summaries"].items():  # type: ignore[index]
+        added = st["added_ttfb_p50_ms"].get(name, "-")  # type: ignore[index]
+        lines.append(
+            f"| {name} | {s['ttfb_p50_ms']} | {s['ttfb_p99_ms']} | {added} | {s['errors'] or '-'} |"
+        )
+    lines += ["", "| throughput (closed loop) | requests/s | p50 ms | p99 ms | errors |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for name, s in report["throughput"].items():  # type: ignore[attr-defined]
+        lines.append(
+            f"| {name} | {s['achieved_rps']} | {s['p50_ms']} | {s['p99_ms']} |"
+            f" {s['errors'] or '-'} |"
+        )
+    lines += [
+        "",
+        f"gearshift / pass-through throughput: {report['gearshift_share_of_passthrough']}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.overhead", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 200.0, 400.0])
+    parser.add_argument("--round", type=float, default=5.0, help="seconds per target per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--users", type=int, default=64)
+    parser.add_argument("--peer", action="append", default=[], help="another proxy's base URL")
+    parser.add_argument("--json", help="write the report here")
+    args = parser.parse_args(argv)
+    report = asyncio.run(run(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

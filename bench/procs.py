@@ -1,0 +1,65 @@
+"""Starting the processes a benchmark measures: free loopback ports, readiness, clean stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+
+GEARSHIFT = [sys.executable, "-m", "gearshift"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def ready(url: str, proc: asyncio.subprocess.Process, status: int = 200) -> None:
+    """Poll ``url`` until it answers ``status``; fail at once if the process died."""
+    async with aiohttp.ClientSession() as session, asyncio.timeout(30):
+        while True:
+            if proc.returncode is not None:
+                raise SystemExit(f"{url}: the process exited with {proc.returncode}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as resp:
+                    if resp.status == status:
+                        return
+            await asyncio.sleep(0.05)  # a poll interval
+
+
+@contextlib.asynccontextmanager
+async def running(
+    *commands: tuple[list[str], str, int], env: Mapping[str, str] | None = None
+) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """Start each ``(argv, readiness URL, status)`` in turn, waiting until it is ready; on
+    exit SIGTERM them all (newest first) and wait (kill after 10 s)."""
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        for argv, url, status in commands:
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                    env={**os.environ, **(env or {})},
+                )
+            )
+            await ready(url, procs[-1], status)
+        yield procs
+    finally:
+        for proc in reversed(procs):
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
