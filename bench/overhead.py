@@ -88,7 +88,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     report: dict[str, object] = {"latency_ms_upstream": args.latency_ms, "rates": {}}
     async with running(*commands, env=env):
         for url in targets.values():  # warm every path: pools, caches
-            await open_loop(Runner(url, "simple"), 50, 1.0)
+            await open_loop(Runner(url, "simple"), 50, min(1.0, args.round))
         latency: dict[str, object] = {}
         for rate in args.rates:
             _log(f"latency at {rate:g}/s …")

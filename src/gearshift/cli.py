@@ -44,10 +44,31 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
     except ImportError:
-        log.warning("uvloop is not installed: serving on the slower asyncio event loop")
         return asyncio.new_event_loop()
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
+
+
+def slow_path_warnings() -> list[str]:
+    """What makes this process slower than it should be: aiohttp without its C HTTP
+    parser (pure-Python fallback, or AIOHTTP_NO_EXTENSIONS set), or no uvloop."""
+    import aiohttp.http_parser
+
+    found = []
+    if not aiohttp.http_parser.HttpRequestParser.__module__.endswith("._http_parser"):
+        found.append(
+            "aiohttp is running without its C extensions (pure-Python HTTP parser): "
+            "expect several times the overhead. Reinstall aiohttp from a wheel for this "
+            "platform and do not set AIOHTTP_NO_EXTENSIONS."
+        )
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        found.append(
+            "uvloop is not installed: serving on asyncio's slower event loop "
+            "(pip install uvloop; it is a dependency on Linux and macOS)."
+        )
+    return found
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -64,6 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    for warning in slow_path_warnings():
+        log.warning("SLOW PATH: %s", warning)
     if not config.offered:
         log.warning("no model is offered (no provider has an API key); /readyz will say 503")
     for model in config.models.values():

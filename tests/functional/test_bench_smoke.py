@@ -1,4 +1,4 @@
-"""Benchmarks are not tests; this only proves they still run (a few seconds each)."""
+"""Benchmarks are not tests; these only prove they still run (a few seconds each)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_the_soak_benchmark_runs_and_loses_nothing() -> None:
+async def _bench(*args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bench.soak",
-        *("--duration", "2", "--rate", "20", "--flap", "0.4", "--settle", "0"),
+        *args,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
         stdout=asyncio.subprocess.PIPE,
@@ -24,6 +25,35 @@ async def test_the_soak_benchmark_runs_and_loses_nothing() -> None:
     async with asyncio.timeout(90):
         out, err = await proc.communicate()
     assert proc.returncode == 0, (out + err).decode()
-    text = out.decode()
+    return out.decode()
+
+
+async def test_the_soak_benchmark_runs_and_loses_nothing() -> None:
+    text = await _bench(
+        "bench.soak", *("--duration", "2", "--rate", "20", "--flap", "0.4", "--settle", "0")
+    )
     assert "| 2 s | 20/s | 40 | 0 |" in text
     assert "flaps: " in text
+
+
+async def test_the_overhead_run_measures_every_target() -> None:
+    text = await _bench(
+        "bench.overhead",
+        *("--rates", "40", "--round", "0.4", "--rounds", "1", "--users", "4"),
+        *("--latency-ms", "5"),
+    )
+    for row in ("| 40/s | direct |", "| 40/s | passthrough |", "| 40/s | gearshift |"):
+        assert row in text
+    assert "gearshift / pass-through throughput:" in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("bench.codec", "--number", "50"),
+        ("bench.decision", "--repeat", "5"),
+        ("bench.translation", "--number", "50"),
+    ],
+)
+async def test_the_micro_benchmarks_run(args: tuple[str, ...]) -> None:
+    assert await _bench(*args)

@@ -51,13 +51,14 @@ async def _wait_ready(url: str, proc: asyncio.subprocess.Process) -> None:
 
 @contextlib.asynccontextmanager
 async def _serve(
-    mock_upstream: TestServer, port: int, *args: str
+    mock_upstream: TestServer, port: int, *args: str, env: dict[str, str] | None = None
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """``gearshift serve`` on ``port`` in front of the mock, ready; killed if still alive."""
     env = {
         **os.environ,
         "OPENAI_API_KEY": "sk-cli-test-key",
         "GEARSHIFT_OPENAI_BASE_URL": str(mock_upstream.make_url("/v1")),
+        **(env or {}),
     }
     proc = await asyncio.create_subprocess_exec(
         *GEARSHIFT,
@@ -149,6 +150,21 @@ async def test_sigterm_drains_streams_in_flight(
         assert "[DONE]" not in events
         assert orjson.loads(events[-1])["error"]["code"] == "server_shutting_down"
     assert "Traceback" not in err.decode()
+
+
+@pytest.mark.parametrize("slow", [False, True])
+async def test_serve_warns_loudly_on_the_slow_path(
+    mock_upstream: TestServer, unused_port: int, slow: bool
+) -> None:
+    env = {"AIOHTTP_NO_EXTENSIONS": "1"} if slow else {}
+    async with _serve(mock_upstream, unused_port, env=env) as (proc, _):
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            _, err = await proc.communicate()
+    text = err.decode()
+    assert ("SLOW PATH" in text) is slow
+    if slow:
+        assert "C extensions" in text
 
 
 async def test_serve_refuses_a_public_bind_without_proxy_keys() -> None:
