@@ -92,16 +92,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for model in config.models.values():
         if not model.offered:
             log.info("model %s not offered: %s", model.name, model.why_not)
+    app = create_app(config)
     if not args.no_access_log:
         # One JSON object per request on stdout (operational logs stay on stderr).
-        access = logging.getLogger("gearshift.access")
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-        access.propagate = False
+        from gearshift.app import OBSERVER
+        from gearshift.observe import Sink
+
+        sink = app[OBSERVER].sink = Sink(sys.stdout.buffer)
+
+        async def flush(_: Any) -> None:
+            sink.flush()
+
+        app.on_cleanup.append(flush)
     try:
-        _run(create_app(config), host, port, config)
+        _run(app, host, port, config)
     except OSError as exc:
         print(f"gearshift: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -9,10 +9,11 @@ provider keys and key-like tokens masked.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -48,12 +49,45 @@ class Record:
     prompt: str | None = None
 
 
+class Sink:
+    """Access-log lines batched in memory and written at most every ``interval`` seconds (or
+    at 64 KiB, or on ``flush``): one write per batch instead of a logging record and a
+    system call per request."""
+
+    __slots__ = ("_buffer", "_handle", "_interval", "_stream")
+
+    def __init__(self, stream: BinaryIO, interval: float = 0.2) -> None:
+        self._stream = stream
+        self._interval = interval
+        self._buffer = bytearray()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def write(self, line: bytes) -> None:
+        self._buffer += line
+        self._buffer += b"\n"
+        if len(self._buffer) >= 65536:
+            self.flush()
+        elif self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self._interval, self.flush)
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._buffer:
+            self._stream.write(self._buffer)
+            self._stream.flush()
+            self._buffer.clear()
+
+
 class Observer:
-    """Metrics, stats and the access log of one app."""
+    """Metrics, stats and the access log of one app. The access log goes to ``sink`` when
+    one is set (``gearshift serve``: stdout), else to the ``gearshift.access`` logger."""
 
     def __init__(self, config: Config) -> None:
         self.metrics = Metrics(config)
         self.stats = Stats()
+        self.sink: Sink | None = None
         self._log_prompts = config.server.log_prompts
         self._secrets = tuple(
             p.api_key.reveal() for p in config.providers.values() if p.api_key is not None
@@ -76,12 +110,11 @@ class Observer:
             child(m.upstream, upstream).observe(r.upstream_s)
         if r.ttfb_s is not None and r.provider:
             child(m.ttfb, r.provider).observe(r.ttfb_s)
-        fallbacks = 0
-        for before, after in zip(r.attempts, r.attempts[1:], strict=False):
-            child(
-                m.fallbacks, m.model_label(before.model), m.model_label(after.model), before.outcome
-            ).inc()
-            fallbacks += 1
+        fallbacks = len(r.attempts) - 1 if r.attempts else 0
+        if fallbacks:
+            for before, after in zip(r.attempts, r.attempts[1:], strict=False):
+                to = m.model_label(after.model)
+                child(m.fallbacks, m.model_label(before.model), to, before.outcome).inc()
         a = r.account
         if a is not None:
             child(m.cost, model).inc(a.cost_usd)
@@ -101,13 +134,15 @@ class Observer:
             fallbacks=fallbacks,
             overhead_s=overhead,
         )
-        if access_log.isEnabledFor(logging.INFO):
+        if self.sink is not None:
+            self.sink.write(self._line(r, total, overhead))
+        elif access_log.isEnabledFor(logging.INFO):
             access_log.info(self._line(r, total, overhead).decode())
 
     def _line(self, r: Record, total: float, overhead: float) -> bytes:
         a = r.account
         doc: dict[str, Any] = {
-            "ts": round(time.time(), 3),
+            "ts": time.time(),
             "request_id": r.request_id,
             "requested_model": r.requested,
             "model": r.model,
@@ -118,8 +153,8 @@ class Observer:
             "status": r.status,
             "prompt_tokens": a.tokens.prompt if a else None,
             "completion_tokens": a.tokens.completion if a else None,
-            "cost_usd": round(a.cost_usd, 10) if a else None,
-            "baseline_usd": round(a.baseline_usd, 10) if a else None,
+            "cost_usd": a.cost_usd if a else None,
+            "baseline_usd": a.baseline_usd if a else None,
             "estimated": a.tokens.estimated if a else None,
             "latency_ms": round(total * 1e3, 3),
             "overhead_ms": round(overhead * 1e3, 4),
@@ -130,4 +165,4 @@ class Observer:
         return orjson.dumps(doc)
 
 
-__all__ = ["Observer", "Record", "access_log"]
+__all__ = ["Observer", "Record", "Sink", "access_log"]

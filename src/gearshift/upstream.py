@@ -67,10 +67,13 @@ async def _read_limited(
     response: aiohttp.ClientResponse, limit: int, provider: str, *, truncate: bool
 ) -> bytes:
     """The body, up to ``limit`` bytes: cut there (``truncate``) or a ``ProtocolError``."""
-    if not truncate and (response.content_length or 0) > limit:
+    length = response.content_length
+    if not truncate and (length or 0) > limit:
         raise ProtocolError(
             f"Provider {provider!r} sent a response over {limit} bytes.", provider=provider
         )
+    if length is not None and length <= limit:
+        return await response.read()  # the usual case: announced and small, one read
     parts: list[bytes] = []
     size = 0
     async for data in response.content.iter_any():

@@ -102,8 +102,11 @@ async def test_serve_answers_and_stops_cleanly_on_sigterm(
         assert (await resp.json())["object"] == "chat.completion"
     proc.send_signal(signal.SIGTERM)
     async with asyncio.timeout(20):
-        _, err = await proc.communicate()
+        out, err = await proc.communicate()
     assert proc.returncode == 0
+    # the access log: one JSON object per request on stdout, flushed at shutdown
+    (line,) = [orjson.loads(x) for x in out.splitlines()]
+    assert (line["model"], line["status"]) == ("gpt-4o-mini", 200)
     text = err.decode()
     assert "listening on http://127.0.0.1" in text
     assert "sk-cli-test-key" not in text
