@@ -7,8 +7,8 @@ through gearshift — interleaved in rounds — and what each hop adds.
 Processes on loopback: ``gearshift mock-upstream`` answering after ``--latency-ms``;
 ``gearshift serve`` in front of it (default catalog, access log on as shipped, written to
 /dev/null); ``bench.passthrough`` in front of it (parse, forward on a pooled session, copy
-back). ``--peer URL`` adds any OpenAI-compatible proxy already running in front of the same
-mock (e.g. LiteLLM: see bench/README.md); never a dependency.
+back). ``--peer URL`` adds any OpenAI-compatible proxy already running, configured to use
+the mock at ``--mock-port`` (e.g. LiteLLM: see bench/README.md); never a dependency.
 
 1. **Added latency**: at each rate, open-loop rounds of ``--round`` seconds, target after
    target in turn, ``--rounds`` times; latency percentiles per target; added = target - direct
@@ -61,7 +61,7 @@ def _added(results: dict[str, Summary], field: str) -> dict[str, float | None]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    mock, gs, pt = free_port(), free_port(), free_port()
+    mock, gs, pt = args.mock_port or free_port(), free_port(), free_port()
     mock_url = f"http://127.0.0.1:{mock}"
     env = {"OPENAI_API_KEY": "sk-bench", "GEARSHIFT_OPENAI_BASE_URL": mock_url + "/v1"}
     commands = [
@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--users", type=int, default=64)
     parser.add_argument("--peer", action="append", default=[], help="another proxy's base URL")
+    parser.add_argument(
+        "--mock-port", type=int, help="port of the mock upstream (so a peer can point at it)"
+    )
     parser.add_argument("--json", help="write the report here")
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))

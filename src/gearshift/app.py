@@ -216,8 +216,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         record.status = 500
         raise
     finally:
-        observer.metrics.inflight.dec()
-        observer.finish(record)
+        # Metrics, stats and the log line wait until the answer is on its way.
+        record.ended = time.perf_counter()
+        asyncio.get_running_loop().call_soon(observer.finish, record)
 
 
 async def _chat(request: web.Request, body: bytes, record: Record) -> web.StreamResponse:

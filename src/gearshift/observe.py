@@ -47,6 +47,7 @@ class Record:
     client_s: float = 0.0  # waiting on writes to a slow client
     ttfb_s: float | None = None
     prompt: str | None = None
+    ended: float | None = None  # when the handler returned (finish may run a little later)
 
 
 class Sink:
@@ -94,7 +95,8 @@ class Observer:
         ) + tuple(k.reveal() for k in config.proxy_keys)
 
     def finish(self, r: Record) -> None:
-        total = time.perf_counter() - r.started
+        self.metrics.inflight.dec()
+        total = (r.ended or time.perf_counter()) - r.started
         overhead = max(0.0, total - r.upstream_s - r.client_s)
         m = self.metrics
         model = m.model_label(r.model) if r.model else "none"
