@@ -18,6 +18,7 @@ from gearshift import __version__
 from gearshift.config import Config, ConfigError, load
 from gearshift.mock.flow import BEHAVIOURS
 from gearshift.providers import REGISTRY
+from gearshift.workers import Supervisor, worker_count
 
 log = logging.getLogger("gearshift")
 
@@ -85,6 +86,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        workers = worker_count(args.workers)
+    except ValueError as exc:
+        print(f"gearshift: --{exc}", file=sys.stderr)
+        return 2
+    if workers > 1 and not args.worker:
+        if port == 0:
+            print("gearshift: --workers needs a fixed --port (all workers share it)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        argv = ["serve", "--worker", "--host", host, "--port", str(port)]
+        argv += ["--config", args.config] if args.config else []
+        argv += ["--insecure-no-auth"] if args.insecure_no_auth else []
+        argv += ["--no-access-log"] if args.no_access_log else []
+        log.info("gearshift %s: %d workers on http://%s:%s", __version__, workers, host, port)
+        return Supervisor(workers, argv, grace=config.server.shutdown_grace).run()
     for warning in slow_path_warnings():
         log.warning("SLOW PATH: %s", warning)
     if not config.offered:
@@ -105,20 +122,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         app.on_cleanup.append(flush)
     try:
-        _run(app, host, port, config)
+        _run(app, host, port, config, reuse_port=args.worker)
     except OSError as exc:
         print(f"gearshift: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _run(app: Any, host: str, port: int, config: Config) -> None:
+def _run(app: Any, host: str, port: int, config: Config, *, reuse_port: bool = False) -> None:
     from aiohttp import web
 
     web.run_app(
         app,
         host=host,
         port=port,
+        reuse_port=reuse_port or None,
         access_log=None,
         handler_cancellation=True,
         # SIGTERM/SIGINT: stop accepting, let requests and streams in flight finish within
@@ -293,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not write the per-request JSON line on stdout",
     )
+    serve.add_argument(
+        "--workers",
+        default="1",
+        help="worker processes sharing the port (SO_REUSEPORT), or 'auto' (one per CPU)",
+    )
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate a config file, print it resolved")

@@ -9,9 +9,17 @@ keys.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from gearshift.breaker import Breaker
 from gearshift.config import Config
@@ -94,14 +102,19 @@ class Metrics:
             ["from", "to", "reason"],
             registry=r,
         )
+        # With several workers (``serve --workers``), the worst state of any live worker.
         self.breaker = Gauge(
             "gearshift_breaker_state",
             "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
             ["provider", "model"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.inflight = Gauge(
-            "gearshift_inflight_requests", "Chat requests being served now.", registry=r
+            "gearshift_inflight_requests",
+            "Chat requests being served now.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         for model in config.offered:  # every deployment starts closed, visibly
             self.breaker.labels(model.provider.name, model.name).set(0)
@@ -126,7 +139,14 @@ class Metrics:
         self.breaker.labels(provider, self.model_label(model)).set(breaker.state)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """This process's metrics, or with ``serve --workers`` (a shared
+        ``PROMETHEUS_MULTIPROC_DIR``) every worker's, summed."""
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(combined)
 
 
 __all__ = ["CONTENT_TYPE", "FAST", "SLOW", "Metrics"]

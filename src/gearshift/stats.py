@@ -8,6 +8,7 @@ server: no scripts, no external assets, works offline.
 from __future__ import annotations
 
 import html
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ class Stats:
         savings = self.baseline_usd - self.cost_usd
         samples = sorted(self.overhead)
         return {
+            # With `serve --workers N` each worker keeps its own stats; /metrics sums them.
+            "worker": os.getpid(),
+            "scope": "this worker" if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else "process",
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "uptime_s": round(time.time() - self.started, 1),
             "requests": self.requests,

@@ -1,0 +1,130 @@
+"""``gearshift serve --workers N``: N worker processes on one port, and their supervisor.
+
+Each worker is ``gearshift serve`` itself, started with the same arguments plus
+``--worker``: it binds the port with ``SO_REUSEPORT`` (the kernel spreads connections over
+the workers), runs its own event loop, upstream pools and breakers. The supervisor (this
+module, in the parent) starts them, restarts one that dies (after a short pause when it died
+young, so a broken config cannot spin), and on SIGTERM/SIGINT forwards SIGTERM so every
+worker drains its requests and streams, then exits 0.
+
+Metrics: the supervisor gives every worker the same ``PROMETHEUS_MULTIPROC_DIR`` (a fresh
+temporary directory, removed at exit), so a scrape of ``/metrics`` on any worker reports the
+sum over all of them (gauges: in-flight requests summed over live workers, breaker state the
+worst). ``/gearshift/stats`` stays per worker and says which (``worker``: its pid).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+log = logging.getLogger("gearshift")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_YOUNG_S = 5.0  # a worker that dies sooner than this is restarted after a pause
+_PAUSE_S = 1.0
+
+
+def worker_count(value: str) -> int:
+    """``auto`` (the number of CPUs this process may use) or a positive integer."""
+    if value == "auto":
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"workers must be a positive integer or 'auto', not {value!r}")
+    return n
+
+
+class Supervisor:
+    """Keeps ``count`` worker processes running until told to stop."""
+
+    def __init__(
+        self,
+        count: int,
+        argv: Sequence[str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        grace: float = 30.0,
+    ) -> None:
+        self.count = count
+        self._argv = list(argv)
+        self._clock = clock
+        self._grace = grace
+        self._stopping = False
+        self.workers: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
+        self.restarts = 0
+        self._dir = tempfile.mkdtemp(prefix="gearshift-metrics-")
+
+    def _spawn(self) -> None:
+        env = {**os.environ, MULTIPROC_ENV: self._dir}
+        proc = subprocess.Popen([sys.executable, "-m", "gearshift", *self._argv], env=env)
+        self.workers[proc.pid] = (proc, self._clock())
+        log.info("worker %d started", proc.pid)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("stopping %d workers (signal %d): draining", len(self.workers), signum)
+        for proc, _ in self.workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        """Supervise until SIGTERM/SIGINT; 0 when every worker drained and exited cleanly."""
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        try:
+            for _ in range(self.count):
+                self._spawn()
+            while not self._stopping:
+                self._reap()
+                time.sleep(0.2)  # the supervisor's poll interval (it serves no traffic)
+            return self._drain()
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _reap(self) -> None:
+        from prometheus_client import multiprocess
+
+        for pid, (proc, started) in list(self.workers.items()):
+            code = proc.poll()
+            if code is None or self._stopping:
+                continue
+            del self.workers[pid]
+            multiprocess.mark_process_dead(pid, self._dir)  # type: ignore[no-untyped-call]
+            log.warning("worker %d exited with %s; starting a new one", pid, code)
+            if self._clock() - started < _YOUNG_S:
+                time.sleep(_PAUSE_S)  # died young: do not spin on a broken setup
+            self.restarts += 1
+            self._spawn()
+
+    def _drain(self) -> int:
+        deadline = self._clock() + self._grace + 5.0
+        status = 0
+        for proc, _ in self.workers.values():
+            try:
+                code = proc.wait(timeout=max(0.1, deadline - self._clock()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            status = status or (0 if code in (0, -signal.SIGTERM) else 1)
+        log.info("all workers stopped")
+        return status
+
+
+__all__ = ["MULTIPROC_ENV", "Supervisor", "worker_count"]

@@ -1,0 +1,105 @@
+"""``gearshift serve --workers 2``: real processes on one port, summed metrics, a killed
+worker replaced, SIGTERM drains and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from gearshift.workers import worker_count
+
+BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hi."}]}
+
+
+async def _pids(base: str, want: int, tries: int = 200) -> set[int]:
+    """Worker pids seen through fresh connections (the kernel spreads them)."""
+    seen: set[int] = set()
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(tries):
+            try:
+                async with session.get(base + "/gearshift/stats") as resp:
+                    seen.add((await resp.json())["worker"])
+            except aiohttp.ClientConnectionError:
+                pass  # a worker that just died: the next connection goes elsewhere
+            if len(seen) >= want:
+                break
+    return seen
+
+
+async def _requests_total(base: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(base + "/metrics") as resp:
+        text = await resp.text()
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "gearshift_requests_total"
+    )
+
+
+async def test_two_workers_share_a_port_sum_their_metrics_and_survive_a_kill(
+    mock_upstream: TestServer, unused_port: int
+) -> None:
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": "sk-workers-test",
+        "GEARSHIFT_OPENAI_BASE_URL": str(mock_upstream.make_url("/v1")),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gearshift", "serve", "--workers", "2", "--port",
+        str(unused_port), "--no-access-log",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{unused_port}"
+    try:
+        async with asyncio.timeout(60):
+            pids: set[int] = set()
+            while len(pids) < 2:  # both workers up and answering
+                assert proc.returncode is None
+                pids = await _pids(base, 2)
+            assert os.getpid() not in pids
+            connector = aiohttp.TCPConnector(force_close=True)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                for _ in range(20):
+                    async with session.post(base + "/v1/chat/completions", json=BODY) as resp:
+                        assert resp.status == 200
+            assert await _requests_total(base) == 20  # one scrape, both workers' counters
+
+            victim = min(pids)
+            os.kill(victim, signal.SIGKILL)
+            fresh: set[int] = set()
+            while not fresh:  # the supervisor starts a replacement
+                fresh = await _pids(base, 2, tries=20) - pids
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(base + "/v1/chat/completions", json=BODY) as resp,
+            ):
+                assert resp.status == 200
+            assert await _requests_total(base) == 21  # the dead worker's counts are kept
+
+            proc.send_signal(signal.SIGTERM)
+            _, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        text = err.decode()
+        assert f"worker {victim} exited" in text
+        assert "Traceback" not in text
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_worker_count() -> None:
+    assert worker_count("3") == 3
+    assert worker_count("auto") >= 1
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(ValueError, match="positive integer"):
+            worker_count(bad)
