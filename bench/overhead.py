@@ -71,7 +71,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             mock_url + "/_mock/config",
             200,
         ),
-        ([*GEARSHIFT, "serve", "--port", str(gs)], f"http://127.0.0.1:{gs}/readyz", 200),
+        (
+            [*GEARSHIFT, "serve", "--port", str(gs), "--workers", str(args.workers)],
+            f"http://127.0.0.1:{gs}/readyz",
+            200,
+        ),
         (
             [sys.executable, "-m", "bench.passthrough", "--port", str(pt), "--upstream", mock_url],
             f"http://127.0.0.1:{pt}/v1/chat/completions",
@@ -85,12 +89,18 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     }
     for i, peer in enumerate(args.peer):
         targets[f"peer{i + 1}"] = peer
-    report: dict[str, object] = {"latency_ms_upstream": args.latency_ms, "rates": {}}
+    report: dict[str, object] = {
+        "latency_ms_upstream": args.latency_ms,
+        "workers": args.workers,
+        "rates": {},
+        "stream": None,
+        "throughput": {},
+    }
     async with running(*commands, env=env):
         for url in targets.values():  # warm every path: pools, caches
             await open_loop(Runner(url, "simple"), 50, min(1.0, args.round))
         latency: dict[str, object] = {}
-        for rate in args.rates:
+        for rate in args.rates if "latency" in args.phases else []:
             _log(f"latency at {rate:g}/s …")
             results = await _rounds(targets, "simple", rate, args.round, args.rounds)
             latency[f"{rate:g}"] = {
@@ -100,13 +110,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 "added_p999_ms": _added(results, "p999_ms"),
             }
         report["rates"] = latency
-        _log("streaming at 200/s …")
-        results = await _rounds(targets, "stream", 200, args.round, args.rounds)
-        report["stream"] = {
-            "summaries": {k: asdict(v) for k, v in results.items()},
-            "added_ttfb_p50_ms": _added(results, "ttfb_p50_ms"),
-            "added_ttfb_p99_ms": _added(results, "ttfb_p99_ms"),
-        }
+        if "stream" in args.phases:
+            _log("streaming at 200/s …")
+            results = await _rounds(targets, "stream", 200, args.round, args.rounds)
+            report["stream"] = {
+                "summaries": {k: asdict(v) for k, v in results.items()},
+                "added_ttfb_p50_ms": _added(results, "ttfb_p50_ms"),
+                "added_ttfb_p99_ms": _added(results, "ttfb_p99_ms"),
+            }
+        if "throughput" not in args.phases:
+            return report
         _log(f"throughput, closed loop, {args.users} users …")
         throughput: dict[str, object] = {}
         for name, url in targets.items():
@@ -130,7 +143,7 @@ def render(report: dict[str, object]) -> str:
                 f"| {rate}/s | {name} | {s['p50_ms']} | {s['p99_ms']} | {s['p999_ms']} |"
                 f" {add[0]} | {add[1]} | {add[2]} | {s['errors'] or '-'} |"
             )
-    st = report["stream"]
+    st = report["stream"] or {"summaries": {}}
     lines += ["", "| streams 200/s | TTFB p50 ms | TTFB p99 ms | added TTFB p50 | errors |",
               "|---|---|---|---|---|"]  # fmt: skip
     for name, s in st["summaries"].items():  # type: ignore[index]
@@ -145,10 +158,9 @@ def render(report: dict[str, object]) -> str:
             f"| {name} | {s['achieved_rps']} | {s['p50_ms']} | {s['p99_ms']} |"
             f" {s['errors'] or '-'} |"
         )
-    lines += [
-        "",
-        f"gearshift / pass-through throughput: {report['gearshift_share_of_passthrough']}",
-    ]
+    if "gearshift_share_of_passthrough" in report:
+        share = report["gearshift_share_of_passthrough"]
+        lines += ["", f"gearshift ({report['workers']} worker(s)) / pass-through: {share}"]
     return "\n".join(lines)
 
 
@@ -164,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer", action="append", default=[], help="another proxy's base URL")
     parser.add_argument(
         "--mock-port", type=int, help="port of the mock upstream (so a peer can point at it)"
+    )
+    parser.add_argument("--workers", default="1", help="gearshift serve --workers")
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=["latency", "stream", "throughput"],
+        default=["latency", "stream", "throughput"],
     )
     parser.add_argument("--json", help="write the report here")
     args = parser.parse_args(argv)

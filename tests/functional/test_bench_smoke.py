@@ -44,7 +44,7 @@ async def test_the_overhead_run_measures_every_target() -> None:
     )
     for row in ("| 40/s | direct |", "| 40/s | passthrough |", "| 40/s | gearshift |"):
         assert row in text
-    assert "gearshift / pass-through throughput:" in text
+    assert "gearshift (1 worker(s)) / pass-through:" in text
 
 
 @pytest.mark.parametrize(
