@@ -1,5 +1,5 @@
 """``gearshift serve --workers 2``: real processes on one port, summed metrics, a killed
-worker replaced, SIGTERM drains and exits 0."""
+worker replaced, SIGTERM drains a stream in flight and everything exits 0."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from gearshift.mock import MOCK_STATE
 from gearshift.workers import worker_count
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hi."}]}
@@ -85,7 +86,18 @@ async def test_two_workers_share_a_port_sum_their_metrics_and_survive_a_kill(
                 assert resp.status == 200
             assert await _requests_total(base) == 21  # the dead worker's counts are kept
 
-            proc.send_signal(signal.SIGTERM)
+            # SIGTERM to the supervisor while a stream is in flight: it finishes, all exit 0.
+            mock_upstream.app[MOCK_STATE].settings.chunk_delay_ms = 40
+            words = "one two three four five six seven eight nine"
+            stream = {**BODY, "stream": True, "messages": [{"role": "user", "content": words}]}
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(base + "/v1/chat/completions", json=stream) as resp,
+            ):
+                first = await resp.content.readany()
+                proc.send_signal(signal.SIGTERM)
+                rest = first + await resp.content.read()
+            assert rest.rstrip().endswith(b"data: [DONE]")
             _, err = await proc.communicate()
         assert proc.returncode == 0, err.decode()
         text = err.decode()
