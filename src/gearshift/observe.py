@@ -25,6 +25,7 @@ from gearshift.route import Attempt
 from gearshift.stats import Stats
 
 access_log = logging.getLogger("gearshift.access")
+_ATOMIC = 4096  # PIPE_BUF on Linux: writes up to this size to a pipe are never interleaved
 
 
 @dataclass(slots=True)
@@ -52,8 +53,9 @@ class Record:
 
 class Sink:
     """Access-log lines batched in memory and written at most every ``interval`` seconds (or
-    at 64 KiB, or on ``flush``): one write per batch instead of a logging record and a
-    system call per request."""
+    on ``flush``): one write per batch instead of a logging record and a system call per
+    request. A batch stays within ``PIPE_BUF`` (4 KiB), so that the workers of
+    ``serve --workers`` sharing one stdout pipe never interleave inside a line."""
 
     __slots__ = ("_buffer", "_handle", "_interval", "_stream")
 
@@ -64,10 +66,12 @@ class Sink:
         self._handle: asyncio.TimerHandle | None = None
 
     def write(self, line: bytes) -> None:
+        if len(self._buffer) + len(line) >= _ATOMIC:
+            self.flush()
         self._buffer += line
         self._buffer += b"\n"
-        if len(self._buffer) >= 65536:
-            self.flush()
+        if len(self._buffer) >= _ATOMIC:
+            self.flush()  # a single long line (prompts logged): on its own
         elif self._handle is None:
             self._handle = asyncio.get_running_loop().call_later(self._interval, self.flush)
 

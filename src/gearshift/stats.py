@@ -52,6 +52,10 @@ class Stats:
         self.requests += 1
         self.overhead.append(overhead_s)
         self.fallbacks += fallbacks
+        # What was spent counts even when the answer failed midway (a cut stream).
+        self.cost_usd += cost_usd
+        self.baseline_usd += baseline_usd
+        self.estimated += estimated
         if not ok or model is None:
             self.errors += 1
             return
@@ -62,9 +66,6 @@ class Stats:
         row.cost_usd += cost_usd
         row.baseline_usd += baseline_usd
         self.by_tier[tier] = self.by_tier.get(tier, 0) + 1
-        self.cost_usd += cost_usd
-        self.baseline_usd += baseline_usd
-        self.estimated += estimated
 
     def snapshot(self, breakers: dict[str, str]) -> dict[str, Any]:
         answered = self.requests - self.errors
