@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from gearshift import policy, route, stats
-from gearshift.accounting import Tokens, account, answer_tokens
+from gearshift.accounting import Account, Tokens, account, answer_tokens
 from gearshift.breaker import Breakers, Clock, SystemClock
 from gearshift.classify import Rules, load_rules
 from gearshift.config import Config, Model
@@ -273,16 +273,18 @@ async def _stream(
     trace: route.Trace,
     record: Record,
 ) -> web.StreamResponse:
-    def annotate(model: Model, usage: Mapping[str, Any]) -> dict[str, Any]:
-        # The usage chunk the client asked for carries the cost (headers are long gone).
-        tokens = Tokens.from_usage(usage) or Tokens.estimate(chat.body, 0)
+    def settle(model: Model, usage: Mapping[str, Any] | None, events: int) -> Account:
+        tokens = Tokens.from_usage(usage) or Tokens.estimate(chat.body, events)
         record.account = a = account(model, trace.plan.baseline or model, tokens)
-        # (during the attempt's first read the attempt itself is not recorded yet)
-        return a.summary(trace.plan.tier, trace.calls + (trace.served_by is None))
+        return a
+
+    def annotate(model: Model, usage: Mapping[str, Any]) -> dict[str, Any]:
+        # The usage chunk the client asked for carries the cost (headers are long gone);
+        # during the attempt's first read the attempt itself is not recorded yet.
+        attempts = trace.calls + (trace.served_by is None)
+        return settle(model, usage, 0).summary(trace.plan.tier, attempts)
 
     streaming = await router.open_stream(chat, trace, annotate if chat.client_wants_usage else None)
-    served = streaming.model
-    baseline = trace.plan.baseline or served
     streams = request.app[STREAMS]
     streams.add(streaming)
     try:
@@ -314,10 +316,7 @@ async def _stream(
         if record.status == 200 and not streaming.complete:
             record.status = "stream_error"
         if record.account is None:
-            tokens = Tokens.from_usage(streaming.state.usage) or Tokens.estimate(
-                chat.body, streaming.events
-            )
-            record.account = account(served, baseline, tokens)
+            settle(streaming.model, streaming.state.usage, streaming.events)
     return response
 
 
@@ -355,7 +354,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _snapshot(app: web.Application) -> dict[str, Any]:
-    return app[OBSERVER].stats.snapshot(app[ROUTER].breakers.states())
+    per_worker = app[CONFIG].metrics_dir is not None
+    return app[OBSERVER].stats.snapshot(app[ROUTER].breakers.states(), per_worker=per_worker)
 
 
 async def stats_json(request: web.Request) -> web.Response:

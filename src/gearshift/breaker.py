@@ -30,6 +30,9 @@ STATE_NAMES = ("closed", "half_open", "open")
 _BUCKETS = 10  # the failure-ratio window is kept as this many counters, not per call
 
 
+Listener = Callable[["Breaker", int], None]
+
+
 class Clock(Protocol):
     """Monotonic seconds and a way to wait; tests pass a fake that only advances."""
 
@@ -62,8 +65,8 @@ class Breaker:
         "_in_flight",
         "_spec",
         "consecutive",
+        "listeners",
         "name",
-        "on_change",
         "open_until",
         "state",
     )
@@ -73,7 +76,7 @@ class Breaker:
         name: str,
         spec: BreakerSpec,
         clock: Clock,
-        on_change: Callable[[Breaker, int], None] | None = None,
+        listeners: list[Listener] | None = None,
     ) -> None:
         self.name = name
         self._spec = spec
@@ -86,12 +89,15 @@ class Breaker:
         self._bucket_start = [0.0] * _BUCKETS  # start time of what each counter holds
         self._bucket_calls = [0] * _BUCKETS
         self._bucket_failures = [0] * _BUCKETS
-        self.on_change = on_change
+        # Told of every state change (old state as argument); shared with ``Breakers``, so a
+        # listener added there reaches breakers created before it.
+        self.listeners = listeners if listeners is not None else []
 
     def _set(self, state: int) -> None:
         old, self.state = self.state, state
-        if old != state and self.on_change is not None:
-            self.on_change(self, old)
+        if old != state:
+            for listener in self.listeners:
+                listener(self, old)
 
     def available(self) -> bool:
         """Would ``acquire`` succeed now (without taking a probe slot)?"""
@@ -190,13 +196,13 @@ class Breaker:
 class Breakers:
     """The breakers of one process, created on first use, keyed by ``provider/model``."""
 
-    __slots__ = ("_all", "_by_model", "_clock", "_spec", "on_change")
+    __slots__ = ("_all", "_by_model", "_clock", "_spec", "listeners")
 
     def __init__(
         self,
         spec: BreakerSpec,
         clock: Clock,
-        on_change: Callable[[Breaker, int], None] | None = None,
+        *listeners: Listener,
     ) -> None:
         self._spec = spec
         self._clock = clock
@@ -204,13 +210,13 @@ class Breakers:
         # The hot path looks breakers up by model object (configuration lives as long as
         # the process): no key string built per request.
         self._by_model: dict[int, Breaker] = {}
-        self.on_change = on_change
+        self.listeners: list[Listener] = list(listeners)  # (breaker, old state) on a change
 
     def get(self, provider: str, model: str) -> Breaker:
         key = f"{provider}/{model}"
         breaker = self._all.get(key)
         if breaker is None:
-            breaker = self._all[key] = Breaker(key, self._spec, self._clock, self.on_change)
+            breaker = self._all[key] = Breaker(key, self._spec, self._clock, self.listeners)
         return breaker
 
     def of(self, model: Model) -> Breaker:

@@ -257,6 +257,9 @@ class Config:
     source: str
     offered: tuple[Model, ...] = field(default=())
     reliability: ReliabilitySpec = field(default_factory=ReliabilitySpec)
+    # PROMETHEUS_MULTIPROC_DIR, set by `serve --workers` for its workers: metrics are
+    # summed over every worker through it.
+    metrics_dir: str | None = None
 
     def redacted(self) -> dict[str, object]:
         """The resolved configuration as plain data with every secret replaced by ``***``."""
@@ -497,4 +500,5 @@ def resolve(
         source=source,
         offered=tuple(m for m in models.values() if m.offered),
         reliability=raw.reliability,
+        metrics_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )

@@ -9,7 +9,6 @@ keys.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from prometheus_client import (
@@ -38,6 +37,7 @@ class Metrics:
     def __init__(self, config: Config) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._dir = config.metrics_dir
         self._models = frozenset(config.models)
         self._requested = (
             self._models
@@ -141,7 +141,7 @@ class Metrics:
     def exposition(self) -> bytes:
         """This process's metrics, or with ``serve --workers`` (a shared
         ``PROMETHEUS_MULTIPROC_DIR``) every worker's, summed."""
-        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        directory = self._dir
         if not directory:
             return generate_latest(self.registry)
         combined = CollectorRegistry()

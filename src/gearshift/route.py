@@ -141,8 +141,7 @@ class Router:
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self.breakers = breakers or Breakers(self._spec.breaker, self._clock)
-        self._on_change = self.breakers.on_change  # someone else's (metrics), kept
-        self.breakers.on_change = self._breaker_changed
+        self.breakers.listeners.append(self._breaker_changed)
         # Attempts waiting for a deployment's answer (nothing sent to the client yet), by
         # breaker: when it opens they are abandoned and move on to the next target, instead
         # of waiting out a hung upstream's timeout.
@@ -150,8 +149,6 @@ class Router:
         self._abandoned: set[asyncio.Timeout] = set()
 
     def _breaker_changed(self, breaker: Breaker, old: int) -> None:
-        if self._on_change is not None:
-            self._on_change(breaker, old)
         if breaker.state != OPEN:
             return
         waiting = self._waiting.get(breaker)

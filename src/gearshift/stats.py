@@ -67,14 +67,15 @@ class Stats:
         row.baseline_usd += baseline_usd
         self.by_tier[tier] = self.by_tier.get(tier, 0) + 1
 
-    def snapshot(self, breakers: dict[str, str]) -> dict[str, Any]:
+    def snapshot(self, breakers: dict[str, str], *, per_worker: bool = False) -> dict[str, Any]:
+        """The aggregates; ``per_worker``: one of several ``serve --workers`` processes."""
         answered = self.requests - self.errors
         savings = self.baseline_usd - self.cost_usd
         samples = sorted(self.overhead)
         return {
             # With `serve --workers N` each worker keeps its own stats; /metrics sums them.
             "worker": os.getpid(),
-            "scope": "this worker" if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else "process",
+            "scope": "this worker" if per_worker else "process",
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "uptime_s": round(time.time() - self.started, 1),
             "requests": self.requests,

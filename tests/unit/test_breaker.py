@@ -16,7 +16,7 @@ SPEC = BreakerSpec(
 def make(spec: BreakerSpec = SPEC) -> tuple[Breaker, FakeClock, list[tuple[int, int]]]:
     clock = FakeClock()
     changes: list[tuple[int, int]] = []
-    breaker = Breaker("p/m", spec, clock, lambda b, old: changes.append((old, b.state)))
+    breaker = Breaker("p/m", spec, clock, [lambda b, old: changes.append((old, b.state))])
     return breaker, clock, changes
 
 

@@ -498,8 +498,7 @@ class StreamDecoder:
         if chunks is None or len(self._finished) < self._choices:
             return b""
         self.state.finished = True
-        self.state.usage = self._usage
-        usage = self._usage
+        self.state.usage = usage = self._usage
         out = b""
         if self._wants_usage and usage:
             out = chunks.usage(usage, self.state.usage_extra(usage))
