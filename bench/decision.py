@@ -16,10 +16,10 @@ import time
 
 import orjson
 
-from gearshift.classify import load_rules
 from gearshift.config import load
-from gearshift.policy import Policy, plan
-from gearshift.request import parse_chat
+from gearshift.inbound.chat import parse_chat
+from gearshift.routing.classify import load_rules
+from gearshift.routing.policy import Policy, plan
 
 PROSE = (
     "The quarterly report shows revenue growth in every region, with the strongest "

@@ -19,7 +19,7 @@ import sys
 
 import orjson
 
-from gearshift.features import lexicon_words
+from gearshift.routing.features import lexicon_words
 
 
 def main() -> None:

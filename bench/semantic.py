@@ -32,10 +32,10 @@ from typing import Any
 
 import msgspec
 
-from gearshift import calibrate as cal
-from gearshift.classify import Rules, encode_rules, load_rules
-from gearshift.evaluate import dataset_report, print_table
-from gearshift.features import lexicon_words, read_text
+from gearshift.offline import calibrate as cal
+from gearshift.offline.evaluate import dataset_report, print_table
+from gearshift.routing.classify import Rules, encode_rules, load_rules
+from gearshift.routing.features import lexicon_words, read_text
 
 
 def window_words(rules: Rules, examples: Sequence[cal.Example]) -> list[list[str]]:

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from gearshift.config import load
+from gearshift.inbound.chat import parse_chat
 from gearshift.providers import REGISTRY
-from gearshift.request import parse_chat
 
 TEXT = " world, and a few more words"
 EVENTS = {

@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable, Mapping
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gearshift.app import create_app
 from gearshift.config import Config, decode, load, resolve
 from gearshift.mock import MOCK_STATE, MockState, create_mock_app
 from gearshift.providers import REGISTRY
+from gearshift.serve.app import create_app
 
 MakeConfig = Callable[..., Config]
 

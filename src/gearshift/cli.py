@@ -18,7 +18,7 @@ from gearshift import __version__
 from gearshift.config import Config, ConfigError, load
 from gearshift.mock.flow import BEHAVIOURS
 from gearshift.providers import REGISTRY
-from gearshift.workers import Supervisor, worker_count
+from gearshift.serve.workers import Supervisor, worker_count
 
 log = logging.getLogger("gearshift")
 
@@ -73,7 +73,7 @@ def slow_path_warnings() -> list[str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gearshift.app import create_app
+    from gearshift.serve.app import create_app
 
     config = _load(args.config)
     host = args.host or config.server.host
@@ -112,8 +112,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(config)
     if not args.no_access_log:
         # One JSON object per request on stdout (operational logs stay on stderr).
-        from gearshift.app import OBSERVER
         from gearshift.observe import Sink
+        from gearshift.serve.app import OBSERVER
 
         sink = app[OBSERVER].sink = Sink(sys.stdout.buffer)
 
@@ -195,8 +195,8 @@ def _port(text: str) -> int:
 
 
 def _policy(args: argparse.Namespace) -> Any:
-    from gearshift.classify import RulesError, load_rules
-    from gearshift.policy import Policy
+    from gearshift.routing.classify import RulesError, load_rules
+    from gearshift.routing.policy import Policy
 
     try:
         config = load(args.config, kinds=REGISTRY.keys(), assume_keys=True)
@@ -209,7 +209,7 @@ def _policy(args: argparse.Namespace) -> Any:
 
 def cmd_route(args: argparse.Namespace) -> int:
     from gearshift.errors import GearshiftError
-    from gearshift.replay import decide_one
+    from gearshift.offline.replay import decide_one
 
     if args.request:
         try:
@@ -236,7 +236,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from gearshift.replay import classify_lines, dumps, summarize
+    from gearshift.offline.replay import classify_lines, dumps, summarize
 
     try:
         stream = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
@@ -256,13 +256,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from gearshift.evaluate import evaluate_files
+    from gearshift.offline.evaluate import evaluate_files
 
     return evaluate_files(args.files, args.rules, as_json=args.json, plot=args.plot)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from gearshift.evaluate import calibrate_files
+    from gearshift.offline.evaluate import calibrate_files
 
     weights = {}
     for item in args.weight:

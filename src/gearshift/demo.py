@@ -12,10 +12,10 @@ from typing import Any, TextIO
 import aiohttp
 from aiohttp import web
 
-from gearshift.app import create_app
 from gearshift.config import load
 from gearshift.mock import MockSettings, start_mock
 from gearshift.providers import REGISTRY
+from gearshift.serve.app import create_app
 
 # (requested model, prompt, stream[, extra headers])
 WORKLOAD: list[tuple[Any, ...]] = [

@@ -9,8 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gearshift.classify import load_rules
 from gearshift.cli import main
+from gearshift.routing.classify import load_rules
 
 EASY = {
     "model": "gpt-4o",

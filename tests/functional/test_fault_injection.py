@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from upstreams import HEADERS, MESSAGES, content_of, sse_events, state, two_providers
 
-from gearshift.app import create_app
+from gearshift.serve.app import create_app
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 

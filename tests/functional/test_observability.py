@@ -13,8 +13,8 @@ from conftest import MakeConfig
 from prometheus_client.parser import text_string_to_metric_families
 from upstreams import HEADERS, MESSAGES, sse_events, state, two_providers
 
-from gearshift.accounting import Tokens, cost
-from gearshift.app import create_app
+from gearshift.serve.accounting import Tokens, cost
+from gearshift.serve.app import create_app
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 SIMPLE = [{"role": "user", "content": "Translate 'good morning' into Spanish."}]

@@ -16,8 +16,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from conftest import MakeConfig
 
-from gearshift.app import create_app
 from gearshift.mock import MockState
+from gearshift.serve.app import create_app
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 MESSAGES: list[Any] = [{"role": "user", "content": "Name three rivers in France please"}]

@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from conftest import MakeConfig, solo
 
-from gearshift.app import create_app
 from gearshift.mock import MockState
+from gearshift.serve.app import create_app
 
 MESSAGES = [{"role": "user", "content": "Say hello to the routing proxy"}]
 ClientFactory = Callable[..., Awaitable[TestClient]]

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import FakeClock
 from upstreams import HEADERS, MESSAGES, config_of, sse_events, state, two_providers
 
-from gearshift.app import ROUTER, create_app
+from gearshift.serve.app import ROUTER, create_app
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 KEYS = {"PRIMARY_KEY": "sk-primary-0123456789", "BACKUP_KEY": "sk-backup-0123456789"}

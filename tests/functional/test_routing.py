@@ -77,7 +77,7 @@ async def test_hints_from_the_sdk_shapes(gateway: TestClient, mock_state: MockSt
 async def test_a_failing_primary_falls_back_and_headers_tell_who_answered(
     aiohttp_client: Any, make_config: Any, mock_state: MockState
 ) -> None:
-    from gearshift.app import create_app
+    from gearshift.serve.app import create_app
 
     toml = (
         "use_default_catalog = false\n"

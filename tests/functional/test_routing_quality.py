@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gearshift import calibrate as cal
-from gearshift.classify import load_rules
+from gearshift.offline import calibrate as cal
+from gearshift.routing.classify import load_rules
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "routing-dev"
 FLOORS = {"mt_bench": 0.75, "gsm8k": 0.55, "mmlu_sample": 0.53, "app_workload": 0.95}

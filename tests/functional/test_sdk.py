@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from conftest import MakeConfig, solo
 
-from gearshift.app import create_app
+from gearshift.serve.app import create_app
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 MESSAGES: list[Any] = [{"role": "user", "content": "What is the capital of France?"}]

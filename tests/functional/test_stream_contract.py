@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import MakeConfig
 
-from gearshift.app import create_app
+from gearshift.serve.app import create_app
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 

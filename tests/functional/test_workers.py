@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from gearshift.mock import MOCK_STATE
-from gearshift.workers import worker_count
+from gearshift.serve.workers import worker_count
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hi."}]}
 

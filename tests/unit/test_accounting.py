@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gearshift.accounting import Tokens, account, answer_tokens, cost
 from gearshift.config import load
+from gearshift.inbound.chat import parse_chat
 from gearshift.providers import REGISTRY
-from gearshift.request import parse_chat
+from gearshift.serve.accounting import Tokens, account, answer_tokens, cost
 
 KEYS = {"OPENAI_API_KEY": "sk-a", "ANTHROPIC_API_KEY": "sk-b", "GEMINI_API_KEY": "AIza-c"}
 CONFIG = load(None, environ=KEYS)

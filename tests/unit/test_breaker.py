@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import FakeClock
 
-from gearshift.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, Breakers
 from gearshift.config import BreakerSpec
+from gearshift.serve.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, Breakers
 
 SPEC = BreakerSpec(
     failures=3, failure_ratio=0.5, min_calls=10, window=10.0, cooldown=5.0, max_cooldown=60.0

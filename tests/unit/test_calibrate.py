@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from gearshift import calibrate as cal
-from gearshift.classify import load_rules
+from gearshift.offline import calibrate as cal
+from gearshift.routing.classify import load_rules
 
 
 def _ex(
@@ -152,7 +152,7 @@ def test_a_seed_with_fewer_features_fits_only_those() -> None:
     pytest.importorskip("numpy")
     import msgspec
 
-    from gearshift.classify import Rules
+    from gearshift.routing.classify import Rules
 
     seed = load_rules()
     small = Rules(

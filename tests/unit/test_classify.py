@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from gearshift.classify import (
+from gearshift.routing.classify import (
     COUNTERS,
     PatternRule,
     Rules,
@@ -281,7 +281,7 @@ def test_semantic_lexicon_is_a_mean_over_window_words() -> None:
 
 def test_fitting_keeps_the_semantic_lexicon_and_fits_its_weight() -> None:
     pytest.importorskip("numpy")
-    from gearshift import calibrate as cal
+    from gearshift.offline import calibrate as cal
 
     spec = msgspec.structs.replace(
         SHIPPED.spec,

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from gearshift.config import decode, load
-from gearshift.metrics import Metrics
+from gearshift.observe.metrics import Metrics
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 SUFFIXES = ("", "_total", "_bucket", "_sum", "_count")

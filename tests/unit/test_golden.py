@@ -36,8 +36,8 @@ import pytest
 from gearshift import sse
 from gearshift.config import Model, load
 from gearshift.errors import BadRequest, Unsupported, UpstreamError
+from gearshift.inbound.chat import ChatRequest, parse_chat
 from gearshift.providers import REGISTRY
-from gearshift.request import ChatRequest, parse_chat
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = sorted(p for p in GOLDEN.glob("*/*") if p.is_dir())

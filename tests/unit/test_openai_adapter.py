@@ -5,8 +5,8 @@ import pytest
 
 from gearshift import errors
 from gearshift.config import load
+from gearshift.inbound.chat import parse_chat
 from gearshift.providers import openai
-from gearshift.request import parse_chat
 
 CONFIG = load(None, environ={"OPENAI_API_KEY": "sk-test-abcdef123456"})
 MINI = CONFIG.models["gpt-4o-mini"]

@@ -6,11 +6,11 @@ import msgspec
 import orjson
 import pytest
 
-from gearshift.classify import Rules, load_rules
 from gearshift.config import decode, resolve
 from gearshift.errors import BadRequest, NoTarget, NotFound
-from gearshift.policy import Policy, plan
-from gearshift.request import parse_chat
+from gearshift.inbound.chat import parse_chat
+from gearshift.routing.classify import Rules, load_rules
+from gearshift.routing.policy import Policy, plan
 
 CATALOG = """
 use_default_catalog = false

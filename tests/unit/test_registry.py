@@ -16,9 +16,9 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from gearshift.config import Model, load
+from gearshift.inbound.chat import parse_chat
 from gearshift.mock import create_mock_app
 from gearshift.providers import REGISTRY
-from gearshift.request import parse_chat
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CONFIG = load(

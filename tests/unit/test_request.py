@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from gearshift.errors import BadRequest
-from gearshift.request import parse_chat
+from gearshift.inbound.chat import parse_chat
 
 OK = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from gearshift import tokens
+from gearshift.routing import tokens
 
 
 def test_counts_with_an_offline_encoding() -> None:
@@ -25,7 +25,7 @@ def test_degrades_to_an_estimate_with_a_warning(
     monkeypatch.setattr(tiktoken, "get_encoding", unavailable)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "/nonexistent")
     try:
-        with caplog.at_level(logging.WARNING, logger="gearshift.tokens"):
+        with caplog.at_level(logging.WARNING, logger="gearshift.routing.tokens"):
             assert tokens.encoding() is None
         assert "estimated" in caplog.text
         assert tokens.count("a" * 400) == 100

@@ -10,8 +10,8 @@ import pytest
 
 from gearshift.config import load
 from gearshift.errors import Unsupported
+from gearshift.inbound.chat import parse_chat
 from gearshift.providers import anthropic, gemini
-from gearshift.request import parse_chat
 
 CONFIG = load(None, environ={"ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "g"})
 HAIKU = CONFIG.models["claude-3-haiku"]

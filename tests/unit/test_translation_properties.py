@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from gearshift import sse
 from gearshift.config import load
 from gearshift.errors import BadRequest, Unsupported, UpstreamError
+from gearshift.inbound.chat import parse_chat
 from gearshift.providers import REGISTRY, anthropic, gemini
-from gearshift.request import parse_chat
 
 CONFIG = load(
     None,

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from gearshift.config import Model, Provider
 from gearshift.errors import UpstreamError
-from gearshift.request import ChatRequest
+from gearshift.inbound.chat import ChatRequest
 
 
 @dataclass(frozen=True, slots=True)

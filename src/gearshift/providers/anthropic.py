@@ -47,8 +47,8 @@ from gearshift.errors import (
     retry_after,
     scrub,
 )
+from gearshift.inbound.chat import ChatRequest
 from gearshift.providers import Completion, Outbound, StreamState, shapes
-from gearshift.request import ChatRequest
 
 JSON_TOOL = "json_response"
 """The forced tool that carries a ``json_schema`` answer (its input is the JSON)."""

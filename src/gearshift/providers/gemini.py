@@ -47,8 +47,8 @@ from gearshift.errors import (
     retry_after,
     scrub,
 )
+from gearshift.inbound.chat import ChatRequest
 from gearshift.providers import Completion, Outbound, StreamState, shapes
-from gearshift.request import ChatRequest
 
 _FILTERED = frozenset(
     {

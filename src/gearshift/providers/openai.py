@@ -27,8 +27,8 @@ from gearshift.errors import (
     retry_after,
     scrub,
 )
+from gearshift.inbound.chat import ChatRequest
 from gearshift.providers import Completion, Outbound, StreamState
-from gearshift.request import ChatRequest
 
 
 def encode_request(request: ChatRequest, model: Model) -> Outbound:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from gearshift.classify import Rules, RulesFile, Thresholds
+from gearshift.routing.classify import Rules, RulesFile, Thresholds
 
 
 @dataclass(slots=True)

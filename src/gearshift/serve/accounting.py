@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
-from gearshift import tokens
 from gearshift.config import Model
+from gearshift.routing import tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 
 from gearshift.errors import GearshiftError
-from gearshift.policy import Policy, estimate_cost, plan
-from gearshift.request import parse_chat
+from gearshift.inbound.chat import parse_chat
+from gearshift.routing.policy import Policy, estimate_cost, plan
 
 
 def decide_one(raw: bytes, policy: Policy, headers: dict[str, str] | None = None) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from gearshift.request import content_text
+from gearshift.inbound.chat import content_text
 
-log = logging.getLogger("gearshift.tokens")
+log = logging.getLogger("gearshift.routing.tokens")
 
 # Where tiktoken itself fetches each encoding; the cache key is the sha1 of this URL.
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/"

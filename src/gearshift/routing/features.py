@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gearshift.request import content_text
+from gearshift.inbound.chat import content_text
 
 _KEEP = frozenset(range(ord("a"), ord("z") + 1)) | {ord("'"), ord("-")}
 # Letters a-z, ' and - stay; every other byte (digits, punctuation, UTF-8) splits words.

@@ -15,8 +15,8 @@ from typing import TextIO
 
 import orjson
 
-from gearshift import calibrate as cal
-from gearshift.classify import Rules, RulesError, encode_rules, load_rules
+from gearshift.offline import calibrate as cal
+from gearshift.routing.classify import Rules, RulesError, encode_rules, load_rules
 
 
 def _by_dataset(examples: Sequence[cal.Example]) -> dict[str, list[int]]:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from typing import Any
 
-from gearshift import tokens
-from gearshift.classify import Decision, Rules
 from gearshift.config import Config, Model
 from gearshift.errors import BadRequest, NoTarget, NotFound
-from gearshift.request import ChatRequest, content_text
+from gearshift.inbound.chat import ChatRequest, content_text
+from gearshift.routing import tokens
+from gearshift.routing.classify import Decision, Rules
 
 
 @dataclass(slots=True)
@@ -154,7 +154,7 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
     Required tier: header ``x-gearshift-tier``, else ``gearshift.tier`` in the body, else a
     ``gearshift/<tier>`` model alias, else the classifier. ``auto`` chooses among every
     offered model; a concrete model is the ceiling (no higher tier unless
-    ``allow_upgrade``); ``x-gearshift-route: pin`` (or ``gearshift.route = "pin"``) sends
+    ``allow_upgrade``); ``x-gearshift-route: pin`` (or ``gearshift.serve.router = "pin"``) sends
     the request to the requested model only. Candidates meet the tier, the context window
     and the capabilities the request uses; the cheapest estimated cost goes first.
     """
@@ -174,7 +174,7 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
     route = route.strip().lower() if isinstance(route, str) else route
     if route not in ("auto", "pin"):
         raise BadRequest(
-            "x-gearshift-route (or gearshift.route) must be 'pin' or 'auto'.",
+            "x-gearshift-route (or gearshift.serve.router) must be 'pin' or 'auto'.",
             param="x-gearshift-route",
             code="invalid_value",
         )

@@ -18,10 +18,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gearshift import policy, route, stats
-from gearshift.accounting import Account, Tokens, account, answer_tokens
-from gearshift.breaker import Breakers, Clock, SystemClock
-from gearshift.classify import Rules, load_rules
 from gearshift.config import Config, Model
 from gearshift.errors import (
     BadRequest,
@@ -31,10 +27,15 @@ from gearshift.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from gearshift.metrics import CONTENT_TYPE
-from gearshift.observe import Observer, Record
-from gearshift.request import ChatRequest, parse_chat
-from gearshift.upstream import Upstream
+from gearshift.inbound.chat import ChatRequest, parse_chat
+from gearshift.observe import Observer, Record, stats
+from gearshift.observe.metrics import CONTENT_TYPE
+from gearshift.routing import policy
+from gearshift.routing.classify import Rules, load_rules
+from gearshift.serve import router as route
+from gearshift.serve.accounting import Account, Tokens, account, answer_tokens
+from gearshift.serve.breaker import Breakers, Clock, SystemClock
+from gearshift.serve.transport import Upstream
 
 log = logging.getLogger("gearshift")
 

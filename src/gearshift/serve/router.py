@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gearshift import sse
-from gearshift.breaker import HALF_OPEN, OPEN, Breaker, Breakers, Clock, SystemClock
 from gearshift.config import Model, ReliabilitySpec
 from gearshift.errors import (
     CircuitOpen,
@@ -41,10 +40,11 @@ from gearshift.errors import (
     UpstreamError,
     error_event,
 )
-from gearshift.policy import Plan
+from gearshift.inbound.chat import ChatRequest
 from gearshift.providers import REGISTRY, Completion, StreamDecoder, StreamState
-from gearshift.request import ChatRequest
-from gearshift.upstream import Upstream, UpstreamStream, translated
+from gearshift.routing.policy import Plan
+from gearshift.serve.breaker import HALF_OPEN, OPEN, Breaker, Breakers, Clock, SystemClock
+from gearshift.serve.transport import Upstream, UpstreamStream, translated
 
 T = TypeVar("T")
 

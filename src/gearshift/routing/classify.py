@@ -24,8 +24,8 @@ from typing import Any
 
 import msgspec
 
-from gearshift import tokens
-from gearshift.features import (
+from gearshift.routing import tokens
+from gearshift.routing.features import (
     COUNTERS,
     SCOPES,
     Found,
@@ -347,7 +347,7 @@ def load_rules(path: str | Path | None = None) -> Rules:
 @cache
 def _shipped() -> Rules:
     # Decoded once per process (~0.35 s: the semantic lexicon has ~38k words); read-only.
-    data = resources.files("gearshift").joinpath("rules.toml").read_bytes()
+    data = resources.files("gearshift.routing").joinpath("rules.toml").read_bytes()
     return Rules(decode_rules(data, "<shipped rules>"), "<shipped rules>")
 
 

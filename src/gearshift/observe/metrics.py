@@ -20,8 +20,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from gearshift.breaker import Breaker
 from gearshift.config import Config
+from gearshift.serve.breaker import Breaker
 
 # gearshift's own time is tens of microseconds: buckets from 10 µs up.
 FAST = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)

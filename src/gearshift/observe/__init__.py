@@ -17,12 +17,12 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from gearshift.accounting import Account
 from gearshift.config import Config
 from gearshift.errors import scrub
-from gearshift.metrics import Metrics
-from gearshift.route import Attempt
-from gearshift.stats import Stats
+from gearshift.observe.metrics import Metrics
+from gearshift.observe.stats import Stats
+from gearshift.serve.accounting import Account
+from gearshift.serve.router import Attempt
 
 access_log = logging.getLogger("gearshift.access")
 _ATOMIC = 4096  # PIPE_BUF on Linux: writes up to this size to a pipe are never interleaved
