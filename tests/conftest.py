@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -77,27 +80,69 @@ def solo(model: str, tier: str = "frontier") -> str:
 
 class FakeClock:
     """A clock for breakers, back-off and deadlines that only moves when told to (or when
-    the code under test sleeps on it: the sleep is recorded and returns at once)."""
+    the code under test sleeps on it: the sleep is recorded and returns at once). Timers
+    (``call_at``: the request's deadline) fire as the fake time passes them; a sleeper whose
+    deadline fires mid-sleep wakes at the deadline."""
 
     def __init__(self, start: float = 1000.0) -> None:
         self.t = start
         self.sleeps: list[float] = []
         self.on_sleep: Callable[[float], None] | None = None
+        self._timers: list[tuple[float, int, _Timer]] = []
+        self._seq = 0
 
     def now(self) -> float:
         return self.t
 
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(callback)
+        self._seq += 1
+        heapq.heappush(self._timers, (when, self._seq, timer))
+        return timer
+
     def advance(self, seconds: float) -> None:
-        self.t += seconds
+        self._move(self.t + seconds)
+
+    def _move(self, target: float) -> bool:
+        """Fire the timers due by ``target``; False when one cancelled the running task
+        (time then stays at that timer's moment)."""
+        task = asyncio.current_task() if _in_loop() else None
+        cancelling = task.cancelling() if task is not None else 0
+        while self._timers and self._timers[0][0] <= target:
+            when, _, timer = heapq.heappop(self._timers)
+            if timer.cancelled:
+                continue
+            self.t = max(self.t, when)
+            timer.callback()
+            if task is not None and task.cancelling() > cancelling:
+                return False
+        self.t = max(self.t, target)
+        return True
 
     async def sleep(self, seconds: float) -> None:
-        import asyncio
-
         self.sleeps.append(seconds)
-        self.t += seconds
-        if self.on_sleep is not None:
+        if self._move(self.t + seconds) and self.on_sleep is not None:
             self.on_sleep(seconds)
         await asyncio.sleep(0)
+
+
+class _Timer:
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _in_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @pytest.fixture
@@ -109,3 +154,15 @@ async def primary(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestS
 @pytest.fixture
 async def backup(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
     return await aiohttp_server(create_mock_app())
+
+
+def fed(decoder: Any, event: bytes | None) -> bytes:
+    """A stream decoder's bytes for one raw event (``None``: the end of the body), with the
+    usage chunk it holds back sent first, as the relay sends it (without gearshift's cost
+    object, which the relay adds)."""
+    out = decoder.end() if event is None else decoder.feed(event)
+    held = decoder.state.usage_chunk
+    if held is not None:
+        decoder.state.usage_chunk = None
+        out = b"data: " + held + b"\n\n" + out
+    return bytes(out)

@@ -109,18 +109,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for model in config.models.values():
         if not model.offered:
             log.info("model %s not offered: %s", model.name, model.why_not)
-    app = create_app(config)
-    if not args.no_access_log:
-        # One JSON object per request on stdout (operational logs stay on stderr).
-        from gearshift.observe import Sink
-        from gearshift.serve.app import OBSERVER
-
-        sink = app[OBSERVER].sink = Sink(sys.stdout.buffer)
-
-        async def flush(_: Any) -> None:
-            sink.flush()
-
-        app.on_cleanup.append(flush)
+    # One JSON object per request on stdout (operational logs stay on stderr).
+    app = create_app(config, access_log=None if args.no_access_log else sys.stdout.buffer)
     try:
         _run(app, host, port, config, reuse_port=args.worker)
     except OSError as exc:

@@ -136,6 +136,16 @@ class UpstreamError(GearshiftError):
             return {}
         return {"retry-after": str(max(1, round(self.retry_after)))}
 
+    def scrubbed(self, secrets: tuple[str, ...]) -> UpstreamError:
+        """This error with every upstream-given string made safe to forward (``scrub``):
+        the one choke point every upstream error passes before it reaches a client."""
+        self.message = scrub(self.message, *secrets)
+        if self.code is not None:
+            self.code = scrub(self.code, *secrets, limit=200)
+        if self.param is not None:
+            self.param = scrub(self.param, *secrets, limit=200)
+        return self
+
 
 class Rejected(UpstreamError):
     """The upstream refused the request itself (4xx): another model would refuse it too."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 
-from gearshift.observe import Sink
+from gearshift.observe.access import BatchWriter
 
 
 class Recorder(io.RawIOBase):
@@ -19,7 +19,7 @@ class Recorder(io.RawIOBase):
 
 async def test_lines_are_batched_whole_and_within_pipe_buf() -> None:
     out = Recorder()
-    sink = Sink(out, interval=0.01)  # type: ignore[arg-type]
+    sink = BatchWriter(out, interval=0.01)  # type: ignore[arg-type]
     lines = [b'{"n": %d, "pad": "%s"}' % (i, b"x" * 100) for i in range(200)]
     for line in lines:
         sink.write(line)
@@ -32,7 +32,7 @@ async def test_lines_are_batched_whole_and_within_pipe_buf() -> None:
 
 async def test_a_long_line_goes_out_on_its_own_and_flush_empties_the_buffer() -> None:
     out = Recorder()
-    sink = Sink(out)  # type: ignore[arg-type]
+    sink = BatchWriter(out)  # type: ignore[arg-type]
     sink.write(b"short")
     sink.write(b"y" * 5000)
     assert out.writes == [b"short\n", b"y" * 5000 + b"\n"]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from conftest import fed
 
 from gearshift import errors
 from gearshift.config import load
@@ -83,7 +84,7 @@ def test_pass_through_forwards_bytes_and_handles_the_usage_chunk(
 ) -> None:
     options = {"stream_options": {"include_usage": True}} if client_wants_usage else {}
     decoder = openai.stream_decoder(_chat(stream=True, **options), MINI)
-    out = [decoder.feed(e) for e in (CHUNK, USAGE, DONE)]
+    out = [fed(decoder, e) for e in (CHUNK, USAGE, DONE)]
     # Without the client's include_usage, the "usage":null gearshift caused is taken out.
     assert out[0] == (CHUNK if client_wants_usage else CHUNK.replace(b',"usage":null', b""))
     assert out[1] == (USAGE if client_wants_usage else b"")
@@ -96,16 +97,31 @@ def test_pass_through_flags_malformed_and_error_events() -> None:
     decoder = openai.stream_decoder(_chat(stream=True), MINI)
     assert decoder.feed(b"data: {not json\n\n") == b""
     assert isinstance(decoder.state.error, errors.ProtocolError)
-    assert not decoder.state.error_sent
 
     decoder = openai.stream_decoder(_chat(stream=True), MINI)
-    event = b'data: {"error":{"message":"boom sk-test-abcdef123456 x","type":"server_error"}}\n\n'
-    out = orjson.loads(decoder.feed(event)[6:])
-    assert out["error"]["message"] == "boom [redacted] x", "re-encoded, key scrubbed"
-    assert set(out["error"]) == {"message", "type", "param", "code"}
-    assert decoder.state.error is not None
-    assert decoder.state.error_sent
+    event = b'data: {"error":{"message":"boom","type":"server_error"}}\n\n'
+    assert decoder.feed(event) == b"", "the relay, not the decoder, sends the error event"
+    assert isinstance(decoder.state.error, errors.Unavailable)
     assert decoder.feed(b": keep-alive\n\n") == b": keep-alive\n\n"
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "status"),
+    [
+        ({"message": "slow down", "type": "rate_limit_error"}, errors.RateLimited, 429),
+        ({"message": "bad", "type": "invalid_request_error"}, errors.Rejected, 400),
+        ({"message": "vllm", "type": "BadRequestError", "code": 400}, errors.Rejected, 400),
+        ({"message": "busy", "code": "overloaded_error"}, errors.Unavailable, 503),
+        ({"message": "boom"}, errors.Unavailable, 502),
+    ],
+)
+def test_an_in_band_error_keeps_its_class(
+    error: dict[str, object], kind: type[errors.UpstreamError], status: int
+) -> None:
+    decoder = openai.stream_decoder(_chat(stream=True), MINI)
+    decoder.feed(b"data: " + orjson.dumps({"error": error}) + b"\n\n")
+    assert type(decoder.state.error) is kind
+    assert decoder.state.error.status == status
 
 
 @pytest.mark.parametrize(

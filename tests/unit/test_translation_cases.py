@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import fed
 
 from gearshift.config import load
 from gearshift.errors import Unsupported
@@ -74,8 +75,8 @@ def _stream(module: Any, model: Any, events: list[bytes], **extra: Any) -> tuple
         )
     )
     decoder = module.stream_decoder(request, model)
-    out = b"".join(decoder.feed(e) for e in events)
-    return decoder, out + decoder.end()
+    out = b"".join(fed(decoder, e) for e in events)
+    return decoder, out + fed(decoder, None)
 
 
 def _ev(name: str, data: dict[str, Any]) -> bytes:

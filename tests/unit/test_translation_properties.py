@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import fed
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -623,8 +624,8 @@ def run_stream(kind: str, model: Any, events: list[bytes], stream_options: bool)
     decoder = REGISTRY[kind].stream_decoder(parse_chat(orjson.dumps(body)), model)
     out = b""
     for event in events:
-        out += decoder.feed(event)
-    out += decoder.end()
+        out += fed(decoder, event)
+    out += fed(decoder, None)
     state = decoder.state
     assert state.error is None or isinstance(state.error, UpstreamError)
     assert state.usage is None or isinstance(state.usage, dict)

@@ -9,6 +9,8 @@ keys.
 
 from __future__ import annotations
 
+import itertools
+import time
 from typing import Any
 
 from prometheus_client import (
@@ -22,6 +24,7 @@ from prometheus_client import (
 
 from gearshift.config import Config
 from gearshift.serve.breaker import Breaker
+from gearshift.serve.exchange import Exchange
 
 # gearshift's own time is tens of microseconds: buckets from 10 µs up.
 FAST = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1)
@@ -133,6 +136,39 @@ class Metrics:
 
     def requested_label(self, name: str) -> str:
         return name if name in self._requested else OTHER
+
+    def begin(self, ex: Exchange) -> None:
+        self.inflight.inc()
+
+    def finish(self, ex: Exchange) -> None:
+        """The metrics sink: one finished request into every metric it touches."""
+        self.inflight.dec()
+        child = self.child
+        model = self.model_label(ex.model) if ex.model else "none"
+        requested = self.requested_label(ex.requested)
+        provider = ex.provider or "none"
+        child(self.requests, requested, model, provider, ex.tier, str(ex.status)).inc()
+        self.overhead.observe(ex.overhead_s(time.perf_counter()))
+        if ex.decision_s is not None:
+            self.decision.observe(ex.decision_s)
+        attempts = ex.attempts
+        if attempts:
+            child(self.upstream, provider if ex.provider else attempts[-1].provider).observe(
+                ex.upstream_s
+            )
+        if ex.ttfb_s is not None and ex.provider:
+            child(self.ttfb, ex.provider).observe(ex.ttfb_s)
+        for before, after in itertools.pairwise(attempts):
+            to = self.model_label(after.model)
+            child(self.fallbacks, self.model_label(before.model), to, before.outcome).inc()
+        a = ex.account
+        if a is not None:
+            child(self.cost, model).inc(a.cost_usd)
+            child(self.baseline, requested).inc(a.baseline_usd)
+            child(self.savings, requested, model).inc(a.savings_usd)
+            for kind, n in a.tokens.by_kind():
+                if n:
+                    child(self.tokens, model, kind).inc(n)
 
     def breaker_changed(self, breaker: Breaker, old: int) -> None:
         provider, _, model = breaker.name.partition("/")

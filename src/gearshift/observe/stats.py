@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from gearshift.serve.exchange import Exchange
+
 SAMPLES = 10_000
 
 
@@ -36,6 +38,24 @@ class Stats:
     by_model: dict[str, _Row] = field(default_factory=dict)
     by_tier: dict[str, int] = field(default_factory=dict)
     overhead: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
+
+    def begin(self, ex: Exchange) -> None:
+        pass
+
+    def finish(self, ex: Exchange) -> None:
+        """The stats sink: one finished request into the aggregates."""
+        a = ex.account
+        ok = ex.status == 200
+        self.add(
+            model=ex.model if ok else None,
+            tier=ex.tier,
+            ok=ok,
+            cost_usd=a.cost_usd if a else 0.0,
+            baseline_usd=a.baseline_usd if a else 0.0,
+            estimated=a.tokens.estimated if a else False,
+            fallbacks=ex.fallbacks,
+            overhead_s=ex.overhead_s(time.perf_counter()),
+        )
 
     def add(
         self,

@@ -10,8 +10,8 @@ of the ``openai`` kind, not code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gearshift.config import Model, Provider
@@ -38,19 +38,20 @@ class Completion:
 
 @dataclass(slots=True)
 class StreamState:
-    """What a stream decoder learned so far; read by the attempt loop and accounting."""
+    """What a stream decoder learned so far; read by the relay.
+
+    ``usage_chunk``: the usage-only chunk the client asked for (``stream_options.
+    include_usage``), as the JSON object's bytes, held back by the decoder: the relay sends
+    it, with gearshift's own accounting added, just before the bytes that the same ``feed``
+    or ``end`` call returned. ``error``: the upstream's failure, of its own class (a
+    streamed 429 is ``RateLimited``, a 400 ``Rejected``); the decoder sends nothing for it,
+    the relay ends the client's stream with it.
+    """
 
     finished: bool = False
     usage: dict[str, Any] | None = None
+    usage_chunk: bytes | None = None
     error: UpstreamError | None = None
-    error_sent: bool = False  # the decoder already forwarded the error event itself
-    extra: dict[str, Any] = field(default_factory=dict)
-    # Set by the caller: given the usage, the ``gearshift`` object (cost, baseline …) that
-    # the usage chunk sent to the client carries, when the client asked for usage.
-    annotate: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
-
-    def usage_extra(self, usage: Mapping[str, Any]) -> dict[str, Any] | None:
-        return self.annotate(usage) if self.annotate is not None else None
 
 
 class StreamDecoder(Protocol):

@@ -447,9 +447,9 @@ class StreamDecoder:
         if kind == "message_stop":
             self.state.finished = True
             self.state.usage = _usage(self._raw_usage)
-            usage = self.state.usage
-            out = chunks.usage(usage, self.state.usage_extra(usage)) if self._wants_usage else b""
-            return out + chunks.done()
+            if self._wants_usage:
+                self.state.usage_chunk = chunks.usage(self.state.usage)
+            return chunks.done()
         if kind == "content_block_stop":
             return self._block_stop(chunks, data)
         return b""  # event types added later

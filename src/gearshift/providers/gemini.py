@@ -499,10 +499,9 @@ class StreamDecoder:
             return b""
         self.state.finished = True
         self.state.usage = usage = self._usage
-        out = b""
         if self._wants_usage and usage:
-            out = chunks.usage(usage, self.state.usage_extra(usage))
-        return out + chunks.done()
+            self.state.usage_chunk = chunks.usage(usage)
+        return chunks.done()
 
 
 def stream_decoder(request: ChatRequest, model: Model) -> StreamDecoder:

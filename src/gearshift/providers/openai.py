@@ -182,8 +182,7 @@ class PassThrough:
         if b'"usage"' in raw_event and b'"usage":null' not in raw_event:
             return self._usage_event(raw_event)
         if b'"error"' in raw_event and self._error_event(raw_event):
-            assert self.state.error is not None
-            return sse.encode(self.state.error.body())
+            return b""
         payload = sse.data_payload(raw_event)
         if payload is None:  # a comment or keep-alive
             return raw_event
@@ -214,28 +213,58 @@ class PassThrough:
         if isinstance(usage, dict):
             self.state.usage = usage
             # The usage-only chunk (empty choices) exists because gearshift asked for it.
-            if self._drop_usage and not chunk.get("choices"):
+            if not chunk.get("choices"):
+                if not self._drop_usage:
+                    payload = sse.data_payload(raw_event)
+                    assert payload is not None  # it parsed as an object
+                    self.state.usage_chunk = payload.rstrip()
                 return b""
-            extra = self.state.usage_extra(usage)
-            if extra is not None:
-                chunk["gearshift"] = extra
-                return sse.encode(orjson.dumps(chunk))
         return raw_event
 
     def _error_event(self, raw_event: bytes) -> bool:
-        """Note an in-band error; the client gets it re-encoded, its message scrubbed."""
+        """Note an in-band error, of the class its type or code says (the relay sends it)."""
         chunk = _load_event(raw_event)
         error = chunk.get("error") if chunk else None
         if not isinstance(error, dict):
             return False
         code = error.get("code")
-        self.state.error = UpstreamError(
-            scrub(str(error.get("message") or "upstream error in stream"), self._key),
+        message = error.get("message")
+        self.state.error = for_upstream_status(
+            _inband_status(error),
+            scrub(message if isinstance(message, str) else "upstream error in stream", self._key),
             provider=self._provider,
             code=code if isinstance(code, str) else None,
         )
-        self.state.error_sent = True
         return True
+
+
+# An error event inside a 200 stream has no HTTP status: its type or code says what it was.
+_INBAND_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "overloaded_error": 503,
+    "service_unavailable": 503,
+    "timeout": 504,
+}
+
+
+def _inband_status(error: Mapping[str, Any]) -> int:
+    """The HTTP status an in-band error stands for: a numeric ``code`` or ``status`` (vLLM
+    and others put the status there), else its ``type`` or ``code`` name, else 500."""
+    for field in ("code", "status"):
+        value = error.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and 400 <= value < 600:
+            return value
+    for field in ("code", "type"):
+        value = error.get(field)
+        if isinstance(value, str) and value in _INBAND_STATUS:
+            return _INBAND_STATUS[value]
+    return 500
 
 
 def _load_event(raw_event: bytes) -> dict[str, Any] | None:

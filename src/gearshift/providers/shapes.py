@@ -428,10 +428,9 @@ class Chunks:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         return sse.encode(self._head + b',"choices":[' + orjson.dumps(choice) + b"]}")
 
-    def usage(self, usage_: Mapping[str, Any], extra: dict[str, Any] | None = None) -> bytes:
-        """The usage-only chunk; ``extra`` becomes its ``gearshift`` field."""
-        tail = b"}" if extra is None else b',"gearshift":' + orjson.dumps(extra) + b"}"
-        return sse.encode(self._head + b',"choices":[],"usage":' + orjson.dumps(usage_) + tail)
+    def usage(self, usage_: Mapping[str, Any]) -> bytes:
+        """The usage-only chunk, as a JSON object (``StreamState.usage_chunk``)."""
+        return self._head + b',"choices":[],"usage":' + orjson.dumps(usage_) + b"}"
 
     @staticmethod
     def done() -> bytes:

@@ -12,13 +12,13 @@ import math
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, BinaryIO
 
 import orjson
 from aiohttp import web
 
-from gearshift.config import Config, Model
+from gearshift.config import Config
 from gearshift.errors import (
     BadRequest,
     GearshiftError,
@@ -27,27 +27,33 @@ from gearshift.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from gearshift.inbound.chat import ChatRequest, parse_chat
-from gearshift.observe import Observer, Record, stats
-from gearshift.observe.metrics import CONTENT_TYPE
+from gearshift.inbound.chat import parse_chat
+from gearshift.observe import Observation, stats
+from gearshift.observe.access import AccessLog, BatchWriter
+from gearshift.observe.metrics import CONTENT_TYPE, Metrics
 from gearshift.routing import policy
 from gearshift.routing.classify import Rules, load_rules
-from gearshift.serve import router as route
-from gearshift.serve.accounting import Account, Tokens, account, answer_tokens
-from gearshift.serve.breaker import Breakers, Clock, SystemClock
-from gearshift.serve.transport import Upstream
+from gearshift.serve import relay
+from gearshift.serve.breaker import Breakers
+from gearshift.serve.clock import Clock, SystemClock
+from gearshift.serve.exchange import Exchange
+from gearshift.serve.router import Router
+from gearshift.serve.transport import HTTPTransport, Transport
 
 log = logging.getLogger("gearshift")
 
 CONFIG = web.AppKey("config", Config)
 KEY_DIGESTS = web.AppKey("key_digests", tuple)
 POLICY = web.AppKey("policy", policy.Policy)
-UPSTREAM = web.AppKey("upstream", Upstream)
-ROUTER = web.AppKey("router", route.Router)
+TRANSPORT = web.AppKey("transport", Transport)
+ROUTER = web.AppKey("router", Router)
 REQUEST_ID = web.RequestKey("request_id", str)
-OBSERVER = web.AppKey("observer", Observer)
+OBSERVATION = web.AppKey("observation", Observation)
+METRICS = web.AppKey("metrics", Metrics)
+STATS = web.AppKey("stats", stats.Stats)
+ACCESS_LOG = web.AppKey("access_log", AccessLog)
 DRAINING = web.AppKey("draining", asyncio.Event)
-STREAMS: web.AppKey[set[route.Streaming]] = web.AppKey("streams")  # streams being served
+STREAMS: web.AppKey[set[relay.Relay]] = web.AppKey("streams")  # streams being served
 
 _SHUTTING_DOWN = GearshiftError(
     "gearshift is shutting down and its grace period ran out before this stream ended; "
@@ -143,28 +149,6 @@ def _too_large(config: Config) -> PayloadTooLarge:
     )
 
 
-def _decision_headers(trace: route.Trace) -> dict[str, str]:
-    model = trace.served_by or trace.plan.targets[0]
-    plan = trace.plan
-    headers = {
-        "x-gearshift-model": model.name,
-        "x-gearshift-provider": model.provider.name,
-        "x-gearshift-tier": plan.tier,
-        "x-gearshift-score": plan.score,
-        "x-gearshift-reason": plan.reason,
-        "x-gearshift-attempts": str(trace.calls),
-        "x-gearshift-est-cost-usd": f"{plan.cost_on(model):.8f}",
-        "x-gearshift-requested-cost-usd": f"{plan.baseline_cost_usd:.8f}",
-    }
-    if len(trace.attempts) > 1 or trace.served_by is None:
-        headers["x-gearshift-attempt-log"] = ", ".join(str(a) for a in trace.attempts)
-    if trace.degraded:
-        headers["x-gearshift-degraded"] = trace.degraded
-    if trace.upstream_request_id:
-        headers["x-upstream-request-id"] = trace.upstream_request_id
-    return headers
-
-
 def _budget(request: web.Request) -> float:
     """The client's own deadline for this request, ``x-gearshift-timeout`` (seconds)."""
     value = request.headers.get("x-gearshift-timeout")
@@ -183,17 +167,17 @@ def _budget(request: web.Request) -> float:
     return seconds
 
 
-def _log_attempts(request: web.Request, trace: route.Trace, status: int | str) -> None:
+def _log_attempts(ex: Exchange) -> None:
     """One line for a request that needed more than one attempt, or failed."""
-    if len(trace.attempts) > 1 or trace.served_by is None:
+    if len(ex.attempts) > 1 or ex.served_by is None:
         log.log(
-            logging.INFO if trace.served_by is not None else logging.WARNING,
+            logging.INFO if ex.served_by is not None else logging.WARNING,
             "request %s: %s -> %s (status %s, attempts: %s)",
-            request[REQUEST_ID],
-            trace.plan.requested,
-            trace.served_by.name if trace.served_by else "nothing",
-            status,
-            ", ".join(str(a) for a in trace.attempts) or "none",
+            ex.request_id,
+            ex.requested,
+            ex.model or "nothing",
+            ex.status,
+            ex.attempt_log() or "none",
         )
 
 
@@ -202,92 +186,51 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if (request.content_length or 0) > config.server.max_body_bytes:
         raise _too_large(config)
     body = await request.read()
-    record = Record(request[REQUEST_ID], time.perf_counter())
-    observer = request.app[OBSERVER]
-    observer.metrics.inflight.inc()
+    ex = Exchange(request[REQUEST_ID], time.perf_counter())
+    observation = request.app[OBSERVATION]
+    observation.begin(ex)
     try:
-        return await _chat(request, body, record)
+        return await _chat(request, body, ex)
     except GearshiftError as exc:  # refused before routing (bad body, unknown model …)
-        record.status = exc.status
+        ex.status = exc.status
         raise
     except asyncio.CancelledError:  # the client left
-        record.status = 499
+        ex.status = 499
         raise
     except Exception:  # a bug: the middleware answers 500 and logs it
-        record.status = 500
+        ex.status = 500
         raise
     finally:
         # Metrics, stats and the log line wait until the answer is on its way.
-        record.ended = time.perf_counter()
-        asyncio.get_running_loop().call_soon(observer.finish, record)
+        ex.ended = time.perf_counter()
+        asyncio.get_running_loop().call_soon(observation.finish, ex)
 
 
-async def _chat(request: web.Request, body: bytes, record: Record) -> web.StreamResponse:
+async def _chat(request: web.Request, body: bytes, ex: Exchange) -> web.StreamResponse:
     chat = parse_chat(body)
-    record.requested, record.stream = chat.model, chat.stream
+    ex.requested, ex.stream = chat.model, chat.stream
     if request.app[CONFIG].server.log_prompts:
-        record.prompt = orjson.dumps(chat.body.get("messages")).decode()
-    budget = _budget(request)
+        ex.prompt = orjson.dumps(chat.body.get("messages")).decode()
+    ex.budget = _budget(request)
     began = time.perf_counter()
-    plan = policy.plan(chat, request.app[POLICY], request.headers)
-    record.decision_s = time.perf_counter() - began
-    record.tier, record.score = plan.tier, plan.score
-    trace = route.Trace(plan, budget)
-    router = request.app[ROUTER]
+    ex.plan = policy.plan(chat, request.app[POLICY], request.headers)
+    ex.decision_s = time.perf_counter() - began
     try:
-        if chat.stream:
-            return await _stream(request, router, chat, trace, record)
-        completion = await router.complete(chat, trace)
+        answer = await request.app[ROUTER].run(chat, ex)
     except GearshiftError as exc:
-        record.status = exc.status
-        return error_response(exc, _decision_headers(trace))
-    finally:
-        _traced(record, trace)
-        _log_attempts(request, trace, record.status)
-    served = trace.served_by
-    assert served is not None
-    tokens = Tokens.from_usage(completion.usage) or Tokens.estimate(
-        chat.body, answer_tokens(completion.body)
-    )
-    record.account = a = account(served, plan.baseline or served, tokens)
-    headers = _decision_headers(trace)
-    headers["x-gearshift-cost-usd"] = f"{a.cost_usd:.10f}"
-    headers["x-gearshift-baseline-usd"] = f"{a.baseline_usd:.10f}"
-    headers["x-gearshift-savings-usd"] = f"{a.savings_usd:.10f}"
-    return web.Response(body=completion.body, content_type="application/json", headers=headers)
+        ex.status = exc.status
+        _log_attempts(ex)
+        return error_response(exc, relay.decision_headers(ex))
+    _log_attempts(ex)
+    if isinstance(answer, relay.Relay):
+        return await _stream(request, answer, ex)
+    headers = relay.whole(ex, chat, answer)
+    return web.Response(body=answer.body, content_type="application/json", headers=headers)
 
 
-def _traced(record: Record, trace: route.Trace) -> None:
-    """Copy what the attempt loop learned into the request's record."""
-    record.attempts = trace.attempts
-    record.upstream_s += trace.upstream_s
-    record.ttfb_s = trace.ttfb_s
-    if trace.served_by is not None:
-        record.model = trace.served_by.name
-        record.provider = trace.served_by.provider.name
-
-
-async def _stream(
-    request: web.Request,
-    router: route.Router,
-    chat: ChatRequest,
-    trace: route.Trace,
-    record: Record,
-) -> web.StreamResponse:
-    def settle(model: Model, usage: Mapping[str, Any] | None, events: int) -> Account:
-        tokens = Tokens.from_usage(usage) or Tokens.estimate(chat.body, events)
-        record.account = a = account(model, trace.plan.baseline or model, tokens)
-        return a
-
-    def annotate(model: Model, usage: Mapping[str, Any]) -> dict[str, Any]:
-        # The usage chunk the client asked for carries the cost (headers are long gone);
-        # during the attempt's first read the attempt itself is not recorded yet.
-        attempts = trace.calls + (trace.served_by is None)
-        return settle(model, usage, 0).summary(trace.plan.tier, attempts)
-
-    streaming = await router.open_stream(chat, trace, annotate if chat.client_wants_usage else None)
+async def _stream(request: web.Request, stream: relay.Relay, ex: Exchange) -> web.StreamResponse:
     streams = request.app[STREAMS]
-    streams.add(streaming)
+    streams.add(stream)
     try:
         response = web.StreamResponse(
             status=200,
@@ -295,29 +238,24 @@ async def _stream(
                 "content-type": "text/event-stream; charset=utf-8",
                 "cache-control": "no-cache",
                 "x-request-id": request[REQUEST_ID],
-                **_decision_headers(trace),
+                **relay.decision_headers(ex),
             },
         )
         await response.prepare(request)
-        async for piece in streaming.pieces():
+        async for piece in stream.pieces():
             began = time.perf_counter()
             await response.write(piece)
-            record.client_s += time.perf_counter() - began
+            ex.client_s += time.perf_counter() - began
         await response.write_eof()
     except ConnectionResetError:
         # The client went away mid-stream: nobody to answer; the finally drops upstream.
         log.debug("request %s: client disconnected mid-stream", request[REQUEST_ID])
-        record.status = 499
+        ex.status = 499
     finally:
         # Reached on success, on a client disconnect (write fails or the handler is
         # cancelled) and on any error: the upstream call never outlives the client.
-        streams.discard(streaming)
-        streaming.close()
-        record.upstream_s += streaming.wait_s
-        if record.status == 200 and not streaming.complete:
-            record.status = "stream_error"
-        if record.account is None:
-            settle(streaming.model, streaming.state.usage, streaming.events)
+        streams.discard(stream)
+        stream.close()
     return response
 
 
@@ -349,14 +287,14 @@ def _model_object(name: str, owner: str = "gearshift") -> dict[str, object]:
 
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(
-        body=request.app[OBSERVER].metrics.exposition(),
+        body=request.app[METRICS].exposition(),
         headers={"content-type": CONTENT_TYPE},
     )
 
 
 def _snapshot(app: web.Application) -> dict[str, Any]:
     per_worker = app[CONFIG].metrics_dir is not None
-    return app[OBSERVER].stats.snapshot(app[ROUTER].breakers.states(), per_worker=per_worker)
+    return app[STATS].snapshot(app[ROUTER].breakers.states(), per_worker=per_worker)
 
 
 async def stats_json(request: web.Request) -> web.Response:
@@ -403,11 +341,18 @@ async def _draining(app: web.Application) -> None:
     asyncio.get_running_loop().call_later(grace, cut_streams)
 
 
-async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    upstream = app[UPSTREAM]
-    await upstream.start()
+async def _transport_ctx(app: web.Application) -> AsyncIterator[None]:
+    transport = app[TRANSPORT]
+    await transport.start()
     yield
-    await upstream.close()
+    await transport.close()
+
+
+async def _access_log_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    writer = app[ACCESS_LOG].writer
+    if writer is not None:
+        writer.flush()  # the last batch of lines
 
 
 def _aliases(config: Config) -> list[str]:
@@ -422,11 +367,16 @@ def create_app(
     *,
     clock: Clock | None = None,
     rng: random.Random | None = None,
+    transport: Transport | None = None,
+    access_log: BinaryIO | None = None,
 ) -> web.Application:
-    """The gearshift app for ``config``; the upstream pool opens and closes with it.
+    """The gearshift app for ``config``; the transport's pool opens and closes with it.
 
     ``rules``: the classifier's table; default the one ``config`` names, else the shipped one.
-    ``clock`` and ``rng`` drive breakers, back-off and deadlines (tests inject them).
+    ``clock`` and ``rng`` drive breakers, back-off and deadlines (tests inject them);
+    ``transport``: how upstreams are reached (default: HTTP, pooled per provider);
+    ``access_log``: where the JSON access-log lines go in batches (``gearshift serve``:
+    stdout); without it they go to the ``gearshift.access`` logger.
     """
     if rules is None:
         rules = load_rules(config.routing.rules)
@@ -434,24 +384,29 @@ def create_app(
         middlewares=[errors_middleware, auth_middleware],
         client_max_size=config.server.max_body_bytes,
     )
-    upstream = Upstream(config.providers, config.server.max_response_bytes)
     app[CONFIG] = config
     app[KEY_DIGESTS] = tuple(
         hashlib.sha256(k.reveal().encode()).digest() for k in config.proxy_keys
     )
     app[POLICY] = policy.Policy.build(config, rules)
-    app[UPSTREAM] = upstream
-    observer = Observer(config)
-    app[OBSERVER] = observer
+    app[TRANSPORT] = transport or HTTPTransport(
+        config.providers, config.server.max_response_bytes
+    )
+    app[METRICS] = metrics_ = Metrics(config)
+    app[STATS] = stats_ = stats.Stats()
+    writer = BatchWriter(access_log) if access_log is not None else None
+    app[ACCESS_LOG] = access = AccessLog(config, writer)
+    app[OBSERVATION] = Observation([metrics_, stats_, access])
     clock = clock or SystemClock()
-    breakers = Breakers(config.reliability.breaker, clock, observer.metrics.breaker_changed)
-    app[ROUTER] = route.Router(
-        upstream, config.reliability, clock=clock, rng=rng, breakers=breakers
+    breakers = Breakers(config.reliability.breaker, clock, metrics_.breaker_changed)
+    app[ROUTER] = Router(
+        app[TRANSPORT], config.reliability, clock=clock, rng=rng, breakers=breakers
     )
     app[DRAINING] = asyncio.Event()
     app[STREAMS] = set()
     app.on_shutdown.append(_draining)
-    app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(_transport_ctx)
+    app.cleanup_ctx.append(_access_log_ctx)
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
         app.router.add_get(f"{prefix}/models", list_models)

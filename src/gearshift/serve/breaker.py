@@ -18,12 +18,10 @@ its upstreams from its own traffic.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
-from typing import Protocol
 
 from gearshift.config import BreakerSpec, Model
+from gearshift.serve.clock import Clock
 
 CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 STATE_NAMES = ("closed", "half_open", "open")
@@ -31,26 +29,6 @@ _BUCKETS = 10  # the failure-ratio window is kept as this many counters, not per
 
 
 Listener = Callable[["Breaker", int], None]
-
-
-class Clock(Protocol):
-    """Monotonic seconds and a way to wait; tests pass a fake that only advances."""
-
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """The real clock: ``time.monotonic`` and ``asyncio.sleep``."""
-
-    __slots__ = ()
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 class Breaker:
@@ -238,6 +216,4 @@ __all__ = [
     "STATE_NAMES",
     "Breaker",
     "Breakers",
-    "Clock",
-    "SystemClock",
 ]

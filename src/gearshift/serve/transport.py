@@ -1,5 +1,7 @@
-"""Upstream I/O: one pooled ``aiohttp.ClientSession`` per provider, and the one place where
-aiohttp's exceptions become gearshift errors.
+"""The transport seam: ``Transport.send`` is the one way a request reaches an upstream,
+for whole and streamed answers alike; ``HTTPTransport`` is the real one (one pooled
+``aiohttp.ClientSession`` per provider), and ``translated`` the one place where aiohttp's
+and asyncio's exceptions become gearshift errors.
 
 Nothing here parses a provider's JSON: callers get the status, headers and bytes.
 """
@@ -7,9 +9,10 @@ Nothing here parses a provider's JSON: callers get the status, headers and bytes
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 
@@ -20,21 +23,11 @@ from gearshift.errors import (
     ProtocolError,
     Timeout,
     Unavailable,
-    UpstreamError,
 )
 from gearshift.providers import Outbound
 
 # An error body larger than this is cut: it is read only to build a message.
 _ERROR_BODY_LIMIT = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A whole (non-streaming) upstream answer."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
 
 
 @contextmanager
@@ -88,6 +81,69 @@ async def _read_limited(
     return b"".join(parts)[:limit]
 
 
+class Reply(Protocol):
+    """An upstream's answer, once its status and headers are in. ``read()`` gives the whole
+    body (bounded); ``chunks()`` the body as it arrives; ``close()`` always, when done."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def read(self) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    """The one way a request reaches an upstream (as httpx's ``AsyncBaseTransport``): send
+    the encoded request, get a ``Reply``. Every failure comes out as an ``UpstreamError``.
+
+    ``stream``: the answer is read as it arrives (``chunks()``), within ``total`` seconds
+    in all; otherwise ``read()`` gives it whole. ``first_byte``: the most seconds to wait
+    for the answer's headers (default: the provider's ``total`` bounds it all). Tests
+    script one (``ScriptedTransport`` in the tests) and drive the router with a fake
+    clock."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(
+        self,
+        provider: Provider,
+        out: Outbound,
+        *,
+        stream: bool,
+        total: float = math.inf,
+        first_byte: float | None = None,
+    ) -> Reply: ...
+
+
+class Whole:
+    """A non-streaming answer, read whole before ``send`` returned."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    async def read(self) -> bytes:
+        return self.body
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self.body:
+            yield self.body
+
+    def close(self) -> None:
+        pass
+
+
 class UpstreamStream:
     """An open streaming response. Iterate ``chunks()``; always ``close()`` when done."""
 
@@ -106,7 +162,8 @@ class UpstreamStream:
     def headers(self) -> Mapping[str, str]:
         return self._response.headers
 
-    async def read_error_body(self) -> bytes:
+    async def read(self) -> bytes:
+        """The body, read whole: only ever an error body here, so it is cut at 64 KiB."""
         with translated(self._provider, "reading an error body"):
             return await _read_limited(
                 self._response, _ERROR_BODY_LIMIT, self._provider, truncate=True
@@ -134,8 +191,9 @@ class UpstreamStream:
                 self._response.close()
 
 
-class Upstream:
-    """The pooled sessions, one per provider, created in ``start`` and closed in ``close``."""
+class HTTPTransport:
+    """The real transport: pooled ``aiohttp`` sessions, one per provider, created in
+    ``start`` and closed in ``close``."""
 
     def __init__(
         self, providers: Mapping[str, Provider], max_response_bytes: int = 64 * 1024 * 1024
@@ -167,21 +225,35 @@ class Upstream:
     def _session(self, provider: Provider) -> aiohttp.ClientSession:
         return self._sessions[provider.name]
 
-    async def post(self, provider: Provider, out: Outbound) -> Reply:
-        """Send a non-streaming request and read the whole answer (bounded by ``total``)."""
+    async def send(
+        self,
+        provider: Provider,
+        out: Outbound,
+        *,
+        stream: bool,
+        total: float = math.inf,
+        first_byte: float | None = None,
+    ) -> Reply:
+        if stream:
+            return await self._open_stream(provider, out, total)
+        return await self._post(provider, out, first_byte)
+
+    async def _post(self, provider: Provider, out: Outbound, first_byte: float | None) -> Whole:
+        """Send a non-streaming request and read the whole answer (bounded by ``total``,
+        and its headers by ``first_byte`` when given)."""
         with translated(provider.name, "request"):
-            async with self._session(provider).post(
-                out.url, data=out.body, headers=out.headers, allow_redirects=False
-            ) as response:
+            async with asyncio.timeout(first_byte):
+                response = await self._session(provider).post(
+                    out.url, data=out.body, headers=out.headers, allow_redirects=False
+                )
+            async with response:
                 limit = self._max_response if response.status == 200 else _ERROR_BODY_LIMIT
                 body = await _read_limited(
                     response, limit, provider.name, truncate=response.status != 200
                 )
-                return Reply(response.status, response.headers, body)
+                return Whole(response.status, response.headers, body)
 
-    async def open_stream(
-        self, provider: Provider, out: Outbound, total: float | None = None
-    ) -> UpstreamStream:
+    async def _open_stream(self, provider: Provider, out: Outbound, total: float) -> UpstreamStream:
         """Send a streaming request; return once the response headers are in.
 
         ``first_byte`` bounds the wait for headers, ``idle`` every later read, and the
@@ -199,7 +271,7 @@ class Upstream:
                     timeout=timeout,
                     allow_redirects=False,
                 )
-        return UpstreamStream(provider.name, response, min(t.total, total or t.total))
+        return UpstreamStream(provider.name, response, min(t.total, total))
 
 
-__all__ = ["Reply", "Upstream", "UpstreamError", "UpstreamStream", "translated"]
+__all__ = ["HTTPTransport", "Reply", "Transport", "UpstreamStream", "Whole", "translated"]

@@ -1,0 +1,110 @@
+"""One request's story, owned by one object.
+
+The handler creates an ``Exchange`` when a request arrives; the planner's decision, the
+router's attempts, the relay's usage and cost and the handler's outcome are written into it;
+the observation sinks read it once the answer is on its way. Which object owns a fact about
+a request has one answer: this one.
+
+=====================  ==========================================================
+what was asked         ``request_id``, ``requested``, ``stream``, ``prompt``, ``budget``
+the decision           ``plan`` (tier, score, targets, estimates), ``decision_s``
+every attempt          ``attempts`` (one ``Attempt`` each, in order; the router)
+who served             ``served_by``, ``degraded``, ``upstream_request_id``
+usage and cost         ``usage``, ``events``, ``account`` (the relay)
+timings                ``started``, ``ended``, ``upstream_s``, ``ttfb_s``, ``client_s``
+outcome                ``status``: an HTTP status, ``499`` (client left) or ``stream_error``
+=====================  ==========================================================
+
+Times are ``time.perf_counter`` seconds (the deadline and breakers run on the injected
+clock; these only measure).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from gearshift.config import Model
+from gearshift.routing.policy import Plan
+from gearshift.serve.accounting import Account
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try at one target. ``outcome``: ``…`` (under way), ``ok``, ``open`` (skipped: its
+    breaker is open), ``abandoned`` (its breaker opened while this attempt waited),
+    ``deadline``, ``rejected`` or a failure kind (``unavailable``, ``timeout`` …)."""
+
+    model: str
+    provider: str
+    outcome: str = "…"
+    status: int | None = None
+
+    def __str__(self) -> str:
+        status = f"/{self.status}" if self.status and self.outcome != "ok" else ""
+        return f"{self.model}@{self.provider}:{self.outcome}{status}"
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What happened to one request (see the module docstring for who writes what)."""
+
+    request_id: str
+    started: float
+    requested: str = "-"
+    stream: bool = False
+    prompt: str | None = None  # only with ``server.log_prompts``
+    budget: float = math.inf  # the seconds the client allows (``x-gearshift-timeout``)
+    plan: Plan | None = None
+    decision_s: float | None = None  # None: refused before the routing decision
+    attempts: list[Attempt] = field(default_factory=list)
+    served_by: Model | None = None
+    degraded: str | None = None  # "<required>-><served>" when a lower tier served it
+    upstream_request_id: str | None = None
+    usage: dict[str, Any] | None = None  # the upstream's, normalised to OpenAI's shape
+    events: int = 0  # stream events read (estimates the answer when there is no usage)
+    account: Account | None = None
+    upstream_s: float = 0.0  # in upstream calls, retry waits and a stream's upstream reads
+    ttfb_s: float | None = None  # the answering call's time to its first byte or event
+    client_s: float = 0.0  # waiting on writes to a slow client
+    status: int | str = 200
+    ended: float | None = None  # when the handler returned (the sinks run a little later)
+
+    @property
+    def tier(self) -> str:
+        return self.plan.tier if self.plan is not None else "-"
+
+    @property
+    def score(self) -> str:
+        return self.plan.score if self.plan is not None else "-"
+
+    @property
+    def model(self) -> str | None:
+        return self.served_by.name if self.served_by is not None else None
+
+    @property
+    def provider(self) -> str | None:
+        return self.served_by.provider.name if self.served_by is not None else None
+
+    @property
+    def calls(self) -> int:
+        """Attempts that reached for an upstream (breaker skips not counted)."""
+        return sum(1 for a in self.attempts if a.outcome != "open")
+
+    @property
+    def fallbacks(self) -> int:
+        return max(0, len(self.attempts) - 1)
+
+    def attempt_log(self) -> str:
+        return ", ".join(str(a) for a in self.attempts)
+
+    def latency_s(self, now: float) -> float:
+        return (self.ended if self.ended is not None else now) - self.started
+
+    def overhead_s(self, now: float) -> float:
+        """gearshift's own time: all of it but the upstream's and the client's."""
+        return max(0.0, self.latency_s(now) - self.upstream_s - self.client_s)
+
+
+__all__ = ["Attempt", "Exchange"]
