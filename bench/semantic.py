@@ -8,8 +8,9 @@ Stage 1: every word of the table's windows is embedded with all-MiniLM-L6-v2 (fr
 the mean of its words' vectors, and an L2 logistic regression on that mean predicts "needs the
 strong model". Because the model is linear in the mean, it *is* a word table: each word's
 score is ``coef · vector(word)``, and the request's value is the mean score of its words — a
-set lookup and an average at run time, no model. The scores go into ``[semantic]`` of the seed
-table; ``gearshift calibrate --seed`` then fits the feature's weight beside all the others.
+set lookup and an average at run time, no model. The scores go into the seed table's
+``semantic`` map (in its lexicons file, ``seed_rules.lexicons.msgpack`` beside the TOML);
+``gearshift calibrate --seed`` then fits the feature's weight beside all the others.
 
 ``--cv`` / ``--lodo`` report honest held-out figures of the two stages together: the word
 scores *and* the table are refitted without the held-out rows (``gearshift calibrate``'s own
@@ -34,7 +35,7 @@ import msgspec
 
 from gearshift.offline import calibrate as cal
 from gearshift.offline.evaluate import dataset_report, print_table
-from gearshift.routing.classify import Rules, encode_rules, load_rules
+from gearshift.routing.classify import Rules, load_rules, write_rules
 from gearshift.routing.features import lexicon_words, read_text
 
 
@@ -122,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+")
     parser.add_argument("--seed", default="bench/routing/seed_rules.toml")
-    parser.add_argument("--out", help="where to write the seed with [semantic] (default: --seed)")
+    parser.add_argument(
+        "--out", help="where to write the seed with its semantic scores (default: --seed)"
+    )
     parser.add_argument("--weight", action="append", default=[], metavar="DATASET=W")
     parser.add_argument("--cv", type=int, default=0)
     parser.add_argument("--lodo", action="store_true")
@@ -190,8 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lexicon distilled by `python -m bench.semantic` (see its docstring).",
         "`gearshift calibrate --seed` fits every weight, the semantic one included.",
     ]
-    out.write_bytes(encode_rules(with_semantic(load_rules(args.seed), semantic).spec, header))
-    print(f"wrote {out}: {len(semantic)} word scores", file=sys.stderr)
+    lexicons = write_rules(with_semantic(load_rules(args.seed), semantic).spec, out, header)
+    print(f"wrote {out} and {lexicons}: {len(semantic)} word scores", file=sys.stderr)
     return 0
 
 

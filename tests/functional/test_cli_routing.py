@@ -148,7 +148,13 @@ def test_calibrate_writes_a_table_that_loads(
     assert code == 0
     assert "cross-validated" in out
     assert "in-sample" in out
+    # Two files: the readable TOML, and the word maps beside it in msgpack, named by the TOML.
+    lexicons = tmp_path / "rules.lexicons.msgpack"
+    assert f"wrote {out_path} and {lexicons}:" in out
+    assert 'lexicons = "rules.lexicons.msgpack"' in out_path.read_text()
+    assert "[lexicon]" not in out_path.read_text()
     rules = load_rules(out_path)
+    assert rules.spec.lexicon
     assert rules.spec.provenance["target_quality"] == "0.95"
     assert "--weight theirs=0.5" in rules.spec.provenance["command"]
     code, out, _ = _run(capsys, "eval", str(labeled), "--rules", str(out_path), "--json")

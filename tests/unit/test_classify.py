@@ -9,12 +9,15 @@ import pytest
 
 from gearshift.routing.classify import (
     COUNTERS,
+    Lexicons,
     PatternRule,
     Rules,
     RulesError,
+    RulesFile,
     decode_rules,
     encode_rules,
     load_rules,
+    write_rules,
 )
 
 SHIPPED = load_rules()
@@ -61,6 +64,138 @@ def test_a_malformed_table_is_a_clear_error(tmp_path: Path, text: bytes, message
 def test_missing_table_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="cannot read"):
         load_rules(tmp_path / "nope.toml")
+
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "gearshift" / "routing"
+
+
+def test_the_shipped_table_keeps_its_word_maps_in_msgpack() -> None:
+    text = (PACKAGE / "rules.toml").read_text()
+    assert 'lexicons = "rules.lexicons.msgpack"' in text
+    assert "[semantic]" not in text
+    assert "[lexicon]" not in text
+    assert len(text) < 20_000, "the TOML is the part people read"
+    assert (PACKAGE / "rules.lexicons.msgpack").is_file()
+    assert len(SHIPPED.spec.semantic) > 30_000
+
+
+def _inline(spec: RulesFile, tmp_path: Path) -> Path:
+    path = tmp_path / "inline.toml"
+    path.write_bytes(encode_rules(spec, ["one file, as tables were before lexicons files"]))
+    return path
+
+
+def test_split_and_inline_tables_decide_alike(tmp_path: Path) -> None:
+    path = _inline(SHIPPED.spec, tmp_path)
+    assert b"[semantic]" in path.read_bytes()
+    inline = load_rules(path)
+    assert inline.spec == SHIPPED.spec
+    bodies = [_body(t) for t in EASY + HARD]
+    bodies.append(
+        {
+            "messages": [
+                {"role": "system", "content": "You are a careful tutor."},
+                {"role": "user", "content": HARD[0]},
+                {"role": "assistant", "content": "..."},
+                {"role": "user", "content": "and now explain it to a child"},
+            ]
+        }
+    )
+    for body in bodies:
+        assert inline.score(body)[0] == SHIPPED.score(body)[0]
+        assert inline.decide(body) == SHIPPED.decide(body)
+
+
+def test_written_tables_load_from_anywhere_and_keep_every_bit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    odd = [1 / 3, 0.1 + 0.2, -2.5e-7, 1e-300, 123456.789, -0.0, 4.053]
+    spec = msgspec.structs.replace(
+        SHIPPED.spec,
+        lexicon={"naïve": odd[0], "zebra": odd[1], "apple": odd[2], "日本": odd[3]},
+        lead_lexicon={"please": odd[4]},
+        semantic={**SHIPPED.spec.semantic, "zz-odd": odd[5], "aa-odd": odd[6]},
+    )
+    (tmp_path / "tables").mkdir()
+    written = write_rules(spec, tmp_path / "tables" / "mine.toml", ["a header"])
+    assert written == tmp_path / "tables" / "mine.lexicons.msgpack"
+    text = (tmp_path / "tables" / "mine.toml").read_text()
+    assert text.startswith("# a header\n")
+    assert 'lexicons = "mine.lexicons.msgpack"' in text
+    assert "[lexicon]" not in text
+    monkeypatch.chdir(tmp_path)  # the lexicons file is found beside the TOML, not in the cwd
+    again = load_rules("tables/mine.toml").spec
+    assert again == spec
+    for name in ("lexicon", "lead_lexicon", "semantic"):
+        ours, theirs = getattr(again, name), getattr(spec, name)
+        assert list(ours) == sorted(theirs), "the file keeps the words sorted"
+        assert [ours[w].hex() for w in theirs] == [theirs[w].hex() for w in theirs]
+    # The same table has the same bytes: a refit that changes nothing changes no file.
+    first = written.read_bytes()
+    write_rules(again, tmp_path / "tables" / "mine.toml", ["a header"])
+    assert written.read_bytes() == first
+
+
+def _split(tmp_path: Path) -> tuple[Path, Path]:
+    spec = msgspec.structs.replace(
+        SHIPPED.spec, lexicon={"proof": 1.5}, lead_lexicon={}, semantic={"hi": -0.5}
+    )
+    path = tmp_path / "rules.toml"
+    return path, write_rules(spec, path)
+
+
+def _drop_digest(path: Path) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if not line.startswith("lexicons_sha256")))
+
+
+def test_a_missing_or_corrupt_lexicons_file_is_a_clear_error(tmp_path: Path) -> None:
+    path, lexicons = _split(tmp_path)
+    good = lexicons.read_bytes()
+    assert load_rules(path).spec.lexicon == {"proof": 1.5}
+
+    def error() -> str:
+        with pytest.raises(RulesError) as info:
+            load_rules(path)
+        assert str(path) in str(info.value)
+        return str(info.value)
+
+    lexicons.unlink()
+    assert "lexicons file" in error()
+    assert "cannot read: No such file or directory" in error()
+    lexicons.write_bytes(good[:-3])
+    assert "does not match lexicons_sha256" in error()
+    _drop_digest(path)  # a hand-made pair may go without a digest: decoding still checks
+    assert "not valid msgpack" in error()
+    lexicons.write_bytes(msgspec.msgpack.encode([1, 2]))
+    assert "Expected `object`, got `array`" in error()
+    lexicons.write_bytes(msgspec.msgpack.encode({"semantic": {"hi": "high"}}))
+    assert "Expected `float`, got `str` - at `$.semantic[...]`" in error()
+    lexicons.write_bytes(msgspec.msgpack.encode({"semantic": {"hi": float("nan")}}))
+    assert "finite" in error()
+    lexicons.write_bytes(msgspec.msgpack.encode(Lexicons(lexicon={"proof": 2.0})))
+    assert load_rules(path).spec.lexicon == {"proof": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('\n[semantic]\n"hi" = 1.0\n', "has inline lexicons too"),
+        ('\n[lexicon]\n"hi" = 1.0\n', "has inline lexicons too"),
+    ],
+)
+def test_a_table_has_its_word_maps_in_one_place(tmp_path: Path, extra: str, message: str) -> None:
+    path, _ = _split(tmp_path)
+    path.write_text(path.read_text() + extra)
+    with pytest.raises(RulesError, match=message):
+        load_rules(path)
+
+
+def test_a_lexicons_file_needs_a_directory_and_a_digest_needs_a_file() -> None:
+    with pytest.raises(RulesError, match="its directory is not known"):
+        decode_rules(b'lexicons = "rules.lexicons.msgpack"\n', "bytes")
+    with pytest.raises(RulesError, match="lexicons_sha256 without a lexicons file"):
+        decode_rules(b'lexicons_sha256 = "00"\n', "bytes")
 
 
 def test_structural_features() -> None:

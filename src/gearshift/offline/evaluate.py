@@ -16,7 +16,7 @@ from typing import TextIO
 import orjson
 
 from gearshift.offline import calibrate as cal
-from gearshift.routing.classify import Rules, RulesError, encode_rules, load_rules
+from gearshift.routing.classify import Rules, RulesError, load_rules, write_rules
 
 
 def _by_dataset(examples: Sequence[cal.Example]) -> dict[str, list[int]]:
@@ -150,7 +150,8 @@ def calibrate_files(
     weights: dict[str, float] | None = None,
     stream: TextIO | None = None,
 ) -> int:
-    """Fit on ``files``, print held-out figures, write the table to ``out``."""
+    """Fit on ``files``, print held-out figures, write the table to ``out`` (TOML) and its
+    word maps beside it (``my.toml`` → ``my.lexicons.msgpack``, named in the TOML)."""
     stream = stream or sys.stdout
     try:
         import numpy  # noqa: F401
@@ -213,10 +214,10 @@ def calibrate_files(
         "gearshift rule table, fitted by `gearshift calibrate` (see docs/routing.md).",
         "Weights are logistic-regression coefficients; score = sigmoid(bias + sum).",
     ]
-    Path(out).write_bytes(encode_rules(spec, header))
+    lexicons = write_rules(spec, out, header)
     t = spec.thresholds
     stream.write(
-        f"wrote {out}: {len(spec.lexicon)} lexicon words, thresholds standard "
+        f"wrote {out} and {lexicons}: {len(spec.lexicon)} lexicon words, thresholds standard "
         f"{t.standard} / frontier {t.frontier}\n"
     )
     return 0

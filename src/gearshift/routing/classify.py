@@ -9,16 +9,23 @@ holds, for every feature, its weight; for pattern rules, the compiled regex; and
 lexicon (word → weight) beside the hand-made features. At run time: the features, a dot
 product, a sigmoid. Weights and tier thresholds are fitted offline (see ``calibrate.py`` and
 ``docs/routing.md``), never hand-tuned.
+
+A table is two files: the TOML, which people review (bias, thresholds, windows, counter and
+term-rule weights, provenance), and the msgpack file it names (``lexicons = ...``, beside it)
+with the word maps — ~41k numbers that take ~0.4 s to parse as TOML and ~10 ms as msgpack.
+A TOML with the maps inline (the older single-file form) still loads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +100,27 @@ class RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     provenance: dict[str, str] = {}
 
 
+class Lexicons(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A table's word maps, as its msgpack file holds them (the fields of ``RulesFile``)."""
+
+    lexicon: dict[str, float] = {}
+    lead_lexicon: dict[str, float] = {}
+    semantic: dict[str, float] = {}
+
+
+class _TableFile(RulesFile, frozen=True, forbid_unknown_fields=True):
+    """A table's TOML as written: ``lexicons`` names the msgpack file with its word maps
+    (relative to the TOML's directory) and ``lexicons_sha256`` is that file's digest; both
+    are empty when the maps are inline."""
+
+    lexicons: str = ""
+    lexicons_sha256: str = ""
+
+
+_LEXICON_FIELDS = Lexicons.__struct_fields__
+_lexicons_decoder = msgspec.msgpack.Decoder(Lexicons)
+
+
 @dataclass(slots=True)
 class Decision:
     """The classifier's verdict: ``score`` ∈ [0, 1], the tier it implies, the estimated
@@ -124,17 +152,15 @@ class Rules:
                 raise RulesError(
                     f"{source}: $.patterns[{i}] ({rule.id}): bad regex: {exc}"
                 ) from None
-        numbers = [
+        scalars = [
             spec.bias,
             spec.prev_lexicon_scale,
             spec.semantic_weight,
-            *spec.semantic.values(),
             *spec.counters.values(),
             *(p.weight for p in spec.patterns),
-            *spec.lexicon.values(),
-            *spec.lead_lexicon.values(),
         ]
-        if not all(math.isfinite(n) and abs(n) <= _MAX_WEIGHT for n in numbers):
+        maps = (spec.lexicon.values(), spec.lead_lexicon.values(), spec.semantic.values())
+        if not all(map(_bounded, (scalars, *maps))):
             raise RulesError(
                 f"{source}: every bias and weight must be a finite number within ±{_MAX_WEIGHT:g}"
             )
@@ -317,6 +343,15 @@ def _tool_chars(body: Mapping[str, Any]) -> int:
     return len(msgspec.json.encode(tools))
 
 
+def _bounded(values: Collection[float]) -> bool:
+    """Every value finite and within ±_MAX_WEIGHT, checked in C loops (the semantic lexicon
+    has ~38k): a NaN or an infinity makes the sum non-finite, and bounded values cannot
+    overflow it."""
+    return not values or (
+        math.isfinite(sum(values)) and min(values) >= -_MAX_WEIGHT and max(values) <= _MAX_WEIGHT
+    )
+
+
 def _sigmoid(z: float) -> float:
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-z))
@@ -324,13 +359,49 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-def decode_rules(data: bytes, source: str) -> RulesFile:
+def decode_rules(data: bytes, source: str, directory: Traversable | None = None) -> RulesFile:
+    """A table from its TOML text; the lexicons file it names is read from ``directory``."""
     try:
-        return msgspec.toml.decode(data, type=RulesFile)
+        table = msgspec.toml.decode(data, type=_TableFile)
     except msgspec.ValidationError as exc:
         raise RulesError(f"{source}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise RulesError(f"{source}: not valid TOML: {exc}") from None
+    fields = {name: getattr(table, name) for name in RulesFile.__struct_fields__}
+    if not table.lexicons:
+        if table.lexicons_sha256:
+            raise RulesError(f"{source}: lexicons_sha256 without a lexicons file")
+        return RulesFile(**fields)
+    if any(fields[name] for name in _LEXICON_FIELDS):
+        raise RulesError(
+            f"{source}: names a lexicons file and has inline lexicons too; keep one of them"
+        )
+    if directory is None:
+        raise RulesError(f"{source}: names a lexicons file, but its directory is not known")
+    maps = read_lexicons(directory / table.lexicons, table.lexicons_sha256, source)
+    fields.update((name, getattr(maps, name)) for name in _LEXICON_FIELDS)
+    return RulesFile(**fields)
+
+
+def read_lexicons(path: Traversable, sha256: str, source: str) -> Lexicons:
+    """The word maps in the msgpack file at ``path``, checked against its ``sha256`` (hex;
+    empty: not checked); ``source`` is the table that names the file."""
+    where = f"{source}: its lexicons file {path}"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RulesError(f"{where}: cannot read: {exc.strerror}") from None
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise RulesError(
+            f"{where}: does not match lexicons_sha256 (a table and its lexicons are written "
+            "together, by `gearshift calibrate`)"
+        )
+    try:
+        return _lexicons_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise RulesError(f"{where}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise RulesError(f"{where}: not valid msgpack: {exc}") from None
 
 
 def load_rules(path: str | Path | None = None) -> Rules:
@@ -341,14 +412,44 @@ def load_rules(path: str | Path | None = None) -> Rules:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise RulesError(f"{path}: cannot read: {exc.strerror}") from None
-    return Rules(decode_rules(data, str(path)), str(path))
+    return Rules(decode_rules(data, str(path), Path(path).parent), str(path))
 
 
 @cache
 def _shipped() -> Rules:
-    # Decoded once per process (~0.35 s: the semantic lexicon has ~38k words); read-only.
-    data = resources.files("gearshift.routing").joinpath("rules.toml").read_bytes()
-    return Rules(decode_rules(data, "<shipped rules>"), "<shipped rules>")
+    # Decoded once per process (~30 ms, most of it the ~41k words of the msgpack lexicons
+    # file: decoding them, and keying them by bytes); read-only.
+    package = resources.files("gearshift.routing")
+    data = package.joinpath("rules.toml").read_bytes()
+    return Rules(decode_rules(data, "<shipped rules>", package), "<shipped rules>")
+
+
+def lexicons_path(path: str | Path) -> Path:
+    """Where ``write_rules`` puts the lexicons of a table at ``path``: beside it, named
+    after it (``my.toml`` → ``my.lexicons.msgpack``)."""
+    path = Path(path)
+    return path.with_name(path.stem + ".lexicons.msgpack")
+
+
+def write_rules(spec: RulesFile, path: str | Path, header: Iterable[str] = ()) -> Path:
+    """Write the table to ``path`` (TOML, naming its lexicons file) and its word maps to
+    ``lexicons_path(path)`` (msgpack); returns the latter."""
+    data = encode_lexicons(spec)
+    sibling = lexicons_path(path)
+    sibling.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    Path(path).write_bytes(
+        encode_rules(spec, header, lexicons=sibling.name, lexicons_sha256=digest)
+    )
+    return sibling
+
+
+def encode_lexicons(spec: RulesFile) -> bytes:
+    """The msgpack file of ``spec``'s word maps, words sorted (a table has one encoding).
+    Floats are written as 64-bit doubles, so every weight reads back exactly."""
+    return msgspec.msgpack.encode(
+        Lexicons(**{name: dict(sorted(getattr(spec, name).items())) for name in _LEXICON_FIELDS})
+    )
 
 
 def _q(text: str) -> str:
@@ -356,8 +457,12 @@ def _q(text: str) -> str:
     return msgspec.json.encode(text).decode()
 
 
-def encode_rules(spec: RulesFile, header: Iterable[str] = ()) -> bytes:
-    """Readable TOML for a rules table, with ``header`` lines as comments on top."""
+def encode_rules(
+    spec: RulesFile, header: Iterable[str] = (), lexicons: str = "", lexicons_sha256: str = ""
+) -> bytes:
+    """Readable TOML for a rules table, with ``header`` lines as comments on top. Given a
+    ``lexicons`` file name (and its digest), the word maps are left to that file (see
+    ``write_rules``); otherwise they are written inline."""
     out = [f"# {line}" for line in header]
     out += [
         f"version = {spec.version}",
@@ -365,9 +470,17 @@ def encode_rules(spec: RulesFile, header: Iterable[str] = ()) -> bytes:
         f"prev_lexicon_scale = {spec.prev_lexicon_scale!r}",
         # Written only when used, so that tables without one stay readable by older builds.
         *([f"semantic_weight = {spec.semantic_weight!r}"] if spec.semantic else []),
-        "",
-        "[provenance]",
     ]
+    if lexicons:
+        out += [
+            "",
+            f"# The word maps ({len(spec.lexicon)} lexicon words, {len(spec.lead_lexicon)} "
+            f"lead-lexicon words, {len(spec.semantic)} semantic word scores)",
+            "# are in this msgpack file beside this one; the digest ties the two files together.",
+            f"lexicons = {_q(lexicons)}",
+            f"lexicons_sha256 = {_q(lexicons_sha256)}",
+        ]
+    out += ["", "[provenance]"]
     out += [f"{_q(k)} = {_q(v)}" for k, v in spec.provenance.items()]
     t, w = spec.thresholds, spec.window
     out += [
@@ -394,6 +507,8 @@ def encode_rules(spec: RulesFile, header: Iterable[str] = ()) -> bytes:
         if rule.pattern:
             out.append(f"pattern = {_q(rule.pattern)}")
         out.append(f"weight = {rule.weight!r}")
+    if lexicons:
+        return ("\n".join(out) + "\n").encode()
     out += [
         "",
         "# Learned lexicon: word present in the ask or system prompt -> weight.",
