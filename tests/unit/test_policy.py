@@ -218,6 +218,18 @@ def test_classifier_off_sends_auto_to_the_default_model() -> None:
     assert _names(p) == ["mid"]
 
 
+def test_a_single_model_plan_prices_its_baseline_on_the_baseline_model() -> None:
+    """Classifier off, ``auto`` → the default model; the baseline is the configured
+    baseline (the priciest frontier model), and so is the baseline's estimated cost."""
+    policy = _policy("[routing]\nclassifier = false\ndefault_model = 'mid'\n")
+    p = plan(_req(max_tokens=100), policy)
+    assert p.baseline is not None
+    assert p.baseline.name == "big2"
+    assert p.est_cost_usd == pytest.approx((p.prompt_tokens * 1.0 + 100 * 4.0) / 1e6)
+    assert p.baseline_cost_usd == pytest.approx((p.prompt_tokens * 3.0 + 100 * 15.0) / 1e6)
+    assert p.baseline_cost_usd == pytest.approx(p.cost_on(p.baseline))
+
+
 def test_configured_thresholds_override_the_table() -> None:
     policy = _policy("[routing]\nthresholds = { standard = 0.0, frontier = 0.0 }\n")
     assert plan(_req(text="hi"), policy).tier == "frontier"

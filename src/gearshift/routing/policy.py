@@ -288,17 +288,17 @@ def _single(
     """A plan of one model; the baseline is that model unless given."""
     tokens_in = _prompt_chars(request.body)
     tokens_out = _expected_output(request.body, policy.config)
-    cost = estimate_cost(model, tokens_in, tokens_out)
+    baseline = baseline or model
     return Plan(
         requested=request.model,
         tier=model.tier,
         targets=[model],
         reason=reason,
         output_tokens=tokens_out,
-        est_cost_usd=cost,
-        baseline_cost_usd=cost,
+        est_cost_usd=estimate_cost(model, tokens_in, tokens_out),
+        baseline_cost_usd=estimate_cost(baseline, tokens_in, tokens_out),
         prompt_tokens=tokens_in,
-        baseline=baseline or model,
+        baseline=baseline,
     )
 
 
