@@ -1,4 +1,11 @@
-"""The ``gearshift`` command: serve, check-config, mock-upstream, demo."""
+"""The ``gearshift`` command.
+
+``serve`` (the proxy; ``--workers N`` for a supervisor of N), ``check-config``,
+``mock-upstream`` (the fake OpenAI, Anthropic and Gemini APIs), ``demo`` (gearshift and the
+mock, driven by the official SDK), and the offline routing tools: ``route`` (one decision
+and its plan), ``classify`` (replay a log of requests), ``eval`` (quality figures on labeled
+data) and ``calibrate`` (refit the rule table).
+"""
 
 from __future__ import annotations
 
@@ -313,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", help="config file (default: embedded catalog)")
     check.set_defaults(func=cmd_check_config)
 
-    mock = sub.add_parser("mock-upstream", help="run a fake OpenAI-format upstream")
+    mock = sub.add_parser(
+        "mock-upstream", help="run a fake upstream (OpenAI, Anthropic and Gemini APIs)"
+    )
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=_port, default=9100)
     mock.add_argument(
