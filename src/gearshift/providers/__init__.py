@@ -10,9 +10,9 @@ of the ``openai`` kind, not code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from gearshift.config import Model, Provider
 from gearshift.errors import UpstreamError
@@ -26,6 +26,20 @@ class Outbound:
     url: str
     headers: Mapping[str, str]
     body: bytes
+
+
+_T = TypeVar("_T")
+
+
+def cached(provider: Provider, key: str, build: Callable[[Provider], _T]) -> _T:
+    """The per-provider value ``key`` (an adapter's URL, its headers), built by ``build`` on
+    first use and kept in ``provider.cache``: never rebuilt per request. What is kept is
+    shared by every request to the provider, so it must not be mutated (headers are kept as
+    a read-only mapping; aiohttp copies them into its own multidict)."""
+    value = provider.cache.get(key)
+    if value is None:
+        value = provider.cache[key] = build(provider)
+    return cast(_T, value)
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ for, the upstream's error of its own class); this module decides what the client
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
 import orjson
 
@@ -272,10 +272,6 @@ class Relay:
             and self._failed is None
             and (self._aborted is None)
         )
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self._reply.headers
 
     def close(self) -> None:
         """Drop the upstream response; settle what the stream used (when the usage chunk
