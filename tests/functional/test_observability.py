@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -222,6 +223,25 @@ async def test_the_access_log_line(
     assert "classify: ok?" in line["prompt"]
     assert "[redacted]" in line["prompt"]
     assert PROVIDER_KEY not in caplog.text
+
+
+async def test_create_app_writes_the_access_log_in_batches_and_flushes_at_cleanup(
+    aiohttp_client: ClientFactory, make_config: MakeConfig
+) -> None:
+    """The sinks are wired by ``create_app``: given a byte stream (``gearshift serve``
+    passes stdout), the lines go there in batches, and the last batch is written when the
+    app is cleaned up, not lost."""
+    out = io.BytesIO()
+    app = create_app(make_config(), access_log=out)
+    client = await aiohttp_client(app)
+    for n in range(3):
+        body = {"model": "gpt-4o", "messages": SIMPLE}
+        resp = await post(client, body, **{"x-request-id": f"r{n}"})
+        assert resp.status == 200
+    await client.close()  # runs the app's cleanup
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["request_id"] for line in lines] == ["r0", "r1", "r2"]
+    assert all(line["status"] == 200 for line in lines)
 
 
 async def test_overhead_stays_small_while_the_upstream_is_slow(
