@@ -417,3 +417,27 @@ async def test_an_abandoned_attempt_moves_on_when_its_breaker_opens() -> None:
     assert isinstance(answer, Completion)
     assert hung.attempt_log() == "m-a@a:abandoned, m-b@b:ok"
     assert transport.calls == ["a", "a", "b"]
+
+
+async def test_the_usage_chunk_carries_the_cost_even_on_a_content_chunk() -> None:
+    """Some servers put the usage on the last content chunk instead of a usage-only one:
+    the client who asked for usage still gets gearshift's cost object on it."""
+    cfg, clock = config(), FakeClock()
+    usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    last = event({"id": "c", "object": "chat.completion.chunk", "choices": [DELTA], "usage": usage})
+    transport = ScriptedTransport(clock, a=[streamed(CHUNK, last, DONE)])
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hello"}], "stream": True}
+    body["stream_options"] = {"include_usage": True}
+    ex = exchange(cfg, "a")
+    answer = await router(cfg, transport).run(parse_chat(orjson.dumps(body)), ex)
+    assert isinstance(answer, Relay)
+    pieces = b"".join([p async for p in answer.pieces()])
+    answer.close()
+    docs = [orjson.loads(e[6:]) for e in pieces.split(b"\n\n") if e.startswith(b"data: {")]
+    assert docs[-1]["usage"] == usage
+    assert docs[-1]["choices"] == [DELTA], "the content rides along, unchanged"
+    assert docs[-1]["gearshift"]["model"] == "m-a"
+    assert docs[-1]["gearshift"]["cost_usd"] == pytest.approx((10 * 1 + 2 * 1) / 1e6)
+    assert docs[-1]["gearshift"]["attempts"] == 1
+    assert ex.account is not None
+    assert ex.account.tokens.prompt == 10
