@@ -225,7 +225,8 @@ class Provider:
     api_key: Secret | None
     spec: AnyProviderSpec
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    # Per-adapter values computed once (URL, auth headers), never per request.
+    # Per-adapter values built once, on first use (URL, headers; ``providers.cached``), and
+    # shared by every request to this provider: never rebuilt per request, never mutated.
     cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property

@@ -8,6 +8,7 @@ from gearshift import errors
 from gearshift.config import load
 from gearshift.inbound.chat import parse_chat
 from gearshift.providers import openai
+from gearshift.serve.relay import upstream_error
 
 CONFIG = load(None, environ={"OPENAI_API_KEY": "sk-test-abcdef123456"})
 MINI = CONFIG.models["gpt-4o-mini"]
@@ -184,9 +185,16 @@ def test_decode_error_keeps_code_and_retry_after_and_reads_flat_errors() -> None
     assert "HTTP 500" in openai.decode_error(500, {}, b"<html>oops</html>", PROVIDER).message
 
 
+def _shown(error: errors.UpstreamError) -> errors.UpstreamError:
+    """The error as the serving path shows it: through its one scrubbing choke point."""
+    return upstream_error(error, None, PROVIDER)
+
+
 def test_configured_key_is_scrubbed_whatever_its_shape() -> None:
     body = orjson.dumps({"error": {"message": "bad key gsk_sk-test-abcdef123456 here"}})
-    assert "abcdef123456" not in openai.decode_error(422, {}, body, PROVIDER).message
+    error = openai.decode_error(422, {}, body, PROVIDER)
+    assert error.message == "bad key gsk_sk-test-abcdef123456 here", "the adapter only reports"
+    assert "abcdef123456" not in _shown(error).message
     assert errors.scrub("token XYZ-custom-secret!", "XYZ-custom-secret") == "token [redacted]!"
 
 
@@ -205,11 +213,11 @@ def test_upstream_auth_errors_never_echo_the_key() -> None:
             }
         }
     )
-    error = openai.decode_error(401, {}, body, PROVIDER)
+    error = _shown(openai.decode_error(401, {}, body, PROVIDER))
     assert "sk-" not in error.message
     assert "3456" not in error.message
     body = orjson.dumps({"error": {"message": "key sk-proj-abcdefgh1234 is odd"}})
-    assert "sk-proj" not in openai.decode_error(400, {}, body, PROVIDER).message
+    assert "sk-proj" not in _shown(openai.decode_error(400, {}, body, PROVIDER)).message
 
 
 def test_decode_response_rejects_non_json() -> None:

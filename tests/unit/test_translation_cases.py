@@ -10,7 +10,7 @@ import pytest
 from conftest import fed
 
 from gearshift.config import load
-from gearshift.errors import Unsupported
+from gearshift.errors import Unavailable, Unsupported
 from gearshift.inbound.chat import parse_chat
 from gearshift.providers import anthropic, gemini
 
@@ -351,6 +351,16 @@ def test_a_gemini_stream_with_two_candidates_is_complete_only_when_both_finish()
         ),
         (
             anthropic,
+            402,
+            {
+                "type": "error",
+                "error": {"type": "billing_error", "message": "Check your payment details."},
+            },
+            503,
+            True,  # gearshift's account cannot pay: another provider may serve it
+        ),
+        (
+            anthropic,
             400,
             {
                 "type": "error",
@@ -359,8 +369,8 @@ def test_a_gemini_stream_with_two_candidates_is_complete_only_when_both_finish()
                     "message": "Your credit balance is too low to access the Anthropic API.",
                 },
             },
-            503,
-            True,
+            400,
+            False,  # classified by status and type, never by the message's words
         ),
         (
             anthropic,
@@ -380,6 +390,17 @@ def test_provider_account_problems_are_not_the_clients_fault(
     provider = (FLASH if module is gemini else HAIKU).provider
     error = module.decode_error(status, {}, orjson.dumps(body), provider)
     assert (error.status, error.retryable) == (client_status, retryable)
+    assert error.upstream_status == status
+
+
+def test_an_anthropic_billing_error_in_a_stream_is_the_providers_failure() -> None:
+    event = {"type": "error", "error": {"type": "billing_error", "message": "Pay up."}}
+    decoder, out = _stream(anthropic, HAIKU, [b"event: error\ndata: " + orjson.dumps(event)])
+    assert out == b""
+    error = decoder.state.error
+    assert isinstance(error, Unavailable)
+    assert (error.status, error.retryable, error.code) == (503, True, "provider_billing")
+    assert (error.upstream_status, error.message) == (402, "Pay up.")
 
 
 def test_a_file_part_with_a_pdf_reaches_both_providers() -> None:

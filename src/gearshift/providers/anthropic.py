@@ -24,14 +24,16 @@ in ``prompt_tokens`` (``cached_tokens`` = reads; ``cache_write_tokens`` = writes
 blocks are dropped. In streams nothing is written before the first content (the role chunk
 goes with it; pings before it are dropped), so an error right after ``message_start`` still
 falls back; a tool block that streamed no argument ends with ``{}``. Errors: Anthropic's
-types to OpenAI-shaped errors; 529 → 503, retryable; "credit balance is too low" is the
-provider's failure (503, retryable), not the client's.
+types to OpenAI-shaped errors, classified by status and type, never by message text;
+529 → 503, retryable; a billing error (402 ``billing_error``) is the provider's failure (503,
+retryable: another provider may serve), not the client's.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -45,10 +47,9 @@ from gearshift.errors import (
     UpstreamError,
     for_upstream_status,
     retry_after,
-    scrub,
 )
 from gearshift.inbound.chat import ChatRequest
-from gearshift.providers import Completion, Outbound, StreamState, shapes
+from gearshift.providers import Completion, Outbound, StreamState, cached, shapes
 
 JSON_TOOL = "json_response"
 """The forced tool that carries a ``json_schema`` answer (its input is the JSON)."""
@@ -128,8 +129,11 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
         out["metadata"] = {"user_id": body["user"]}
     if request.stream:
         out["stream"] = True
+    provider = model.provider
     return Outbound(
-        url=_url(model.provider), headers=_headers(model.provider), body=orjson.dumps(out)
+        url=cached(provider, "anthropic.url", _url),
+        headers=cached(provider, "anthropic.headers", _headers),
+        body=orjson.dumps(out),
     )
 
 
@@ -137,7 +141,7 @@ def _url(provider: Provider) -> str:
     return provider.base_url + "/messages"
 
 
-def _headers(provider: Provider) -> dict[str, str]:
+def _headers(provider: Provider) -> Mapping[str, str]:
     spec = provider.spec
     version = spec.version if isinstance(spec, AnthropicProviderSpec) else "2023-06-01"
     headers = {
@@ -148,7 +152,7 @@ def _headers(provider: Provider) -> dict[str, str]:
     headers.update(provider.headers)
     if provider.api_key is not None:
         headers["x-api-key"] = provider.api_key.reveal()
-    return headers
+    return MappingProxyType(headers)
 
 
 def _object_schema(schema: Any) -> dict[str, Any]:
@@ -319,7 +323,7 @@ def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completi
     provider = model.provider
     doc = shapes.json_object(body, provider.name)
     if doc.get("type") == "error":
-        raise _error_from(200, {}, doc, provider)
+        raise _error_from(200, {}, doc, provider.name)
     content = doc.get("content")
     if doc.get("type") != "message" or not isinstance(content, list):
         raise ProtocolError(
@@ -368,7 +372,6 @@ class StreamDecoder:
         "_chunks",
         "_empty",
         "_json_tool",
-        "_key",
         "_model",
         "_provider",
         "_raw_usage",
@@ -382,8 +385,6 @@ class StreamDecoder:
         self._chunks: shapes.Chunks | None = None
         self._model = model.upstream_id
         self._provider = model.provider.name
-        key = model.provider.api_key
-        self._key = key.reveal() if key else ""
         self._wants_usage = request.client_wants_usage
         self._json_tool = _wants_json_tool(request)
         # Anthropic block index → OpenAI tool-call index (-1: the forced JSON tool)
@@ -416,7 +417,7 @@ class StreamDecoder:
             # has started: before that, nothing may commit it (a failure can still move on).
             return b": ping\n\n" if self._chunks is not None and self._chunks.started else b""
         if kind == "error":
-            self.state.error = _error_from(200, {}, data, None, self._provider, self._key)
+            self.state.error = _error_from(200, {}, data, self._provider)
             return b""
         if kind == "message_start":
             message = data.get("message") if isinstance(data.get("message"), dict) else {}
@@ -522,57 +523,52 @@ def stream_decoder(request: ChatRequest, model: Model) -> StreamDecoder:
 
 # ---------------------------------------------------------------- errors
 
-# Anthropic error types whose HTTP status may be lost (in-band stream errors arrive in a 200).
+# The HTTP status each Anthropic error type stands for, from Anthropic's error reference
+# (https://platform.claude.com/docs/en/api/errors, read 2026-12-07; 504 ``timeout_error`` as
+# listed by catalogues of that page). Used where the status is lost (an in-band stream error
+# arrives in a 200) and to classify by type, never by message text.
 _TYPE_STATUS = {
     "invalid_request_error": 400,
     "authentication_error": 401,
+    "billing_error": 402,
     "permission_error": 403,
     "not_found_error": 404,
+    "conflict_error": 409,
     "request_too_large": 413,
     "rate_limit_error": 429,
     "api_error": 500,
+    "timeout_error": 504,
     "overloaded_error": 529,
 }
 
 
-def _error_from(
-    status: int,
-    headers: Mapping[str, str],
-    doc: Any,
-    provider: Provider | None,
-    name: str = "",
-    key: str = "",
-) -> UpstreamError:
-    if provider is not None:
-        name = provider.name
-        key = provider.api_key.reveal() if provider.api_key else ""
+def _error_from(status: int, headers: Mapping[str, str], doc: Any, provider: str) -> UpstreamError:
+    """The error an Anthropic error body means (``{"type": "error", "error": {"type",
+    "message"}}``); ``status`` 200 for an error inside a 200 (a stream's error event, an
+    error body in a 200 answer), whose type then says the status. The message is the
+    upstream's own (the serving path scrubs it)."""
     error = doc.get("error") if isinstance(doc, dict) else None
     kind = error.get("type") if isinstance(error, dict) else None
+    kind = kind if isinstance(kind, str) else None
     text = error.get("message") if isinstance(error, dict) else None
-    if status == 200:  # an error inside a 200 (a stream's error event): the type tells
-        status = _TYPE_STATUS.get(kind, 500) if isinstance(kind, str) else 500
-    message = (
-        scrub(text, key) if isinstance(text, str) else f"Provider {name!r} answered HTTP {status}."
-    )
-    if status in (400, 402) and isinstance(text, str) and "credit balance" in text.lower():
+    if status == 200:
+        status = _TYPE_STATUS.get(kind or "", 500)
+    message = text if isinstance(text, str) else f"Provider {provider!r} answered HTTP {status}."
+    if status == 402 or kind == "billing_error":
         # The provider account cannot pay: not the client's request — another provider may.
         return Unavailable(
             message,
-            provider=name,
+            provider=provider,
             upstream_status=status,
             code="provider_billing",
             status=503,
         )
     return for_upstream_status(
-        status,
-        message,
-        provider=name,
-        code=kind if isinstance(kind, str) else None,
-        retry_after=retry_after(headers),
+        status, message, provider=provider, code=kind, retry_after=retry_after(headers)
     )
 
 
 def decode_error(
     status: int, headers: Mapping[str, str], body: bytes, provider: Provider
 ) -> UpstreamError:
-    return _error_from(status, headers, shapes.json_or_none(body), provider)
+    return _error_from(status, headers, shapes.json_or_none(body), provider.name)

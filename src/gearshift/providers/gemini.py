@@ -33,6 +33,7 @@ becomes the retry-after.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -45,10 +46,9 @@ from gearshift.errors import (
     UpstreamError,
     for_upstream_status,
     retry_after,
-    scrub,
 )
 from gearshift.inbound.chat import ChatRequest
-from gearshift.providers import Completion, Outbound, StreamState, shapes
+from gearshift.providers import Completion, Outbound, StreamState, cached, shapes
 
 _FILTERED = frozenset(
     {
@@ -164,16 +164,19 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
     if generation:
         out["generationConfig"] = generation
     method = ":streamGenerateContent?alt=sse" if request.stream else ":generateContent"
-    url = f"{model.provider.base_url}/models/{model.upstream_id}{method}"
-    return Outbound(url=url, headers=_headers(model.provider), body=orjson.dumps(out))
+    # The URL names the model: only its base is the provider's (one f-string, nothing to keep).
+    provider = model.provider
+    url = f"{provider.base_url}/models/{model.upstream_id}{method}"
+    headers = cached(provider, "gemini.headers", _headers)
+    return Outbound(url=url, headers=headers, body=orjson.dumps(out))
 
 
-def _headers(provider: Provider) -> dict[str, str]:
+def _headers(provider: Provider) -> Mapping[str, str]:
     headers = {"content-type": "application/json", "accept": "application/json"}
     headers.update(provider.headers)
     if provider.api_key is not None:
         headers["x-goog-api-key"] = provider.api_key.reveal()
-    return headers
+    return MappingProxyType(headers)
 
 
 def _generation(body: Mapping[str, Any], most: int) -> dict[str, Any]:
@@ -367,7 +370,7 @@ def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completi
     provider = model.provider
     doc = shapes.json_object(body, provider.name)
     if isinstance(doc.get("error"), dict):
-        raise _error_from(200, {}, doc, provider.name, _key(provider))
+        raise _error_from(200, {}, doc, provider.name)
     candidates = doc.get("candidates")
     choices: list[tuple[dict[str, Any], str]] = []
     if isinstance(candidates, list) and candidates:
@@ -407,7 +410,6 @@ class StreamDecoder:
         "_choices",
         "_chunks",
         "_finished",
-        "_key",
         "_model",
         "_provider",
         "_usage",
@@ -420,7 +422,6 @@ class StreamDecoder:
         self._chunks: shapes.Chunks | None = None
         self._model = model.upstream_id
         self._provider = model.provider.name
-        self._key = _key(model.provider)
         self._wants_usage = request.client_wants_usage
         self._calls: dict[int, int] = {}  # candidate index → tool calls so far
         self._finished: set[int] = set()
@@ -445,7 +446,7 @@ class StreamDecoder:
             )
             return b""
         if isinstance(doc.get("error"), dict):
-            self.state.error = _error_from(200, {}, doc, self._provider, self._key)
+            self.state.error = _error_from(200, {}, doc, self._provider)
             return b""
         out: list[bytes] = []
         chunks = self._chunks
@@ -523,10 +524,6 @@ _STATUS_CODES = {
 }
 
 
-def _key(provider: Provider) -> str:
-    return provider.api_key.reveal() if provider.api_key else ""
-
-
 def _retry_delay(details: Any) -> float | None:
     for detail in details if isinstance(details, list) else ():
         delay = detail.get("retryDelay") if isinstance(detail, dict) else None
@@ -538,9 +535,11 @@ def _retry_delay(details: Any) -> float | None:
     return None
 
 
-def _error_from(
-    status: int, headers: Mapping[str, str], doc: Any, name: str, key: str
-) -> UpstreamError:
+def _error_from(status: int, headers: Mapping[str, str], doc: Any, provider: str) -> UpstreamError:
+    """The error a Google error body means (``{"error": {"code", "message", "status",
+    "details"}}``); ``status`` 200 for an error inside a 200 (a stream's event, an error body
+    in a 200 answer), whose own code or status then says the status. The message is the
+    upstream's own (the serving path scrubs it)."""
     error = doc.get("error") if isinstance(doc, dict) else None
     error = error if isinstance(error, dict) else {}
     kind = error.get("status") if isinstance(error.get("status"), str) else None
@@ -563,14 +562,12 @@ def _error_from(
         # another provider may.
         status = 503
     text = error.get("message")
-    message = (
-        scrub(text, key) if isinstance(text, str) else f"Provider {name!r} answered HTTP {status}."
-    )
+    message = text if isinstance(text, str) else f"Provider {provider!r} answered HTTP {status}."
     wait = retry_after(headers)
     out = for_upstream_status(
         status,
         message,
-        provider=name,
+        provider=provider,
         code=kind,
         retry_after=wait if wait is not None else _retry_delay(details),
     )
@@ -581,4 +578,4 @@ def _error_from(
 def decode_error(
     status: int, headers: Mapping[str, str], body: bytes, provider: Provider
 ) -> UpstreamError:
-    return _error_from(status, headers, shapes.json_or_none(body), provider.name, _key(provider))
+    return _error_from(status, headers, shapes.json_or_none(body), provider.name)

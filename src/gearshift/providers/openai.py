@@ -12,6 +12,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,10 +26,9 @@ from gearshift.errors import (
     UpstreamError,
     for_upstream_status,
     retry_after,
-    scrub,
 )
 from gearshift.inbound.chat import ChatRequest
-from gearshift.providers import Completion, Outbound, StreamState
+from gearshift.providers import Completion, Outbound, StreamState, cached
 
 
 def encode_request(request: ChatRequest, model: Model) -> Outbound:
@@ -46,8 +46,11 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
         options = dict(body.get("stream_options") or {})
         options["include_usage"] = True
         body["stream_options"] = options
+    provider = model.provider
     return Outbound(
-        url=_url(model.provider), headers=_headers(model.provider), body=orjson.dumps(body)
+        url=cached(provider, "openai.url", _url),
+        headers=cached(provider, "openai.headers", _headers),
+        body=orjson.dumps(body),
     )
 
 
@@ -136,7 +139,7 @@ def _url(provider: Provider) -> str:
     return url
 
 
-def _headers(provider: Provider) -> dict[str, str]:
+def _headers(provider: Provider) -> Mapping[str, str]:
     headers = {"content-type": "application/json", "accept": "application/json"}
     headers.update(provider.headers)
     if provider.api_key is not None:
@@ -145,7 +148,7 @@ def _headers(provider: Provider) -> dict[str, str]:
             headers["api-key"] = provider.api_key.reveal()
         else:
             headers["authorization"] = "Bearer " + provider.api_key.reveal()
-    return headers
+    return MappingProxyType(headers)
 
 
 def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completion:
@@ -168,14 +171,12 @@ def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completi
 class PassThrough:
     """Forwards OpenAI SSE bytes as they are; notes usage, [DONE] and in-band errors."""
 
-    __slots__ = ("_drop_usage", "_key", "_provider", "state")
+    __slots__ = ("_drop_usage", "_provider", "state")
 
     def __init__(self, request: ChatRequest, model: Model) -> None:
         self.state = StreamState()
         self._drop_usage = not request.client_wants_usage
         self._provider = model.provider.name
-        key = model.provider.api_key
-        self._key = key.reveal() if key else ""
 
     def feed(self, raw_event: bytes) -> bytes:
         # Cheap byte tests first: only the rare events (usage, error, [DONE]) are parsed.
@@ -212,12 +213,15 @@ class PassThrough:
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.state.usage = usage
+            if not self._drop_usage:
+                # Held for the relay, which adds gearshift's cost object to it (the usage
+                # may ride on the last content chunk too: that chunk is held whole).
+                payload = sse.data_payload(raw_event)
+                assert payload is not None  # it parsed as an object
+                self.state.usage_chunk = payload.rstrip()
+                return b""
             # The usage-only chunk (empty choices) exists because gearshift asked for it.
             if not chunk.get("choices"):
-                if not self._drop_usage:
-                    payload = sse.data_payload(raw_event)
-                    assert payload is not None  # it parsed as an object
-                    self.state.usage_chunk = payload.rstrip()
                 return b""
         return raw_event
 
@@ -231,7 +235,7 @@ class PassThrough:
         message = error.get("message")
         self.state.error = for_upstream_status(
             _inband_status(error),
-            scrub(message if isinstance(message, str) else "upstream error in stream", self._key),
+            message if isinstance(message, str) else "upstream error in stream",
             provider=self._provider,
             code=code if isinstance(code, str) else None,
         )
@@ -295,8 +299,7 @@ def decode_error(
         inner = doc.get("error")
         err: dict[str, Any] = inner if isinstance(inner, dict) else doc
         if isinstance(err.get("message"), str):
-            key = provider.api_key
-            message = scrub(err["message"], key.reveal() if key else "")
+            message = err["message"]
         code = err.get("code") if isinstance(err.get("code"), str) else None
         param = err.get("param") if isinstance(err.get("param"), str) else None
     return for_upstream_status(
