@@ -52,8 +52,10 @@ async def test_the_overhead_run_measures_every_target() -> None:
     [
         ("bench.codec", "--number", "50"),
         ("bench.decision", "--repeat", "5"),
+        ("bench.tableload", "--repeat", "1", "--runs", "1"),
         ("bench.translation", "--number", "50"),
     ],
+    ids=lambda args: args[0],
 )
 async def test_the_micro_benchmarks_run(args: tuple[str, ...]) -> None:
     assert await _bench(*args)

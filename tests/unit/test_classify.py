@@ -14,6 +14,7 @@ from gearshift.routing.classify import (
     Rules,
     RulesError,
     RulesFile,
+    Thresholds,
     decode_rules,
     encode_rules,
     load_rules,
@@ -257,6 +258,11 @@ def test_only_bounded_windows_are_read() -> None:
 
 def test_tiers_follow_the_thresholds() -> None:
     rules = SHIPPED.with_thresholds(0.3, 0.6)
+    assert rules._semantic is SHIPPED._semantic, "the compiled maps are shared, not rebuilt"
+    assert SHIPPED.spec.thresholds != rules.spec.thresholds == Thresholds(0.3, 0.6)
+    assert rules.score(_body(HARD[0])) == SHIPPED.score(_body(HARD[0]))
+    with pytest.raises(RulesError, match="thresholds must satisfy"):
+        SHIPPED.with_thresholds(0.7, 0.6)
     assert [rules.tier_for(s) for s in (0.0, 0.29, 0.3, 0.59, 0.6, 1.0)] == [
         "light",
         "light",

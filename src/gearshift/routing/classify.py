@@ -18,6 +18,7 @@ A TOML with the maps inline (the older single-file form) still loads.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
@@ -169,9 +170,7 @@ class Rules:
         w = spec.window
         if min(w.ask_head, w.ask_tail, w.system_head, w.prev_head, w.lead) < 0:
             raise RulesError(f"{source}: window sizes must not be negative")
-        t = spec.thresholds
-        if not 0.0 <= t.standard <= t.frontier <= 1.0:
-            raise RulesError(f"{source}: thresholds must satisfy 0 <= standard <= frontier <= 1")
+        _check_thresholds(spec.thresholds, source)
         self.spec = spec
         self.source = source
         self._terms = Terms(spec.patterns)
@@ -198,11 +197,13 @@ class Rules:
         self._lead_chars = spec.window.lead
 
     def with_thresholds(self, standard: float, frontier: float) -> Rules:
-        """The same table with other tier thresholds."""
-        spec = msgspec.structs.replace(
-            self.spec, thresholds=Thresholds(standard=standard, frontier=frontier)
-        )
-        return Rules(spec, self.source)
+        """The same table with other tier thresholds; it shares this one's compiled (read-only)
+        maps and sets rather than building them again."""
+        thresholds = Thresholds(standard=standard, frontier=frontier)
+        _check_thresholds(thresholds, self.source)
+        other = copy.copy(self)
+        other.spec = msgspec.structs.replace(self.spec, thresholds=thresholds)
+        return other
 
     def features(self, body: Mapping[str, Any]) -> tuple[Text, dict[str, float]]:
         """Every feature's value for ``body`` (used by fitting, explanations and tests)."""
@@ -343,6 +344,11 @@ def _tool_chars(body: Mapping[str, Any]) -> int:
     return len(msgspec.json.encode(tools))
 
 
+def _check_thresholds(t: Thresholds, source: str) -> None:
+    if not 0.0 <= t.standard <= t.frontier <= 1.0:
+        raise RulesError(f"{source}: thresholds must satisfy 0 <= standard <= frontier <= 1")
+
+
 def _bounded(values: Collection[float]) -> bool:
     """Every value finite and within ±_MAX_WEIGHT, checked in C loops (the semantic lexicon
     has ~38k): a NaN or an infinity makes the sum non-finite, and bounded values cannot
@@ -417,8 +423,8 @@ def load_rules(path: str | Path | None = None) -> Rules:
 
 @cache
 def _shipped() -> Rules:
-    # Decoded once per process (~30 ms, most of it the ~41k words of the msgpack lexicons
-    # file: decoding them, and keying them by bytes); read-only.
+    # Loaded once per process (~55 ms, most of it the ~41k words of the lexicons file:
+    # decoding them, keying them by bytes, their sets); read-only.
     package = resources.files("gearshift.routing")
     data = package.joinpath("rules.toml").read_bytes()
     return Rules(decode_rules(data, "<shipped rules>", package), "<shipped rules>")
