@@ -372,7 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal = sub.add_parser("calibrate", help="fit the rule table's weights and thresholds")
     cal.add_argument("files", nargs="+", help="labeled JSONL files")
-    cal.add_argument("--out", required=True, help="where to write the fitted table (TOML)")
+    cal.add_argument(
+        "--out",
+        required=True,
+        help="where to write the fitted table: OUT (TOML) and OUT's .lexicons.msgpack beside it",
+    )
     cal.add_argument("--seed", help="table whose features to refit (default: shipped)")
     cal.add_argument(
         "--target-quality",
