@@ -23,10 +23,12 @@ blocks only), ``stop_reason`` → ``finish_reason``, usage with cache reads and 
 in ``prompt_tokens`` (``cached_tokens`` = reads; ``cache_write_tokens`` = writes). Thinking
 blocks are dropped. In streams nothing is written before the first content (the role chunk
 goes with it; pings before it are dropped), so an error right after ``message_start`` still
-falls back; a tool block that streamed no argument ends with ``{}``. Errors: Anthropic's
-types to OpenAI-shaped errors, classified by status and type, never by message text;
-529 → 503, retryable; a billing error (402 ``billing_error``) is the provider's failure (503,
-retryable: another provider may serve), not the client's.
+falls back; a tool block that streamed no argument ends with ``{}``; an event type added
+later is ignored. Errors: Anthropic's types to OpenAI-shaped errors, classified by status and
+type, never by message text; 529 → 503, retryable; a billing error (402 ``billing_error``) is
+the provider's failure (503, retryable: another provider may serve), not the client's. The
+stream decoder (on typed events) and what whole answers share with it live in
+``anthropic_stream``.
 """
 
 from __future__ import annotations
@@ -38,32 +40,18 @@ from typing import Any
 
 import orjson
 
-from gearshift import sse
 from gearshift.config import AnthropicProviderSpec, Model, Provider
-from gearshift.errors import (
-    ProtocolError,
-    Unavailable,
-    Unsupported,
-    UpstreamError,
-    for_upstream_status,
-    retry_after,
-)
+from gearshift.errors import ProtocolError, Unsupported, UpstreamError
 from gearshift.inbound.chat import ChatRequest
-from gearshift.providers import Completion, Outbound, StreamState, cached, shapes
-
-JSON_TOOL = "json_response"
-"""The forced tool that carries a ``json_schema`` answer (its input is the JSON)."""
-
-FINISH = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "tool_use": "tool_calls",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "refusal": "content_filter",
-}
-
+from gearshift.providers import Completion, Outbound, cached, shapes
+from gearshift.providers.anthropic_stream import (
+    FINISH,
+    JSON_TOOL,
+    StreamDecoder,
+    _error_from,
+    _usage,
+    _wants_json_tool,
+)
 
 # ---------------------------------------------------------------- request
 
@@ -301,24 +289,6 @@ def _trim_prefill(turns: list[tuple[str, list[Any]]]) -> None:
 # ---------------------------------------------------------------- response
 
 
-def _usage(raw: Mapping[str, Any]) -> dict[str, Any]:
-    def n(name: str) -> int:
-        value = raw.get(name)
-        return value if isinstance(value, int) else 0
-
-    read, write = n("cache_read_input_tokens"), n("cache_creation_input_tokens")
-    return shapes.usage(
-        n("input_tokens") + read + write, n("output_tokens"), cached=read, cache_write=write
-    )
-
-
-def _wants_json_tool(request: ChatRequest) -> bool:
-    fmt = request.body.get("response_format")
-    return (
-        isinstance(fmt, dict) and fmt.get("type") == "json_schema" and not request.body.get("tools")
-    )
-
-
 def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completion:
     provider = model.provider
     doc = shapes.json_object(body, provider.name)
@@ -361,211 +331,11 @@ def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completi
     return Completion(body=answer, usage=usage)
 
 
-# ---------------------------------------------------------------- stream
-
-
-class StreamDecoder:
-    """Anthropic's named events → OpenAI chunks (see the module docstring)."""
-
-    __slots__ = (
-        "_blocks",
-        "_chunks",
-        "_empty",
-        "_json_tool",
-        "_model",
-        "_provider",
-        "_raw_usage",
-        "_tools",
-        "_wants_usage",
-        "state",
-    )
-
-    def __init__(self, request: ChatRequest, model: Model) -> None:
-        self.state = StreamState()
-        self._chunks: shapes.Chunks | None = None
-        self._model = model.upstream_id
-        self._provider = model.provider.name
-        self._wants_usage = request.client_wants_usage
-        self._json_tool = _wants_json_tool(request)
-        # Anthropic block index → OpenAI tool-call index (-1: the forced JSON tool)
-        self._blocks: dict[int, int] = {}
-        self._empty: set[int] = set()  # tool blocks that have sent no argument yet
-        self._tools = 0
-        self._raw_usage: dict[str, Any] = {}
-
-    def _malformed(self, what: str) -> bytes:
-        self.state.error = ProtocolError(
-            f"Provider {self._provider!r} sent a malformed stream event ({what}).",
-            provider=self._provider,
-            code="malformed_stream",
-        )
-        return b""
-
-    def feed(self, raw_event: bytes) -> bytes:
-        event = sse.parse(raw_event)
-        if event is None:
-            return b""  # comments
-        try:
-            data = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            return self._malformed("not JSON")
-        if not isinstance(data, dict):
-            return self._malformed("not an object")
-        kind = data.get("type") or event.name
-        if kind == "ping":
-            # A keep-alive for whatever sits between us and the client — once the stream
-            # has started: before that, nothing may commit it (a failure can still move on).
-            return b": ping\n\n" if self._chunks is not None and self._chunks.started else b""
-        if kind == "error":
-            self.state.error = _error_from(200, {}, data, self._provider)
-            return b""
-        if kind == "message_start":
-            message = data.get("message") if isinstance(data.get("message"), dict) else {}
-            assert isinstance(message, dict)
-            self._add_usage(message.get("usage"))
-            self._chunks = shapes.Chunks(
-                str(message.get("id") or "msg"), str(message.get("model") or self._model)
-            )
-            # The role chunk goes out with the first content (``Chunks.delta``), so that an
-            # error right after message_start still finds nothing sent and can fall back.
-            return b""
-        chunks = self._chunks
-        if chunks is None:
-            return self._malformed(f"{kind} before message_start")
-        if kind == "content_block_delta":
-            return self._delta(chunks, data)
-        if kind == "content_block_start":
-            return self._block_start(chunks, data)
-        if kind == "message_delta":
-            delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
-            assert isinstance(delta, dict)
-            self._add_usage(data.get("usage"))  # cumulative counts: the last wins
-            reason = delta.get("stop_reason")
-            finish = FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
-            if self._json_tool and finish == "tool_calls":
-                finish = "stop"
-            return chunks.delta({}, finish)
-        if kind == "message_stop":
-            self.state.finished = True
-            self.state.usage = _usage(self._raw_usage)
-            if self._wants_usage:
-                self.state.usage_chunk = chunks.usage(self.state.usage)
-            return chunks.done()
-        if kind == "content_block_stop":
-            return self._block_stop(chunks, data)
-        return b""  # event types added later
-
-    def _add_usage(self, usage: Any) -> None:
-        # Only numbers: a message_delta may carry "input_tokens": null, which must not erase
-        # what message_start said.
-        if isinstance(usage, dict):
-            self._raw_usage.update((k, v) for k, v in usage.items() if isinstance(v, int))
-
-    def _block_stop(self, chunks: shapes.Chunks, data: Mapping[str, Any]) -> bytes:
-        """A tool block that streamed no argument at all (a tool without parameters) still
-        ends with arguments that parse: ``{}``, as the non-streamed answer has."""
-        index = data.get("index")
-        if not isinstance(index, int) or index not in self._empty:
-            return b""
-        self._empty.discard(index)
-        k = self._blocks[index]
-        if k < 0:
-            return chunks.delta({"content": "{}"})
-        return chunks.delta({"tool_calls": [{"index": k, "function": {"arguments": "{}"}}]})
-
-    def _block_start(self, chunks: shapes.Chunks, data: Mapping[str, Any]) -> bytes:
-        block = data.get("content_block")
-        index = data.get("index")
-        if not isinstance(block, dict) or not isinstance(index, int):
-            return self._malformed("content_block_start without a block")
-        if block.get("type") == "text":
-            text = block.get("text")
-            return chunks.delta({"content": text}) if isinstance(text, str) and text else b""
-        if block.get("type") != "tool_use":
-            return b""  # thinking and other blocks: not part of the OpenAI answer
-        self._empty.add(index)
-        if self._json_tool and block.get("name") == JSON_TOOL:
-            self._blocks[index] = -1
-            return b""
-        k = self._tools
-        self._tools += 1
-        self._blocks[index] = k
-        call = shapes.tool_call(str(block.get("id")), str(block.get("name")), "")
-        return chunks.delta({"tool_calls": [{"index": k, **call}]})
-
-    def _delta(self, chunks: shapes.Chunks, data: Mapping[str, Any]) -> bytes:
-        delta = data.get("delta")
-        if not isinstance(delta, dict):
-            return self._malformed("content_block_delta without a delta")
-        kind = delta.get("type")
-        if kind == "text_delta":
-            text = delta.get("text")
-            return chunks.delta({"content": text}) if isinstance(text, str) and text else b""
-        if kind == "input_json_delta":
-            piece = delta.get("partial_json")
-            index = data.get("index")
-            k = self._blocks.get(index) if isinstance(index, int) else None
-            if not isinstance(piece, str) or not piece or k is None:
-                return b""
-            self._empty.discard(index)
-            if k < 0:  # the forced JSON tool: its input is the answer's content
-                return chunks.delta({"content": piece})
-            return chunks.delta({"tool_calls": [{"index": k, "function": {"arguments": piece}}]})
-        return b""  # thinking, signature and citation deltas
-
-    def end(self) -> bytes:
-        return b""  # complete only with message_stop
+# ---------------------------------------------------------------- stream and errors
 
 
 def stream_decoder(request: ChatRequest, model: Model) -> StreamDecoder:
     return StreamDecoder(request, model)
-
-
-# ---------------------------------------------------------------- errors
-
-# The HTTP status each Anthropic error type stands for, from Anthropic's error reference
-# (https://platform.claude.com/docs/en/api/errors, read 2026-12-07; 504 ``timeout_error`` as
-# listed by catalogues of that page). Used where the status is lost (an in-band stream error
-# arrives in a 200) and to classify by type, never by message text.
-_TYPE_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "conflict_error": 409,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
-
-
-def _error_from(status: int, headers: Mapping[str, str], doc: Any, provider: str) -> UpstreamError:
-    """The error an Anthropic error body means (``{"type": "error", "error": {"type",
-    "message"}}``); ``status`` 200 for an error inside a 200 (a stream's error event, an
-    error body in a 200 answer), whose type then says the status. The message is the
-    upstream's own (the serving path scrubs it)."""
-    error = doc.get("error") if isinstance(doc, dict) else None
-    kind = error.get("type") if isinstance(error, dict) else None
-    kind = kind if isinstance(kind, str) else None
-    text = error.get("message") if isinstance(error, dict) else None
-    if status == 200:
-        status = _TYPE_STATUS.get(kind or "", 500)
-    message = text if isinstance(text, str) else f"Provider {provider!r} answered HTTP {status}."
-    if status == 402 or kind == "billing_error":
-        # The provider account cannot pay: not the client's request — another provider may.
-        return Unavailable(
-            message,
-            provider=provider,
-            upstream_status=status,
-            code="provider_billing",
-            status=503,
-        )
-    return for_upstream_status(
-        status, message, provider=provider, code=kind, retry_after=retry_after(headers)
-    )
 
 
 def decode_error(

@@ -27,7 +27,9 @@ stream simply ends: the usage chunk and ``[DONE]`` are written at the end of the
 every candidate has a finish reason. Errors: Google's statuses to OpenAI-shaped errors; a bad
 key (HTTP 400, a reason ``API_KEY_*``) reaches the client as 401; ``FAILED_PRECONDITION``
 (region, billing) is the provider's failure, 503 and retryable; ``RetryInfo.retryDelay``
-becomes the retry-after.
+becomes the retry-after. Answers are read as typed Structs (a field used here of the wrong
+type is the provider's protocol failure); they, the stream decoder and the error mapping live
+in ``gemini_stream``.
 """
 
 from __future__ import annotations
@@ -36,34 +38,14 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+import msgspec
 import orjson
 
-from gearshift import sse
 from gearshift.config import Model, Provider
-from gearshift.errors import (
-    ProtocolError,
-    Unsupported,
-    UpstreamError,
-    for_upstream_status,
-    retry_after,
-)
+from gearshift.errors import ProtocolError, Unsupported, UpstreamError
 from gearshift.inbound.chat import ChatRequest
-from gearshift.providers import Completion, Outbound, StreamState, cached, shapes
+from gearshift.providers import Completion, Outbound, cached, gemini_stream, shapes
 
-_FILTERED = frozenset(
-    {
-        "SAFETY",
-        "RECITATION",
-        "LANGUAGE",
-        "BLOCKLIST",
-        "PROHIBITED_CONTENT",
-        "SPII",
-        "IMAGE_SAFETY",
-        "IMAGE_PROHIBITED_CONTENT",
-        "IMAGE_RECITATION",
-        "IMAGE_OTHER",
-    }
-)
 # JSON Schema keywords outside the OpenAPI subset Gemini's ``parameters``/``responseSchema``
 # accept; removed at every depth.
 _SCHEMA_DROP = frozenset(
@@ -89,18 +71,6 @@ _SCHEMA_DROP = frozenset(
         "not",
     }
 )
-
-
-def finish_reason(reason: Any, called: bool) -> str:
-    if called:
-        return "tool_calls"
-    if not isinstance(reason, str):
-        return "stop"
-    if reason == "MAX_TOKENS":
-        return "length"
-    if reason in _FILTERED:
-        return "content_filter"
-    return "stop"  # STOP, OTHER, MALFORMED_FUNCTION_CALL, unknown: the answer as it is
 
 
 # ---------------------------------------------------------------- request
@@ -324,258 +294,58 @@ CONTINUE = "Continue."
 """The user turn added after a conversation that ended with the assistant's turn."""
 
 
-# ---------------------------------------------------------------- response
-
-
-def _usage(meta: Mapping[str, Any]) -> dict[str, Any]:
-    def n(name: str) -> int:
-        value = meta.get(name)
-        return value if isinstance(value, int) else 0
-
-    thoughts = n("thoughtsTokenCount")
-    prompt = n("promptTokenCount") + n("toolUsePromptTokenCount")
-    completion = n("candidatesTokenCount") + thoughts
-    total = n("totalTokenCount") or None
-    return shapes.usage(
-        prompt, completion, cached=n("cachedContentTokenCount"), reasoning=thoughts, total=total
-    )
-
-
-def _parts(candidate: Mapping[str, Any]) -> list[dict[str, Any]]:
-    content = candidate.get("content")
-    parts = content.get("parts") if isinstance(content, dict) else None
-    return [p for p in parts if isinstance(p, dict)] if isinstance(parts, list) else []
-
-
-def _call(part: Mapping[str, Any]) -> dict[str, Any] | None:
-    fn = part.get("functionCall")
-    if not isinstance(fn, dict):
-        return None
-    call_id = fn.get("id") if isinstance(fn.get("id"), str) and fn.get("id") else None
-    arguments = orjson.dumps(fn.get("args") or {}).decode()
-    return shapes.tool_call(call_id or shapes.new_call_id(), str(fn.get("name") or ""), arguments)
-
-
-def _text(part: Mapping[str, Any]) -> str:
-    text = part.get("text")
-    return text if isinstance(text, str) and not part.get("thought") else ""
-
-
-def _completion_id(doc: Mapping[str, Any]) -> str:
-    rid = doc.get("responseId")
-    return "chatcmpl-" + (rid if isinstance(rid, str) and rid else shapes.new_call_id()[5:])
+# ---------------------------------------------------------------- response, stream, errors
 
 
 def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completion:
-    provider = model.provider
-    doc = shapes.json_object(body, provider.name)
-    if isinstance(doc.get("error"), dict):
-        raise _error_from(200, {}, doc, provider.name)
-    candidates = doc.get("candidates")
+    name = model.provider.name
+    try:
+        doc = gemini_stream.RESPONSE.decode(body)
+    except msgspec.ValidationError as exc:  # not an object, or a field of the wrong type
+        raise ProtocolError(
+            f"Provider {name!r} sent a response that is not a GenerateContentResponse ({exc}).",
+            provider=name,
+        ) from None
+    except msgspec.DecodeError:
+        raise ProtocolError(
+            f"Provider {name!r} sent a response that is not a JSON object.", provider=name
+        ) from None
+    if isinstance(doc.error, dict):
+        raise gemini_stream._error_from(200, {}, {"error": doc.error}, name)
     choices: list[tuple[dict[str, Any], str]] = []
-    if isinstance(candidates, list) and candidates:
-        for candidate in candidates:
-            if not isinstance(candidate, dict):
-                continue
-            parts = _parts(candidate)
-            calls = [c for c in map(_call, parts) if c is not None]
-            text = "".join(_text(p) for p in parts)
-            reason = finish_reason(candidate.get("finishReason"), bool(calls))
+    feedback = doc.prompt_feedback
+    if doc.candidates:
+        for candidate in doc.candidates:
+            parts = gemini_stream.parts(candidate)
+            calls = [
+                gemini_stream.tool_call(p.function_call)
+                for p in parts
+                if p.function_call is not None
+            ]
+            text = "".join(gemini_stream.text(p) for p in parts)
+            reason = gemini_stream.finish_reason(candidate.finish_reason, bool(calls))
             choices.append((shapes.message(text, calls), reason))
-    elif isinstance(doc.get("promptFeedback"), dict) and doc["promptFeedback"].get("blockReason"):
+    elif feedback is not None and feedback.block_reason:
         # The prompt itself was blocked: a 200 without candidates.
         choices.append((shapes.message("", []), "content_filter"))
     else:
-        raise ProtocolError(
-            f"Provider {provider.name!r} sent a response without candidates.",
-            provider=provider.name,
-        )
-    meta = doc.get("usageMetadata")
-    usage = _usage(meta) if isinstance(meta, dict) else None
-    name = doc.get("modelVersion")
+        raise ProtocolError(f"Provider {name!r} sent a response without candidates.", provider=name)
+    meta = doc.usage_metadata
+    usage = gemini_stream.usage(meta) if meta is not None else None
     answer = shapes.completion(
-        _completion_id(doc), name if isinstance(name, str) else model.upstream_id, choices, usage
+        gemini_stream.completion_id(doc),
+        gemini_stream.model_name(doc, model.upstream_id),
+        choices,
+        usage,
     )
     return Completion(body=answer, usage=usage)
 
 
-# ---------------------------------------------------------------- stream
-
-
-class StreamDecoder:
-    """Gemini's SSE responses (each holding only new parts) → OpenAI chunks."""
-
-    __slots__ = (
-        "_calls",
-        "_choices",
-        "_chunks",
-        "_finished",
-        "_model",
-        "_provider",
-        "_usage",
-        "_wants_usage",
-        "state",
-    )
-
-    def __init__(self, request: ChatRequest, model: Model) -> None:
-        self.state = StreamState()
-        self._chunks: shapes.Chunks | None = None
-        self._model = model.upstream_id
-        self._provider = model.provider.name
-        self._wants_usage = request.client_wants_usage
-        self._calls: dict[int, int] = {}  # candidate index → tool calls so far
-        self._finished: set[int] = set()
-        n = request.body.get("n")
-        # Every candidate asked for must finish before the end of the body is a clean end.
-        self._choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
-        self._usage: dict[str, Any] | None = None
-
-    def feed(self, raw_event: bytes) -> bytes:
-        payload = sse.data_payload(raw_event)
-        if payload is None:
-            return b""
-        try:
-            doc = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            doc = None
-        if not isinstance(doc, dict):
-            self.state.error = ProtocolError(
-                f"Provider {self._provider!r} sent a malformed stream event.",
-                provider=self._provider,
-                code="malformed_stream",
-            )
-            return b""
-        if isinstance(doc.get("error"), dict):
-            self.state.error = _error_from(200, {}, doc, self._provider)
-            return b""
-        out: list[bytes] = []
-        chunks = self._chunks
-        if chunks is None:
-            name = doc.get("modelVersion")
-            chunks = self._chunks = shapes.Chunks(
-                _completion_id(doc), name if isinstance(name, str) else self._model
-            )
-        if isinstance(doc.get("usageMetadata"), dict):
-            self._usage = _usage(doc["usageMetadata"])  # cumulative: the last one wins
-        candidates = doc.get("candidates")
-        feedback = doc.get("promptFeedback")
-        if not candidates and isinstance(feedback, dict) and feedback.get("blockReason"):
-            self._finished.add(0)
-            out.append(chunks.delta({}, "content_filter"))
-        for candidate in candidates if isinstance(candidates, list) else ():
-            if isinstance(candidate, dict):
-                out.append(self._candidate(chunks, candidate))
-        return b"".join(out)
-
-    def _candidate(self, chunks: shapes.Chunks, candidate: Mapping[str, Any]) -> bytes:
-        index = candidate.get("index")
-        index = index if isinstance(index, int) else 0
-        out: list[bytes] = []
-        text = ""
-        for part in _parts(candidate):
-            call = _call(part)
-            if call is None:
-                text += _text(part)
-                continue
-            if text:
-                out.append(chunks.delta({"content": text}, index=index))
-                text = ""
-            k = self._calls.get(index, 0)
-            self._calls[index] = k + 1
-            out.append(chunks.delta({"tool_calls": [{"index": k, **call}]}, index=index))
-        if text:
-            out.append(chunks.delta({"content": text}, index=index))
-        reason = candidate.get("finishReason")
-        if isinstance(reason, str) and reason and reason != "FINISH_REASON_UNSPECIFIED":
-            self._finished.add(index)
-            finish = finish_reason(reason, self._calls.get(index, 0) > 0)
-            out.append(chunks.delta({}, finish, index=index))
-        return b"".join(out)
-
-    def end(self) -> bytes:
-        """Gemini never says ``[DONE]``: the body's end completes a stream whose candidates
-        all finished (a finish reason seen); anything else is a cut the caller reports."""
-        chunks = self._chunks
-        if chunks is None or len(self._finished) < self._choices:
-            return b""
-        self.state.finished = True
-        self.state.usage = usage = self._usage
-        if self._wants_usage and usage:
-            self.state.usage_chunk = chunks.usage(usage)
-        return chunks.done()
-
-
-def stream_decoder(request: ChatRequest, model: Model) -> StreamDecoder:
-    return StreamDecoder(request, model)
-
-
-# ---------------------------------------------------------------- errors
-
-_STATUS_CODES = {
-    "INVALID_ARGUMENT": 400,
-    "FAILED_PRECONDITION": 400,
-    "UNAUTHENTICATED": 401,
-    "PERMISSION_DENIED": 403,
-    "NOT_FOUND": 404,
-    "RESOURCE_EXHAUSTED": 429,
-    "INTERNAL": 500,
-    "UNAVAILABLE": 503,
-    "DEADLINE_EXCEEDED": 504,
-}
-
-
-def _retry_delay(details: Any) -> float | None:
-    for detail in details if isinstance(details, list) else ():
-        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
-        if isinstance(delay, str) and delay.endswith("s"):
-            try:
-                return max(0.0, float(delay[:-1]))
-            except ValueError:
-                return None
-    return None
-
-
-def _error_from(status: int, headers: Mapping[str, str], doc: Any, provider: str) -> UpstreamError:
-    """The error a Google error body means (``{"error": {"code", "message", "status",
-    "details"}}``); ``status`` 200 for an error inside a 200 (a stream's event, an error body
-    in a 200 answer), whose own code or status then says the status. The message is the
-    upstream's own (the serving path scrubs it)."""
-    error = doc.get("error") if isinstance(doc, dict) else None
-    error = error if isinstance(error, dict) else {}
-    kind = error.get("status") if isinstance(error.get("status"), str) else None
-    if status == 200:  # in-band: the error's own code or status tells
-        code = error.get("code")
-        status = (
-            code if isinstance(code, int) and code >= 400 else _STATUS_CODES.get(kind or "", 500)
-        )
-    details = error.get("details")
-    reasons = {
-        d.get("reason")
-        for d in (details if isinstance(details, list) else ())
-        if isinstance(d, dict) and isinstance(d.get("reason"), str)
-    }
-    answered = status
-    if status == 400 and any(str(r).startswith("API_KEY_") for r in reasons):
-        status = 401  # Gemini says 400 for a bad or expired key: an auth failure
-    elif status == 400 and kind == "FAILED_PRECONDITION":
-        # The provider account cannot serve (region, billing): not the client's request —
-        # another provider may.
-        status = 503
-    text = error.get("message")
-    message = text if isinstance(text, str) else f"Provider {provider!r} answered HTTP {status}."
-    wait = retry_after(headers)
-    out = for_upstream_status(
-        status,
-        message,
-        provider=provider,
-        code=kind,
-        retry_after=wait if wait is not None else _retry_delay(details),
-    )
-    out.upstream_status = answered  # what Gemini said, even when the client sees another
-    return out
+def stream_decoder(request: ChatRequest, model: Model) -> gemini_stream.StreamDecoder:
+    return gemini_stream.StreamDecoder(request, model)
 
 
 def decode_error(
     status: int, headers: Mapping[str, str], body: bytes, provider: Provider
 ) -> UpstreamError:
-    return _error_from(status, headers, shapes.json_or_none(body), provider.name)
+    return gemini_stream._error_from(status, headers, shapes.json_or_none(body), provider.name)
