@@ -80,6 +80,14 @@ def parse(raw: bytes) -> Event | None:
     return Event(b"\n".join(data), name)
 
 
+def no_content(raw: bytes) -> bool:
+    """An event that carries nothing for a client: comments (``: keep-alive``), ``id:`` and
+    ``retry:`` fields and blank lines only."""
+    return all(
+        not line or line.startswith((b":", b"id:", b"retry:")) for line in _LINE.split(raw)
+    )
+
+
 def data_payload(raw: bytes) -> bytes | None:
     """The data of a raw event that is a single ``data:`` line (OpenAI's framing), fast path."""
     if raw.startswith(b"data:"):

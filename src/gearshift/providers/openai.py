@@ -185,8 +185,17 @@ class PassThrough:
         if b'"error"' in raw_event and self._error_event(raw_event):
             return b""
         payload = sse.data_payload(raw_event)
-        if payload is None:  # a comment or keep-alive
-            return raw_event
+        if payload is None:
+            if sse.no_content(raw_event):  # a keep-alive: passed on
+                return raw_event
+            # Lines that are no SSE at all (a text or HTML body labelled as a stream): never
+            # bytes for the client, whatever they hold.
+            self.state.error = ProtocolError(
+                f"Provider {self._provider!r} sent a stream that is not server-sent events.",
+                provider=self._provider,
+                code="malformed_stream",
+            )
+            return b""
         if payload == sse.DONE:
             self.state.finished = True
         elif not (payload.startswith(b"{") and payload.endswith(b"}")):

@@ -17,7 +17,7 @@ for, the upstream's error of its own class); this module decides what the client
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import orjson
 
@@ -29,6 +29,7 @@ from gearshift.errors import (
     UpstreamError,
     error_event,
     retry_after,
+    scrub,
 )
 from gearshift.inbound.chat import ChatRequest
 from gearshift.providers import Completion, StreamDecoder
@@ -52,6 +53,22 @@ def upstream_error(error: UpstreamError, reply: Reply | None, provider: Provider
     if error.retry_after is None and reply is not None and error.retryable:
         error.retry_after = retry_after(reply.headers)
     return error.scrubbed(secrets_of(provider))
+
+
+_ID_LIMIT = 128
+_PRINTABLE = frozenset(range(0x21, 0x7F))
+
+
+def upstream_request_id(headers: Mapping[str, str], provider: Provider) -> str | None:
+    """The upstream's request id (``x-request-id``, Anthropic's ``request-id``), made safe to
+    show as ``x-upstream-request-id``: scrubbed of the provider's secrets, visible ASCII
+    only, at most 128 characters."""
+    value = headers.get("x-request-id") or headers.get("request-id")
+    if not value:
+        return None
+    value = scrub(value, *secrets_of(provider), limit=4 * _ID_LIMIT)
+    value = "".join(c for c in value if ord(c) in _PRINTABLE)[:_ID_LIMIT]
+    return value or None
 
 
 def settle(ex: Exchange, chat: ChatRequest, model: Model, completion_tokens: int) -> Account:
@@ -305,5 +322,6 @@ __all__ = [
     "secrets_of",
     "settle",
     "upstream_error",
+    "upstream_request_id",
     "whole",
 ]

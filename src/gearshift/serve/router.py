@@ -46,7 +46,7 @@ from gearshift.providers import REGISTRY, Completion
 from gearshift.serve.breaker import HALF_OPEN, OPEN, Breaker, Breakers
 from gearshift.serve.clock import Clock, Scope, SystemClock
 from gearshift.serve.exchange import Attempt, Exchange
-from gearshift.serve.relay import Relay, upstream_error
+from gearshift.serve.relay import Relay, upstream_error, upstream_request_id
 from gearshift.serve.transport import Transport
 
 Answer = Completion | Relay
@@ -163,6 +163,8 @@ class Router:
             total=left,
             first_byte=timeouts.first_byte if probe or chat.stream else None,
         )
+        # The last upstream's id, failed or not: what its operator asks for in a support case.
+        ex.upstream_request_id = upstream_request_id(reply.headers, model.provider)
         try:
             if reply.status != 200:
                 body = await reply.read()
@@ -170,6 +172,7 @@ class Router:
             if not chat.stream:
                 result: Answer = adapter.decode_response(await reply.read(), chat, model)
             else:
+                _check_event_stream(reply.headers, model)
                 result = Relay(reply, adapter.stream_decoder(chat, model), model, ex, chat)
                 # An I/O bound, like the transport's own: on the event loop's time.
                 try:
@@ -187,7 +190,6 @@ class Router:
         if not chat.stream:
             reply.close()
         ex.ttfb_s = time.perf_counter() - sent
-        ex.upstream_request_id = _request_id(reply.headers)
         return result
 
     async def _rounds(
@@ -312,6 +314,20 @@ class Router:
         return self._deadline(ex)
 
 
+def _check_event_stream(headers: Mapping[str, str], model: Model) -> None:
+    """A 200 to a stream request must be an event stream: a proxy's HTML page or a text
+    body is an upstream failure (tried elsewhere), never bytes for the client."""
+    kind = headers.get("content-type")
+    if kind is not None and not kind.lower().lstrip().startswith("text/event-stream"):
+        name = model.provider.name
+        raise ProtocolError(
+            f"Provider {name!r} answered a stream request with {kind[:60]!r}, "
+            "not an event stream.",
+            provider=name,
+            code="not_an_event_stream",
+        )
+
+
 def _telling(error: UpstreamError) -> tuple[int, bool]:
     """Sort key: the kind's place in ``_TELLING``, then an overloaded 503 before a 502."""
     for rank, kind in enumerate(_TELLING):
@@ -335,7 +351,3 @@ def _verdict(breaker: Breaker, error: UpstreamError) -> None:
         breaker.release()  # refused before sending: says nothing about the upstream
     else:
         breaker.success()  # it answered, properly (a 400 is the request's fault)
-
-
-def _request_id(headers: Mapping[str, str]) -> str | None:
-    return headers.get("x-request-id") or headers.get("request-id")

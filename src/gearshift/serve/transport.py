@@ -59,14 +59,17 @@ def translated(provider: str, phase: str) -> Iterator[None]:
 async def _read_limited(
     response: aiohttp.ClientResponse, limit: int, provider: str, *, truncate: bool
 ) -> bytes:
-    """The body, up to ``limit`` bytes: cut there (``truncate``) or a ``ProtocolError``."""
+    """The body, up to ``limit`` bytes once decompressed: cut there (``truncate``) or a
+    ``ProtocolError``; never more than ``limit`` plus one read is held."""
     length = response.content_length
     if not truncate and (length or 0) > limit:
         raise ProtocolError(
             f"Provider {provider!r} sent a response over {limit} bytes.", provider=provider
         )
-    if length is not None and length <= limit:
-        return await response.read()  # the usual case: announced and small, one read
+    if length is not None and length <= limit and "content-encoding" not in response.headers:
+        # The usual case: announced and small, one read. A compressed body's length says
+        # nothing of what it inflates to: it is counted as it inflates, below.
+        return await response.read()
     parts: list[bytes] = []
     size = 0
     async for data in response.content.iter_any():
