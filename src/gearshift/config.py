@@ -17,18 +17,21 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
+from gearshift import config_checks as checks
+from gearshift.config_checks import ConfigError as ConfigError
+
 Capability = Literal["tools", "vision", "json_schema", "streaming"]
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
-Positive = Annotated[float, msgspec.Meta(gt=0)]
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the file and the path."""
+# Every number has a lower and an upper bound: TOML (and YAML) can write inf and nan, and
+# inf fails the upper bound, nan every comparison. The error names the $.path.
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]  # a day at most
+Wait = Annotated[float, msgspec.Meta(ge=0, le=86_400)]
+Price = Annotated[float, msgspec.Meta(ge=0, le=100_000)]  # USD per 1M tokens
+Tokens = Annotated[int, msgspec.Meta(gt=0, le=100_000_000)]
+Bytes = Annotated[int, msgspec.Meta(gt=0, le=1 << 30)]  # 1 GiB, held in memory
+Count = Annotated[int, msgspec.Meta(gt=0, le=1_000_000)]
 
 
 class Secret:
@@ -61,20 +64,21 @@ class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Timeouts(_Strict, frozen=True):
     """Seconds. ``first_byte``: until response headers; ``idle``: longest gap between reads."""
 
-    connect: Positive = 5.0
-    first_byte: Positive = 60.0
-    idle: Positive = 60.0
-    total: Positive = 600.0
+    connect: Seconds = 5.0
+    first_byte: Seconds = 60.0
+    idle: Seconds = 60.0
+    total: Seconds = 600.0
 
 
 class ProviderSpec(_Strict, frozen=True, tag_field="kind"):
-    """One upstream endpoint. ``api_key`` is ``env:NAME`` (recommended) or a literal."""
+    """One upstream endpoint. ``api_key`` and each header value: ``env:NAME`` (recommended)
+    or a literal (warned about, for the key and headers that look like credentials)."""
 
     name: str
     base_url: str | None = None
     api_key: str | None = None
     headers: dict[str, str] = {}
-    max_connections: PositiveInt = 100
+    max_connections: Annotated[int, msgspec.Meta(gt=0, le=10_000)] = 100
     timeouts: Timeouts = Timeouts()
 
 
@@ -119,16 +123,16 @@ class ModelSpec(_Strict, frozen=True):
     name: str
     provider: str
     tier: str
-    price_in: NonNegative
-    price_out: NonNegative
+    price_in: Price
+    price_out: Price
     upstream_id: str | None = None
     # Optional prices (USD per 1M) for token kinds billed differently; default: price_in
     # (cached reads, cache writes) and price_out (reasoning tokens).
-    price_cached_in: NonNegative | None = None
-    price_cache_write_in: NonNegative | None = None
-    price_reasoning_out: NonNegative | None = None
-    context_window: PositiveInt = 128_000
-    max_output: PositiveInt = 4096
+    price_cached_in: Price | None = None
+    price_cache_write_in: Price | None = None
+    price_reasoning_out: Price | None = None
+    context_window: Tokens = 128_000
+    max_output: Tokens = 4096
     capabilities: list[Capability] = msgspec.field(
         default_factory=lambda: ["tools", "vision", "json_schema", "streaming"]
     )
@@ -138,12 +142,25 @@ class ModelSpec(_Strict, frozen=True):
 class ServerSpec(_Strict, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
-    max_body_bytes: PositiveInt = 32 * 1024 * 1024
-    max_response_bytes: PositiveInt = 64 * 1024 * 1024  # an upstream answer larger is refused
+    max_body_bytes: Bytes = 32 * 1024 * 1024
+    max_response_bytes: Bytes = 64 * 1024 * 1024  # an upstream answer larger is refused
     api_keys: list[str] = []
     # On SIGTERM: stop accepting, let requests and streams in flight finish this long.
-    shutdown_grace: NonNegative = 30.0
+    shutdown_grace: Annotated[float, msgspec.Meta(ge=0, le=3_600)] = 30.0
     log_prompts: bool = False  # the access log line carries the messages (keys masked)
+    # What a client may cost (docs/security.md): a request's head and body must arrive in
+    # time, an idle keep-alive connection closes, half-sent requests are capped in all and
+    # per peer (0: half the open-file limit, at most 512; per peer half of that), and one
+    # request may hold so many messages, content parts and levels of nesting.
+    header_timeout: Seconds = 10.0
+    body_timeout: Seconds = 60.0
+    keepalive_timeout: Seconds = 75.0
+    max_pending: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    max_pending_per_peer: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    max_messages: Count = 10_000
+    max_content_parts: Count = 20_000
+    max_nesting: Annotated[int, msgspec.Meta(ge=8, le=200)] = 128
+    large_body_parses: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2  # bodies over 1 MiB
 
 
 class ThresholdSpec(_Strict, frozen=True):
@@ -164,7 +181,7 @@ class RoutingSpec(_Strict, frozen=True):
     rules: str | None = None  # a rule table from `gearshift calibrate`; default: shipped
     thresholds: ThresholdSpec | None = None
     allow_upgrade: bool = False  # may a concrete request go to a higher tier than its model?
-    expected_output_tokens: PositiveInt = 400  # for cost estimates without max_tokens
+    expected_output_tokens: Tokens = 400  # for cost estimates without max_tokens
     baseline_model: str | None = None  # what `auto` is compared with; default: the priciest
 
 
@@ -175,13 +192,13 @@ class BreakerSpec(_Strict, frozen=True):
     Retry-After, at most ``max_cooldown``); then lets ``probes`` requests through at a time
     (half-open): a success closes it, a failure opens it again."""
 
-    failures: PositiveInt = 5
+    failures: Count = 5
     failure_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
-    min_calls: PositiveInt = 20
-    window: Positive = 30.0
-    cooldown: Positive = 30.0
-    max_cooldown: Positive = 600.0
-    probes: PositiveInt = 1
+    min_calls: Count = 20
+    window: Seconds = 30.0
+    cooldown: Seconds = 30.0
+    max_cooldown: Seconds = 600.0
+    probes: Count = 1
 
 
 class ReliabilitySpec(_Strict, frozen=True):
@@ -196,11 +213,12 @@ class ReliabilitySpec(_Strict, frozen=True):
     ``x-gearshift-degraded``) instead of failing.
     """
 
-    max_attempts: PositiveInt = 4
-    backoff_base: Positive = 0.1
-    backoff_max: Positive = 2.0
-    retry_after_max: NonNegative = 5.0
-    deadline: Positive = 600.0
+    # At most 100: the back-off doubles per round (2.0**round overflows past ~1000).
+    max_attempts: Annotated[int, msgspec.Meta(gt=0, le=100)] = 4
+    backoff_base: Seconds = 0.1
+    backoff_max: Seconds = 2.0
+    retry_after_max: Wait = 5.0
+    deadline: Seconds = 600.0
     degrade: bool = False
     breaker: BreakerSpec = BreakerSpec()
 
@@ -370,17 +388,32 @@ def _merge(base: list[Any], extra: list[Any], where: str, source: str) -> list[t
     return list(merged.values())
 
 
-def _base_url(value: str, where: str) -> str:
-    url = value.strip().rstrip("/")
-    parsed = urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"{where}: base_url {value!r} must be an http(s) URL with a host")
-    if parsed.query or parsed.fragment:
-        raise ConfigError(
-            f"{where}: base_url must not carry a query or fragment "
-            "(use `query = {{...}}` for parameters such as api-version)"
-        )
-    return url
+def _headers(
+    raw: Mapping[str, str], where: str, environ: Mapping[str, str]
+) -> tuple[dict[str, str], str | None]:
+    """A provider's headers, ``env:NAME`` values read; with why it cannot be used (a header
+    whose variable is unset) or None. Literal values that look like credentials are warned
+    about."""
+    headers: dict[str, str] = {}
+    missing = None
+    for name, value in raw.items():
+        checks.check_header(name, value, f"{where}.headers")
+        if value.startswith("env:"):
+            resolved = environ.get(value[4:], "").strip()
+            if not resolved:
+                missing = missing or f"its header {name!r} is unset ({value})"
+                continue
+            checks.check_value(resolved, f"{where}.headers.{name}", f"the value ({value})")
+            value = resolved
+        elif checks.looks_like_credential(name, value):
+            checks.warn_literal(f"{where}.headers.{name}", '"env:NAME"')
+        headers[name] = value
+    return headers, missing
+
+
+def _has_credential(provider: Provider) -> bool:
+    """Authentication in a header instead of ``api_key`` (``authorization = "env:NAME"``)."""
+    return any(checks.looks_like_credential(n, v) for n, v in provider.headers.items())
 
 
 def _env_name(provider: str) -> str:
@@ -404,14 +437,31 @@ def resolve(
         provider_specs = _merge([], list(raw.providers), "providers", source)
         model_specs = _merge([], list(raw.models), "models", source)
 
+    keys = [Secret(k) for k in checks.proxy_keys_from_env(environ)]
+    for i, ref in enumerate(raw.server.api_keys):
+        secret = _secret(ref, environ)
+        if secret is None:
+            # A missing proxy key must not silently turn authentication off.
+            raise ConfigError(f"{source}: $.server.api_keys[{i}]: {ref!r} is empty or unset")
+        if not ref.startswith("env:"):
+            checks.warn_literal(f"{source}: $.server.api_keys[{i}]", '"env:NAME"')
+        keys.append(secret)
+
     if len(set(raw.routing.tiers)) != len(raw.routing.tiers) or not raw.routing.tiers:
         raise ConfigError(f"{source}: $.routing.tiers must be a non-empty list of unique names")
+    for i, name in enumerate([*raw.routing.tiers, *raw.routing.auto_aliases]):
+        n = len(raw.routing.tiers)
+        checks.check_name(
+            name, f"{source}: $.routing." + (f"tiers[{i}]" if i < n else f"auto_aliases[{i - n}]")
+        )
     ranks = {tier: i for i, tier in enumerate(raw.routing.tiers)}
 
     providers: dict[str, Provider] = {}
+    unusable: dict[str, str] = {}  # provider name → why its models cannot be offered
     env_names: dict[str, str] = {}
     for spec, where in provider_specs:
         assert isinstance(spec, ProviderSpec)
+        checks.check_name(spec.name, f"{where}.name")
         env = _env_name(spec.name)
         if env in env_names:
             raise ConfigError(
@@ -425,7 +475,18 @@ def resolve(
             raise ConfigError(
                 f"{where}: provider {spec.name!r} has no base_url (set it or {env}_BASE_URL)"
             )
-        base_url = _base_url(base_url, f"{env}_BASE_URL" if override else f"{where}.base_url")
+        base_url = checks.base_url(base_url, f"{env}_BASE_URL" if override else f"{where}.base_url")
+        if isinstance(spec, AnthropicProviderSpec):
+            checks.check_value(spec.version, f"{where}.version")
+        api_key = _secret(spec.api_key, environ)
+        if api_key is not None and spec.api_key:
+            ref = spec.api_key if spec.api_key.startswith("env:") else "literal"
+            checks.check_value(api_key.reveal(), f"{where}.api_key", f"the key ({ref})")
+            if ref == "literal":
+                checks.warn_literal(f"{where}.api_key", 'api_key = "env:NAME"')
+        headers, missing = _headers(spec.headers, where, environ)
+        if missing:
+            unusable[spec.name] = missing
         # The stored spec keeps no secret: a literal key and header values are redacted.
         redacted = msgspec.structs.replace(
             spec,
@@ -438,14 +499,16 @@ def resolve(
             name=spec.name,
             kind=type(spec).__struct_config__.tag,  # type: ignore[arg-type]
             base_url=base_url,
-            api_key=_secret(spec.api_key, environ),
+            api_key=api_key,
             spec=redacted,  # type: ignore[arg-type]
-            headers=dict(spec.headers),
+            headers=headers,
         )
 
     models: dict[str, Model] = {}
     for mspec, where in model_specs:
         assert isinstance(mspec, ModelSpec)
+        checks.check_name(mspec.name, f"{where}.name")
+        checks.check_name(mspec.upstream_id or "", f"{where}.upstream_id")
         provider = providers.get(mspec.provider)
         if provider is None:
             raise ConfigError(f"{where}.provider: unknown provider {mspec.provider!r}")
@@ -458,7 +521,9 @@ def resolve(
             why_not = "disabled in the configuration"
         elif provider.kind not in kinds:
             why_not = f"wire format {provider.kind!r} is not supported by this build"
-        elif provider.api_key is None and not assume_keys:
+        elif provider.name in unusable and not assume_keys:
+            why_not = f"provider {provider.name!r}: {unusable[provider.name]}"
+        elif provider.api_key is None and not assume_keys and not _has_credential(provider):
             ref = provider.spec.api_key or "none set"
             why_not = f"provider {provider.name!r} has no API key ({ref})"
         models[mspec.name] = Model(
@@ -482,16 +547,8 @@ def resolve(
     for alias in [*raw.routing.auto_aliases, *(f"gearshift/{t}" for t in raw.routing.tiers)]:
         if alias in models:
             raise ConfigError(f"{source}: $.routing.auto_aliases: {alias!r} is also a model name")
-
-    keys = [
-        Secret(k.strip()) for k in environ.get("GEARSHIFT_API_KEYS", "").split(",") if k.strip()
-    ]
-    for i, ref in enumerate(raw.server.api_keys):
-        secret = _secret(ref, environ)
-        if secret is None:
-            # A missing proxy key must not silently turn authentication off.
-            raise ConfigError(f"{source}: $.server.api_keys[{i}]: {ref!r} is empty or unset")
-        keys.append(secret)
+    if raw.routing.rules is not None:  # loaded as `serve` will, so that it cannot fail there
+        checks.check_rules(raw.routing.rules, f"{source}: $.routing.rules")
     return Config(
         server=msgspec.structs.replace(raw.server, api_keys=["***"] * len(raw.server.api_keys)),
         routing=raw.routing,

@@ -20,13 +20,15 @@ from gearshift.mock import MOCK_STATE
 GEARSHIFT = [sys.executable, "-m", "gearshift"]
 
 
-async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+async def _run(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, str, str]:
+    """Run ``gearshift *args``; ``env`` adds variables to ours (None: removes one)."""
+    merged = {**os.environ, **(env or {})}
     proc = await asyncio.create_subprocess_exec(
         *GEARSHIFT,
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
+        env={name: value for name, value in merged.items() if value is not None},
     )
     async with asyncio.timeout(60):
         out, err = await proc.communicate()
@@ -172,7 +174,7 @@ async def test_serve_warns_loudly_on_the_slow_path(
 
 async def test_serve_refuses_a_public_bind_without_proxy_keys() -> None:
     code, _, err = await _run(
-        "serve", "--host", "0.0.0.0", "--port", "1", env={"GEARSHIFT_API_KEYS": ""}
+        "serve", "--host", "0.0.0.0", "--port", "1", env={"GEARSHIFT_API_KEYS": None}
     )
     assert code == 2
     assert "--insecure-no-auth" in err
@@ -191,6 +193,96 @@ async def test_serve_reports_config_errors(tmp_path: object) -> None:
     assert code == 2
     assert "$.models[0].price_in" in err
     assert "Traceback" not in err
+
+
+# `serve` that stops, whatever happens, right after loading the configuration.
+NEVER_LISTENS = ["serve", "--workers", "2", "--port", "0"]
+
+
+async def test_check_config_refuses_infinite_numbers(tmp_path: Path) -> None:
+    """TOML has inf and nan; printed as JSON they were `null`, and SIGTERM then crashed."""
+    path = tmp_path / "g.toml"
+    for text, where in [
+        ("[server]\nshutdown_grace = inf\n", "$.server.shutdown_grace"),
+        ("[reliability]\ndeadline = nan\n", "$.reliability.deadline"),
+        (
+            "[[providers]]\nname = 'openai'\nkind = 'openai'\nbase_url = 'http://h'\n"
+            "timeouts = { total = inf }\n",
+            "$.providers[0].timeouts.total",
+        ),
+    ]:
+        path.write_text(text)
+        code, out, err = await _run("check-config", str(path))
+        assert code == 2, out
+        assert where in err
+        assert out == ""
+        assert "Traceback" not in err
+
+
+async def test_check_config_and_serve_refuse_a_missing_rules_file(tmp_path: Path) -> None:
+    path = tmp_path / "g.toml"
+    absent = tmp_path / "my-rules.toml"
+    path.write_text(f"[routing]\nrules = '{absent}'\n")
+    for args in (["check-config", str(path)], [*NEVER_LISTENS, "--config", str(path)]):
+        code, out, err = await _run(*args)
+        assert code == 2, out
+        assert f"$.routing.rules: {absent}: cannot read" in err
+        assert "Traceback" not in err
+
+
+async def test_check_config_refuses_a_rules_table_it_cannot_use(tmp_path: Path) -> None:
+    table = tmp_path / "my-rules.toml"
+    table.write_text("bias = 0.0\nprev_lexicon_scale = 5.0\n")  # parses, but out of range
+    path = tmp_path / "g.toml"
+    path.write_text(f"[routing]\nrules = '{table}'\n")
+    code, _, err = await _run("check-config", str(path))
+    assert code == 2
+    assert "$.routing.rules" in err
+    assert "prev_lexicon_scale" in err
+
+
+async def test_check_config_refuses_header_injection_and_url_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "g.toml"
+    head = "[[providers]]\nname = 'local'\nkind = 'openai'\n"
+    for text, where in [
+        (head + "base_url = 'http://h'\nheaders = { x-a = \"v\\r\\nx-b: w\" }\n", "headers"),
+        (head + "base_url = 'https://me:pa55word@h.example/v1'\n", "base_url"),
+    ]:
+        path.write_text(text)
+        code, out, err = await _run("check-config", str(path))
+        assert code == 2, out
+        assert f"$.providers[0].{where}" in err
+        assert "pa55word" not in err
+        assert "Traceback" not in err
+
+
+async def test_check_config_warns_about_literal_secrets_and_never_prints_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "g.toml"
+    path.write_text(
+        "[server]\napi_keys = ['proxy-l1teral']\n"
+        "[[providers]]\nname = 'local'\nkind = 'openai'\nbase_url = 'http://127.0.0.1:9/v1'\n"
+        "api_key = 'sk-l1teral'\nheaders = { x-api-key = 'hdr-l1teral' }\n"
+    )
+    code, out, err = await _run("check-config", str(path))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if " WARNING " in line]
+    assert len(warnings) == 3, err
+    assert "$.server.api_keys[0]" in warnings[0]
+    assert "$.providers[0].api_key" in warnings[1]
+    assert "$.providers[0].headers.x-api-key" in warnings[2]
+    assert "l1teral" not in out + err
+
+
+@pytest.mark.parametrize("value", [" , ,", ""])
+async def test_a_blank_proxy_key_variable_is_a_config_error(value: str) -> None:
+    """Set but empty would have turned authentication off, silently, on loopback."""
+    for args in (["check-config"], NEVER_LISTENS):
+        code, _, err = await _run(*args, env={"GEARSHIFT_API_KEYS": value})
+        assert code == 2
+        assert "GEARSHIFT_API_KEYS" in err
+        assert "Traceback" not in err
 
 
 async def test_demo_runs_end_to_end_with_no_keys() -> None:
