@@ -205,16 +205,16 @@ def test_the_param_names_the_tool_that_is_refused() -> None:
 
 
 def test_a_branching_schema_within_the_budget_is_inlined_fully_and_quickly() -> None:
-    # 2 ** 12 = 4096 copies of the leaf, 12 references deep: more than the old depth cut (8),
+    # 2 ** 11 = 2048 copies of the leaf, 11 references deep: more than the old depth cut (8),
     # within the node budget. Every leaf is the real leaf, none a placeholder object.
-    schema = _fan(12, 2, {"type": "string", "description": "leaf"})
+    schema = _fan(11, 2, {"type": "string", "description": "leaf"})
     body, elapsed = _timed(lambda: _encode(tools=[_tool(schema)]))
     assert isinstance(body, bytes), body
     assert elapsed < 0.25  # the old code took seconds
     assert len(body) < 1_000_000
     parameters = orjson.loads(body)["tools"][0]["functionDeclarations"][0]["parameters"]
     leaves = _leaves(parameters)
-    assert len(leaves) == 2**12
+    assert len(leaves) == 2**11
     assert all(leaf == {"type": "string", "description": "leaf"} for leaf in leaves)
     assert b"$ref" not in body
     assert b"$defs" not in body
@@ -249,9 +249,9 @@ def test_long_enums_repeated_by_references_count_against_the_budget() -> None:
 
 
 def test_the_budget_is_for_the_whole_request_not_each_schema() -> None:
-    # Each tool alone is within the budget (2 ** 12 = 4096 leaves, ~8,000 nodes); the
+    # Each tool alone is within the budget (2 ** 11 = 2048 leaves, ~4,000 nodes); the
     # three together are not: many tools cannot multiply the bound.
-    schema = _fan(12, 2)
+    schema = _fan(11, 2)
     _encode(tools=[_tool(schema)])
     tools = [_tool(schema, name) for name in ("a", "b", "c")]
     error = _refused(tools=tools)
