@@ -127,21 +127,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _run(app: Any, host: str, port: int, config: Config, *, reuse_port: bool = False) -> None:
-    from aiohttp import web
+    from gearshift.serve import server
 
-    web.run_app(
+    spec = config.server
+    pending = spec.max_pending or server.default_max_pending()
+    guards = server.Guards(
+        header_timeout=spec.header_timeout,
+        keepalive_timeout=spec.keepalive_timeout,
+        max_pending=pending,
+        max_pending_per_peer=spec.max_pending_per_peer or max(1, pending // 2),
+    )
+    server.run(
         app,
-        host=host,
-        port=port,
-        reuse_port=reuse_port or None,
-        access_log=None,
-        handler_cancellation=True,
+        host,
+        port,
+        guards=guards,
+        reuse_port=reuse_port,
         # SIGTERM/SIGINT: stop accepting, let requests and streams in flight finish within
         # the grace period (then they are cancelled: a stream ends with an error event).
         # (gearshift cuts streams itself at the grace; the margin lets them say so.)
-        shutdown_timeout=config.server.shutdown_grace + 2.0,
+        shutdown_timeout=spec.shutdown_grace + 2.0,
         loop=new_event_loop(),
-        print=lambda _: log.info(
+        on_listen=lambda: log.info(
             "gearshift %s listening on http://%s:%s (%d models offered, config %s)",
             __version__,
             host,

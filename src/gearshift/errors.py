@@ -8,6 +8,7 @@
     │   ├── Unauthorized             401 authentication_error / invalid_api_key
     │   ├── NotFound                 404 (model_not_found, unknown path)
     │   ├── MethodNotAllowed         405
+    │   ├── RequestTimeout           408 (the body did not arrive in time)
     │   └── PayloadTooLarge          413 request_too_large
     ├── UpstreamError (provider, upstream_status)
     │   ├── Rejected                 upstream 4xx other than 429: passed on, not retried
@@ -108,6 +109,10 @@ class MethodNotAllowed(RequestError):
 
 class PayloadTooLarge(RequestError):
     status = 413
+
+
+class RequestTimeout(RequestError):
+    status = 408
 
 
 class UpstreamError(GearshiftError):

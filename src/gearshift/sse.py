@@ -83,9 +83,7 @@ def parse(raw: bytes) -> Event | None:
 def no_content(raw: bytes) -> bool:
     """An event that carries nothing for a client: comments (``: keep-alive``), ``id:`` and
     ``retry:`` fields and blank lines only."""
-    return all(
-        not line or line.startswith((b":", b"id:", b"retry:")) for line in _LINE.split(raw)
-    )
+    return all(not line or line.startswith((b":", b"id:", b"retry:")) for line in _LINE.split(raw))
 
 
 def data_payload(raw: bytes) -> bytes | None:

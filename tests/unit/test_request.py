@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from gearshift.errors import BadRequest
-from gearshift.inbound.chat import parse_chat
+from gearshift.inbound.chat import Limits, parse_chat
 
 OK = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -101,4 +101,44 @@ def test_assistant_with_tool_calls_may_have_null_content() -> None:
                 {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
             ]
         )
+    )
+
+
+# ---------------------------------------------------------------- what one request may hold
+
+
+def _refused_by(body: object, limits: Limits) -> BadRequest:
+    with pytest.raises(BadRequest) as info:
+        parse_chat(orjson.dumps(body), limits)
+    return info.value
+
+
+def test_messages_parts_and_nesting_are_bounded_by_the_limits() -> None:
+    limits = Limits(max_messages=3, max_content_parts=4, max_nesting=8)
+    msg = {"role": "user", "content": "x"}
+    parse_chat(orjson.dumps({"model": "auto", "messages": [msg] * 3}), limits)
+    assert _refused_by({"model": "auto", "messages": [msg] * 4}, limits).code == (
+        "too_many_messages"
+    )
+    # Refused before parsing when the body holds far more "role" keys than allowed.
+    early = _refused_by({"model": "auto", "messages": [msg] * 7}, limits)
+    assert early.code == "too_many_messages"
+    assert '"role" keys' in early.message
+    parts = {"role": "user", "content": [{"type": "text", "text": "x"}] * 5}
+    assert _refused_by({"model": "auto", "messages": [parts]}, limits).code == (
+        "too_many_content_parts"
+    )
+    deep: object = "x"
+    for _ in range(8):
+        deep = [deep]
+    error = _refused_by({"model": "auto", "messages": [msg], "metadata": deep}, limits)
+    assert error.code == "nesting_too_deep"
+    assert error.status == 400
+
+
+def test_role_and_type_inside_strings_do_not_count() -> None:
+    limits = Limits(max_messages=1, max_content_parts=1)
+    text = '{"role": "user", "type": "text"} ' * 50  # escaped quotes in JSON
+    parse_chat(
+        orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": text}]}), limits
     )

@@ -32,6 +32,20 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 _NUMBERS_NOT_BOOL = frozenset({"max_tokens", "max_completion_tokens", "n", "temperature", "top_p"})
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request may hold (``[server]`` settings): bounds on the work its parse and
+    everything after it may cost. ``max_nesting`` stays well under the 255 levels orjson can
+    encode, leaving room for the levels a translation adds."""
+
+    max_messages: int = 10_000
+    max_content_parts: int = 20_000
+    max_nesting: int = 128
+
+
+LIMITS = Limits()
+
+
 @dataclass(slots=True)
 class ChatRequest:
     """A validated chat request. ``body`` is the client's JSON minus the ``gearshift`` hints."""
@@ -43,8 +57,20 @@ class ChatRequest:
     hints: dict[str, Any]
 
 
-def parse_chat(raw: bytes) -> ChatRequest:
-    """Parse and check a ``/v1/chat/completions`` body; raise ``BadRequest`` naming the field."""
+def parse_chat(raw: bytes | bytearray, limits: Limits = LIMITS) -> ChatRequest:
+    """Parse and check a ``/v1/chat/completions`` body; raise ``BadRequest`` naming the field.
+
+    A body with far more messages or content parts than ``limits`` allow is refused before
+    it is parsed: every message has a ``"role"`` key and every part a ``"type"``, and a key
+    in a string is escaped (``\\"role\\"``), so counting those bytes (a C loop, 20 ms for
+    30 MB) bounds the counts from above. A 31 MB body of a million tiny messages costs
+    milliseconds instead of a second of parsing and hundreds of MB. (Twice the limit: the
+    same keys may appear elsewhere, in tool schemas say; the exact counts follow the parse.)
+    """
+    if raw.count(b'"role"') > 2 * limits.max_messages:
+        raise _too_many("messages", limits.max_messages, '"role" keys')
+    if raw.count(b'"type"') > 2 * limits.max_content_parts + limits.max_messages:
+        raise _too_many("content parts", limits.max_content_parts, '"type" keys')
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -61,7 +87,20 @@ def parse_chat(raw: bytes) -> ChatRequest:
             param="model",
             code="missing_required_parameter" if model is None else "invalid_type",
         )
-    _check_messages(body.get("messages"))
+    messages = body.get("messages")
+    _check_messages(messages)
+    assert isinstance(messages, list)
+    if len(messages) > limits.max_messages:
+        raise _too_many("messages", limits.max_messages)
+    parts = sum(len(m["content"]) for m in messages if isinstance(m.get("content"), list))
+    if parts > limits.max_content_parts:
+        raise _too_many("content parts", limits.max_content_parts)
+    # Deeper than any real request: only a body with that many brackets is walked.
+    if raw.count(b"[") + raw.count(b"{") > limits.max_nesting and _deeper(body, limits.max_nesting):
+        raise BadRequest(
+            f"The request body is nested more than {limits.max_nesting} levels deep.",
+            code="nesting_too_deep",
+        )
     for name, (types, what) in _FIELD_TYPES.items():
         value = body.get(name)
         if value is None:
@@ -95,6 +134,32 @@ def parse_chat(raw: bytes) -> ChatRequest:
         client_wants_usage=bool(options and options.get("include_usage") is True),
         hints=hints or {},
     )
+
+
+def _too_many(what: str, limit: int, keys: str = "") -> BadRequest:
+    """``keys``: refused before parsing, for holding too many of those (in any place)."""
+    has = f"more {keys} than twice" if keys else f"more {what} than"
+    return BadRequest(
+        f"The request has {has} gearshift's limit of {limit} {what} (server.max_"
+        + what.replace(" ", "_")
+        + ").",
+        param="messages",
+        code="too_many_" + what.replace(" ", "_"),
+    )
+
+
+def _deeper(doc: object, limit: int) -> bool:
+    """Whether ``doc`` nests arrays and objects more than ``limit`` levels (no recursion)."""
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+    return False
 
 
 def _check_messages(messages: object) -> None:

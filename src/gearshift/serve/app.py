@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from gearshift.config import Config
 from gearshift.errors import (
@@ -25,9 +26,10 @@ from gearshift.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     Unauthorized,
 )
-from gearshift.inbound.chat import parse_chat
+from gearshift.inbound.chat import ChatRequest, Limits, parse_chat
 from gearshift.observe import Observation, stats
 from gearshift.observe.access import AccessLog, BatchWriter
 from gearshift.observe.metrics import CONTENT_TYPE, Metrics
@@ -38,6 +40,7 @@ from gearshift.serve.breaker import Breakers
 from gearshift.serve.clock import Clock, SystemClock
 from gearshift.serve.exchange import Exchange
 from gearshift.serve.router import Router
+from gearshift.serve.server import SERVER_NAME, GuardedHandler
 from gearshift.serve.transport import HTTPTransport, Transport
 
 log = logging.getLogger("gearshift")
@@ -53,6 +56,9 @@ METRICS = web.AppKey("metrics", Metrics)
 STATS = web.AppKey("stats", stats.Stats)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
 DRAINING = web.AppKey("draining", asyncio.Event)
+LIMITS = web.AppKey("limits", Limits)
+LARGE_BODIES = web.AppKey("large_bodies", asyncio.Semaphore)
+_LARGE_BODY = 1 << 20  # bodies above 1 MiB (or of unknown length) pass the gate
 STREAMS: web.AppKey[set[relay.Relay]] = web.AppKey("streams")  # streams being served
 
 _SHUTTING_DOWN = GearshiftError(
@@ -76,10 +82,28 @@ def error_response(error: GearshiftError, headers: dict[str, str] | None = None)
     )
 
 
+_ID_CHARS = frozenset(range(0x21, 0x7F))
+
+
+def _request_id(offered: str | None) -> str:
+    """The client's ``x-request-id`` when it is one (visible ASCII, at most 128 characters,
+    other characters dropped), else a new one: whatever a client sends, the id can go in a
+    header, a log line and JSON."""
+    if offered:
+        kept = "".join(c for c in offered[:256] if ord(c) in _ID_CHARS)[:128]
+        if kept:
+            return kept
+    return uuid.uuid4().hex
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["server"] = SERVER_NAME  # never Python's or aiohttp's versions
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes an OpenAI-shaped error; nothing leaks a traceback."""
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = _request_id(request.headers.get("x-request-id"))
     request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
@@ -181,16 +205,46 @@ def _log_attempts(ex: Exchange) -> None:
         )
 
 
+async def _read_body(request: web.Request, config: Config) -> bytearray:
+    """The request body, within ``server.body_timeout`` (408 when a client dribbles it),
+    at most ``server.max_body_bytes`` once decoded (413), decodable (a ``Content-Encoding``
+    it lies about is a 400, not a 500). Read into one buffer that only the caller holds
+    (``request.read()`` would keep a copy on the request, alive as long as the connection:
+    a 30 MB upload's memory would stay after its answer)."""
+    limit = config.server.max_body_bytes
+    body = bytearray()
+    try:
+        async with asyncio.timeout(config.server.body_timeout):
+            while chunk := await request.content.readany():
+                body += chunk
+                if len(body) > limit:
+                    raise _too_large(config)
+    except TimeoutError:
+        if isinstance(request.protocol, GuardedHandler):
+            request.protocol.end_unread()
+        raise RequestTimeout(
+            f"The request body did not arrive within {config.server.body_timeout:g} s.",
+            code="request_timeout",
+        ) from None
+    except RequestPayloadError as exc:
+        raise BadRequest(
+            f"The request body could not be read: {str(exc).strip().splitlines()[-1][:200]}",
+            code="invalid_body",
+        ) from None
+    return body
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
-    if (request.content_length or 0) > config.server.max_body_bytes:
+    length = request.content_length
+    if (length or 0) > config.server.max_body_bytes:
         raise _too_large(config)
-    body = await request.read()
     ex = Exchange(request[REQUEST_ID], time.perf_counter())
     observation = request.app[OBSERVATION]
     observation.begin(ex)
     try:
-        return await _chat(request, body, ex)
+        chat = await _read_chat(request, config, length)
+        return await _chat(request, chat, ex)
     except GearshiftError as exc:  # refused before routing (bad body, unknown model …)
         ex.status = exc.status
         raise
@@ -206,8 +260,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         asyncio.get_running_loop().call_soon(observation.finish, ex)
 
 
-async def _chat(request: web.Request, body: bytes, ex: Exchange) -> web.StreamResponse:
-    chat = parse_chat(body)
+async def _read_chat(request: web.Request, config: Config, length: int | None) -> ChatRequest:
+    """The body read and parsed; its bytes are not kept. Large bodies (over 1 MiB, or of
+    unknown length) are read and parsed a few at a time (``server.large_body_parses``): six
+    30 MB uploads at once cost no more memory than two."""
+    if length is not None and length <= _LARGE_BODY:
+        return parse_chat(await _read_body(request, config), request.app[LIMITS])
+    async with request.app[LARGE_BODIES]:
+        return parse_chat(await _read_body(request, config), request.app[LIMITS])
+
+
+async def _chat(request: web.Request, chat: ChatRequest, ex: Exchange) -> web.StreamResponse:
     ex.requested, ex.stream = chat.model, chat.stream
     if request.app[CONFIG].server.log_prompts:
         ex.prompt = orjson.dumps(chat.body.get("messages")).decode()
@@ -389,9 +452,7 @@ def create_app(
         hashlib.sha256(k.reveal().encode()).digest() for k in config.proxy_keys
     )
     app[POLICY] = policy.Policy.build(config, rules)
-    app[TRANSPORT] = transport or HTTPTransport(
-        config.providers, config.server.max_response_bytes
-    )
+    app[TRANSPORT] = transport or HTTPTransport(config.providers, config.server.max_response_bytes)
     app[METRICS] = metrics_ = Metrics(config)
     app[STATS] = stats_ = stats.Stats()
     writer = BatchWriter(access_log) if access_log is not None else None
@@ -403,7 +464,14 @@ def create_app(
         app[TRANSPORT], config.reliability, clock=clock, rng=rng, breakers=breakers
     )
     app[DRAINING] = asyncio.Event()
+    app[LIMITS] = Limits(
+        max_messages=config.server.max_messages,
+        max_content_parts=config.server.max_content_parts,
+        max_nesting=config.server.max_nesting,
+    )
+    app[LARGE_BODIES] = asyncio.Semaphore(config.server.large_body_parses)
     app[STREAMS] = set()
+    app.on_response_prepare.append(_server_header)
     app.on_shutdown.append(_draining)
     app.cleanup_ctx.append(_transport_ctx)
     app.cleanup_ctx.append(_access_log_ctx)

@@ -321,8 +321,7 @@ def _check_event_stream(headers: Mapping[str, str], model: Model) -> None:
     if kind is not None and not kind.lower().lstrip().startswith("text/event-stream"):
         name = model.provider.name
         raise ProtocolError(
-            f"Provider {name!r} answered a stream request with {kind[:60]!r}, "
-            "not an event stream.",
+            f"Provider {name!r} answered a stream request with {kind[:60]!r}, not an event stream.",
             provider=name,
             code="not_an_event_stream",
         )

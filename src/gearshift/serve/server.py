@@ -1,0 +1,377 @@
+"""The HTTP server around the app: aiohttp's protocol, with the guards a proxy exposed to
+careless or hostile clients needs, and the run loop of ``gearshift serve``.
+
+- **Request heads in time.** A request's line and headers must arrive within
+  ``header_timeout`` of its first byte (of the connection's opening, for the first
+  request); a connection that dribbles them is closed. The body has its own bound
+  (``server.body_timeout``, enforced by the handler: 408).
+- **Unfinished requests are capped**, in total and per peer: when one more connection would
+  be too many waiting for a request head, the oldest of them (of the same peer, at the
+  per-peer cap) is closed, so that half-sent requests cannot use up the file descriptors
+  real requests need, and a real client, whose head arrives within milliseconds, is never
+  the one turned away. Idle keep-alive connections close after ``keepalive_timeout``.
+- **aiohttp's own parse errors** (a header too long, too many headers, a bad
+  Content-Length, Content-Length with Transfer-Encoding, an unknown method …) are answered
+  in OpenAI's error shape, not as text, and logged as one WARNING line, rate-limited,
+  without a traceback. No ``Server`` header names Python or aiohttp versions.
+
+aiohttp offers no hook for these, so ``GuardedHandler`` extends its ``RequestHandler``
+(three of its methods, and its request counter); the tests exercise each guard against a
+real server on loopback, so an aiohttp upgrade that moves them fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from gearshift.errors import BadRequest, GearshiftError
+
+log = logging.getLogger("gearshift.server")
+SERVER_NAME = "gearshift"
+
+
+@dataclass(frozen=True, slots=True)
+class Guards:
+    """The connection-level limits (``[server]`` settings; defaults in ``config``)."""
+
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    max_pending: int = 512  # connections waiting for a request head, in all
+    max_pending_per_peer: int = 256
+
+
+def default_max_pending() -> int:
+    """Half the open-file limit, at most 512: half-sent requests never use up the
+    descriptors that real requests need."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 512
+    return max(16, min(512, soft // 2))
+
+
+class RateLimitedLog:
+    """At most ``burst`` lines per ``period`` seconds; what is dropped is counted and said
+    with the next line that goes out."""
+
+    __slots__ = ("_burst", "_dropped", "_logger", "_period", "_sent", "_since")
+
+    def __init__(self, logger: logging.Logger, burst: int = 10, period: float = 10.0) -> None:
+        self._logger = logger
+        self._burst = burst
+        self._period = period
+        self._since = -period
+        self._sent = 0
+        self._dropped = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._since >= self._period:
+            self._since, self._sent = now, 0
+        if self._sent >= self._burst:
+            self._dropped += 1
+            return
+        self._sent += 1
+        if self._dropped:
+            message += f" ({self._dropped} similar lines suppressed)"
+            self._dropped = 0
+        self._logger.warning(message, *args)
+
+
+class _Pending:
+    """Connections waiting for a request head, oldest first, in all and by peer."""
+
+    __slots__ = ("all", "by_peer")
+
+    def __init__(self) -> None:
+        self.all: dict[GuardedHandler, None] = {}  # insertion order: the oldest first
+        self.by_peer: dict[str, dict[GuardedHandler, None]] = {}
+
+    def add(self, handler: GuardedHandler) -> None:
+        self.all[handler] = None
+        self.by_peer.setdefault(handler.peer, {})[handler] = None
+
+    def remove(self, handler: GuardedHandler) -> None:
+        self.all.pop(handler, None)
+        mine = self.by_peer.get(handler.peer)
+        if mine is not None:
+            mine.pop(handler, None)
+            if not mine:
+                del self.by_peer[handler.peer]
+
+    def oldest_over(self, guards: Guards, peer: str) -> GuardedHandler | None:
+        """The connection to close so that one more from ``peer`` fits, or None."""
+        mine = self.by_peer.get(peer, {})
+        if len(mine) >= guards.max_pending_per_peer:
+            return next(iter(mine))
+        if len(self.all) >= guards.max_pending:
+            return next(iter(self.all))
+        return None
+
+
+class GuardedHandler(RequestHandler):
+    """aiohttp's protocol, plus the head timeout, the pending caps and shaped errors."""
+
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        guards: Guards,
+        pending: _Pending,
+        warnings: RateLimitedLog,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._guards = guards
+        self._pending = pending
+        self._warnings = warnings
+        self.peer = "?"
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._in_request = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        super().connection_made(transport)
+        # At the cap, the oldest connection still sending its head makes room: a dribbling
+        # client is the oldest, a real one sends its head within milliseconds.
+        oldest = self._pending.oldest_over(self._guards, self.peer)
+        if oldest is not None:
+            oldest._evict()
+        self._head_begin()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._head_end()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_request and self._head_timer is None:
+            self._head_begin()  # the first bytes of the next request on this connection
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count > before:  # a head is complete
+            self._in_request = True
+            self._head_end()
+
+    def log_access(self, request: BaseRequest, response: web.StreamResponse, time: Any) -> None:
+        self._in_request = False  # the response is out: the next bytes start a new head
+        super().log_access(request, response, time)
+
+    def _head_begin(self) -> None:
+        if self._head_timer is not None or self.transport is None:
+            return
+        self._pending.add(self)
+        self._head_timer = self._loop.call_later(self._guards.header_timeout, self._head_late)
+
+    def _head_end(self) -> None:
+        if self._head_timer is None:
+            return
+        self._head_timer.cancel()
+        self._head_timer = None
+        self._pending.remove(self)
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        self._pending.remove(self)
+        self._warnings.warning(
+            "closed a connection from %s: no complete request head within %g s",
+            self.peer,
+            self._guards.header_timeout,
+        )
+        self.force_close()
+
+    def _evict(self) -> None:
+        self._head_end()
+        guards = self._guards
+        self._warnings.warning(
+            "closed the oldest connection from %s still sending a request head: too many "
+            "waiting (limits: %d in all, %d per peer)",
+            self.peer,
+            guards.max_pending,
+            guards.max_pending_per_peer,
+        )
+        self.force_close()
+
+    def end_unread(self) -> None:
+        """Close the connection after this response, without reading what is left of the
+        request body first (aiohttp's lingering close would wait for it: a slow client's
+        body is what the 408 was for)."""
+        self._lingering_time = 0.0
+        self.close()
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp's tracebacks for malformed requests: one WARNING line, rate-limited."""
+        exc = kw.get("exc_info")
+        what = f"{type(exc).__name__}: {str(exc).strip()[:200]}" if exc else ""
+        message = str(args[0]) % args[1:] if args else "error"
+        self._warnings.warning("%s%s", message, f" ({what})" if what else "")
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A request aiohttp could not parse, answered in OpenAI's error shape."""
+        self.log_exception("malformed request from %s", self.peer, exc_info=exc)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response had started: no error can follow it")
+        lines = (message or "").strip().splitlines()
+        text = lines[0][:200] if lines else ""
+        error: GearshiftError
+        if status < 500:
+            what = f"Malformed HTTP request: {text}" if text else "Malformed HTTP request."
+            error = BadRequest(what, status=status, code="malformed_request")
+        else:
+            error = GearshiftError("Internal error in gearshift.", code="internal_error")
+        response = web.Response(
+            status=status,
+            body=error.body(),
+            content_type="application/json",
+            headers={"server": SERVER_NAME},
+        )
+        response.force_close()
+        return response
+
+
+class GuardedServer(web.Server):
+    """aiohttp's low-level server, making ``GuardedHandler`` protocols."""
+
+    def __init__(
+        self, handler: Any, *, guards: Guards, handler_kwargs: dict[str, Any], **kwargs: Any
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._guards = guards
+        self._handler_kwargs = handler_kwargs
+        self._pending = _Pending()
+        self._warnings = RateLimitedLog(log)
+
+    def __call__(self) -> RequestHandler:
+        return GuardedHandler(
+            self,
+            guards=self._guards,
+            pending=self._pending,
+            warnings=self._warnings,
+            loop=self._loop,
+            **self._handler_kwargs,
+        )
+
+
+class GuardedRunner(web.AppRunner):
+    """An ``AppRunner`` whose server is a ``GuardedServer``."""
+
+    def __init__(self, app: web.Application, *, guards: Guards, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._guards = guards
+        self._handler_kwargs = {
+            k: v for k, v in kwargs.items() if k not in ("handle_signals", "shutdown_timeout")
+        }
+        self._handler_kwargs.pop("handler_cancellation", None)
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()  # the app's startup, as aiohttp does it
+        return GuardedServer(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            guards=self._guards,
+            handler_kwargs=self._handler_kwargs,
+        )
+
+
+async def start(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    guards: Guards,
+    reuse_port: bool = False,
+    shutdown_timeout: float = 60.0,
+    handle_signals: bool = False,
+) -> GuardedRunner:
+    """The app served on ``host:port`` with the guards; ``await runner.cleanup()`` ends it."""
+    runner = GuardedRunner(
+        app,
+        guards=guards,
+        handle_signals=handle_signals,
+        access_log=None,
+        handler_cancellation=True,
+        keepalive_timeout=guards.keepalive_timeout,
+        shutdown_timeout=shutdown_timeout,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def run(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    guards: Guards,
+    reuse_port: bool = False,
+    shutdown_timeout: float = 60.0,
+    loop: asyncio.AbstractEventLoop,
+    on_listen: Callable[[], None] = lambda: None,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then drain (``web.run_app``'s contract)."""
+
+    async def serve() -> None:
+        runner = await start(
+            app,
+            host,
+            port,
+            guards=guards,
+            reuse_port=reuse_port,
+            shutdown_timeout=shutdown_timeout,
+            handle_signals=True,
+        )
+        on_listen()
+        try:
+            await asyncio.Event().wait()  # until a signal raises GracefulExit
+        finally:
+            await runner.cleanup()
+
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(serve())
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        main.cancel()
+        try:
+            loop.run_until_complete(main)
+        except (asyncio.CancelledError, web.GracefulExit, KeyboardInterrupt):
+            pass
+        finally:
+            _cancel_all(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+__all__ = ["SERVER_NAME", "GuardedRunner", "Guards", "default_max_pending", "run", "start"]
