@@ -33,7 +33,7 @@ SMALL = orjson.dumps({"model": "auto", "messages": [{"role": "user", "content": 
 
 # Short bounds, so that the tests wait well under a second for each guard to act.
 GUARDS = server.Guards(
-    header_timeout=0.5, keepalive_timeout=0.5, max_pending=6, max_pending_per_peer=4
+    header_timeout=0.5, keepalive_timeout=1.5, max_pending=6, max_pending_per_peer=4
 )
 SERVER_TOML = "[server]\nbody_timeout = 0.5\n"
 

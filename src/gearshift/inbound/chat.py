@@ -67,9 +67,12 @@ def parse_chat(raw: bytes | bytearray, limits: Limits = LIMITS) -> ChatRequest:
     milliseconds instead of a second of parsing and hundreds of MB. (Twice the limit: the
     same keys may appear elsewhere, in tool schemas say; the exact counts follow the parse.)
     """
-    if raw.count(b'"role"') > 2 * limits.max_messages:
+    # (A body too short to hold that many keys is not counted: most are a few kB.)
+    size = len(raw)
+    if size > 12 * limits.max_messages and raw.count(b'"role"') > 2 * limits.max_messages:
         raise _too_many("messages", limits.max_messages, '"role" keys')
-    if raw.count(b'"type"') > 2 * limits.max_content_parts + limits.max_messages:
+    parts_keys = 2 * limits.max_content_parts + limits.max_messages
+    if size > 6 * parts_keys and raw.count(b'"type"') > parts_keys:
         raise _too_many("content parts", limits.max_content_parts, '"type" keys')
     try:
         body = orjson.loads(raw)
@@ -96,7 +99,11 @@ def parse_chat(raw: bytes | bytearray, limits: Limits = LIMITS) -> ChatRequest:
     if parts > limits.max_content_parts:
         raise _too_many("content parts", limits.max_content_parts)
     # Deeper than any real request: only a body with that many brackets is walked.
-    if raw.count(b"[") + raw.count(b"{") > limits.max_nesting and _deeper(body, limits.max_nesting):
+    if (
+        size > 2 * limits.max_nesting
+        and raw.count(b"[") + raw.count(b"{") > limits.max_nesting
+        and _deeper(body, limits.max_nesting)
+    ):
         raise BadRequest(
             f"The request body is nested more than {limits.max_nesting} levels deep.",
             code="nesting_too_deep",

@@ -90,6 +90,13 @@ def _request_id(offered: str | None) -> str:
     other characters dropped), else a new one: whatever a client sends, the id can go in a
     header, a log line and JSON."""
     if offered:
+        if (
+            len(offered) <= 128
+            and offered.isascii()
+            and offered.isprintable()
+            and " " not in offered
+        ):
+            return offered  # the usual case
         kept = "".join(c for c in offered[:256] if ord(c) in _ID_CHARS)[:128]
         if kept:
             return kept
@@ -205,17 +212,23 @@ def _log_attempts(ex: Exchange) -> None:
         )
 
 
-async def _read_body(request: web.Request, config: Config) -> bytearray:
+async def _read_body(request: web.Request, config: Config) -> bytes | bytearray:
     """The request body, within ``server.body_timeout`` (408 when a client dribbles it),
     at most ``server.max_body_bytes`` once decoded (413), decodable (a ``Content-Encoding``
     it lies about is a 400, not a 500). Read into one buffer that only the caller holds
     (``request.read()`` would keep a copy on the request, alive as long as the connection:
     a 30 MB upload's memory would stay after its answer)."""
     limit = config.server.max_body_bytes
-    body = bytearray()
+    content = request.content
     try:
+        if content.is_eof():  # the usual case: the whole body came with the head
+            whole = content.read_nowait()
+            if len(whole) > limit:
+                raise _too_large(config)
+            return whole
+        body = bytearray()
         async with asyncio.timeout(config.server.body_timeout):
-            while chunk := await request.content.readany():
+            while chunk := await content.readany():
                 body += chunk
                 if len(body) > limit:
                     raise _too_large(config)

@@ -67,8 +67,9 @@ def upstream_request_id(headers: Mapping[str, str], provider: Provider) -> str |
     if not value:
         return None
     value = scrub(value, *secrets_of(provider), limit=4 * _ID_LIMIT)
-    value = "".join(c for c in value if ord(c) in _PRINTABLE)[:_ID_LIMIT]
-    return value or None
+    if not (value.isascii() and value.isprintable() and " " not in value):
+        value = "".join(c for c in value if ord(c) in _PRINTABLE)
+    return value[:_ID_LIMIT] or None
 
 
 def settle(ex: Exchange, chat: ChatRequest, model: Model, completion_tokens: int) -> Account:

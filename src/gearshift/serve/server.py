@@ -3,7 +3,8 @@ careless or hostile clients needs, and the run loop of ``gearshift serve``.
 
 - **Request heads in time.** A request's line and headers must arrive within
   ``header_timeout`` of its first byte (of the connection's opening, for the first
-  request); a connection that dribbles them is closed. The body has its own bound
+  request); a connection that dribbles them is closed (by a sweep every quarter of the
+  timeout, so within 1.25 times it: no timer per request). The body has its own bound
   (``server.body_timeout``, enforced by the handler: 408).
 - **Unfinished requests are capped**, in total and per peer: when one more connection would
   be too many waiting for a request head, the oldest of them (of the same peer, at the
@@ -88,34 +89,58 @@ class RateLimitedLog:
 
 
 class _Pending:
-    """Connections waiting for a request head, oldest first, in all and by peer."""
+    """Connections waiting for a request head, oldest first, in all and by peer, with when
+    they began to wait. One sweep every quarter of ``header_timeout`` closes the late ones
+    (while any wait): a request costs two dict operations, not a timer."""
 
-    __slots__ = ("all", "by_peer")
+    __slots__ = ("all", "by_peer", "guards", "loop", "sweep")
 
-    def __init__(self) -> None:
-        self.all: dict[GuardedHandler, None] = {}  # insertion order: the oldest first
+    def __init__(self, guards: Guards, loop: asyncio.AbstractEventLoop) -> None:
+        self.guards = guards
+        self.loop = loop
+        self.all: dict[GuardedHandler, float] = {}  # insertion order: the oldest first
         self.by_peer: dict[str, dict[GuardedHandler, None]] = {}
+        self.sweep: asyncio.TimerHandle | None = None
 
     def add(self, handler: GuardedHandler) -> None:
-        self.all[handler] = None
+        self.all[handler] = self.loop.time()
         self.by_peer.setdefault(handler.peer, {})[handler] = None
+        if self.sweep is None:
+            self.sweep = self.loop.call_later(self.guards.header_timeout / 4, self._sweep)
 
     def remove(self, handler: GuardedHandler) -> None:
-        self.all.pop(handler, None)
-        mine = self.by_peer.get(handler.peer)
-        if mine is not None:
-            mine.pop(handler, None)
-            if not mine:
-                del self.by_peer[handler.peer]
+        del self.all[handler]
+        mine = self.by_peer[handler.peer]
+        del mine[handler]
+        if not mine:
+            del self.by_peer[handler.peer]
 
-    def oldest_over(self, guards: Guards, peer: str) -> GuardedHandler | None:
+    def oldest_over(self, peer: str) -> GuardedHandler | None:
         """The connection to close so that one more from ``peer`` fits, or None."""
         mine = self.by_peer.get(peer, {})
-        if len(mine) >= guards.max_pending_per_peer:
+        if len(mine) >= self.guards.max_pending_per_peer:
             return next(iter(mine))
-        if len(self.all) >= guards.max_pending:
+        if len(self.all) >= self.guards.max_pending:
             return next(iter(self.all))
         return None
+
+    def _sweep(self) -> None:
+        self.sweep = None
+        due = self.loop.time() - self.guards.header_timeout
+        late = []
+        for handler, began in self.all.items():
+            if began > due:
+                break  # the rest began later
+            late.append(handler)
+        for handler in late:
+            handler._head_late()
+        if self.all:
+            self.sweep = self.loop.call_later(self.guards.header_timeout / 4, self._sweep)
+
+    def close(self) -> None:
+        if self.sweep is not None:
+            self.sweep.cancel()
+            self.sweep = None
 
 
 class GuardedHandler(RequestHandler):
@@ -135,7 +160,7 @@ class GuardedHandler(RequestHandler):
         self._pending = pending
         self._warnings = warnings
         self.peer = "?"
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._waiting = False  # for a request head (in ``_pending``)
         self._in_request = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -144,7 +169,7 @@ class GuardedHandler(RequestHandler):
         super().connection_made(transport)
         # At the cap, the oldest connection still sending its head makes room: a dribbling
         # client is the oldest, a real one sends its head within milliseconds.
-        oldest = self._pending.oldest_over(self._guards, self.peer)
+        oldest = self._pending.oldest_over(self.peer)
         if oldest is not None:
             oldest._evict()
         self._head_begin()
@@ -154,11 +179,11 @@ class GuardedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_request and self._head_timer is None:
+        if not self._in_request and not self._waiting:
             self._head_begin()  # the first bytes of the next request on this connection
         before = self._request_count
         super().data_received(data)
-        if self._request_count > before:  # a head is complete
+        if self._request_count != before:  # a head is complete
             self._in_request = True
             self._head_end()
 
@@ -167,21 +192,17 @@ class GuardedHandler(RequestHandler):
         super().log_access(request, response, time)
 
     def _head_begin(self) -> None:
-        if self._head_timer is not None or self.transport is None:
-            return
-        self._pending.add(self)
-        self._head_timer = self._loop.call_later(self._guards.header_timeout, self._head_late)
+        if not self._waiting and self.transport is not None:
+            self._waiting = True
+            self._pending.add(self)
 
     def _head_end(self) -> None:
-        if self._head_timer is None:
-            return
-        self._head_timer.cancel()
-        self._head_timer = None
-        self._pending.remove(self)
+        if self._waiting:
+            self._waiting = False
+            self._pending.remove(self)
 
     def _head_late(self) -> None:
-        self._head_timer = None
-        self._pending.remove(self)
+        self._head_end()
         self._warnings.warning(
             "closed a connection from %s: no complete request head within %g s",
             self.peer,
@@ -253,8 +274,12 @@ class GuardedServer(web.Server):
         super().__init__(handler, **kwargs)
         self._guards = guards
         self._handler_kwargs = handler_kwargs
-        self._pending = _Pending()
+        self._pending = _Pending(guards, self._loop)
         self._warnings = RateLimitedLog(log)
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (aiohttp's)
+        self._pending.close()
+        await super().shutdown(timeout)
 
     def __call__(self) -> RequestHandler:
         return GuardedHandler(
