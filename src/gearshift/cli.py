@@ -117,6 +117,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not model.offered:
             log.info("model %s not offered: %s", model.name, model.why_not)
     # One JSON object per request on stdout (operational logs stay on stderr).
+    if args.no_access_log:  # off, not moved to the logger's stderr
+        logging.getLogger("gearshift.access").setLevel(logging.WARNING)
     app = create_app(config, access_log=None if args.no_access_log else sys.stdout.buffer)
     try:
         _run(app, host, port, config, reuse_port=args.worker)

@@ -115,6 +115,24 @@ async def test_serve_answers_and_stops_cleanly_on_sigterm(
     assert "Traceback" not in text
 
 
+async def test_serve_no_access_log_writes_none_anywhere(
+    mock_upstream: TestServer, unused_port: int
+) -> None:
+    """``--no-access-log`` used to move the lines to stderr (the logger), not turn them off."""
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    async with _serve(mock_upstream, unused_port, "--no-access-log") as (proc, base):
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):
+                async with session.post(base + "/v1/chat/completions", json=body) as resp:
+                    assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            out, err = await proc.communicate()
+    assert out == b""
+    assert b"request_id" not in err
+    assert b"listening on" in err  # the operational log is still there
+
+
 STREAM_BODY = {
     "model": "gpt-4o-mini",
     "stream": True,
