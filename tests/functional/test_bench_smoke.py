@@ -59,3 +59,31 @@ async def test_the_overhead_run_measures_every_target() -> None:
 )
 async def test_the_micro_benchmarks_run(args: tuple[str, ...]) -> None:
     assert await _bench(*args)
+
+
+async def test_cpu_per_request_measures_a_running_gearshift(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))  # bench/ is not installed
+    from bench.procs import free_port, running
+
+    mock, gs = free_port(), free_port()
+    gearshift = [sys.executable, "-m", "gearshift"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "OPENAI_API_KEY": "sk-bench",
+        "GEARSHIFT_OPENAI_BASE_URL": f"http://127.0.0.1:{mock}/v1",
+    }
+    commands = [
+        (
+            [*gearshift, "mock-upstream", "--port", str(mock)],
+            f"http://127.0.0.1:{mock}/_mock/config",
+            200,
+        ),
+        ([*gearshift, "serve", "--port", str(gs)], f"http://127.0.0.1:{gs}/readyz", 200),
+    ]
+    async with running(*commands, env=env) as procs:
+        target = f"gs={procs[1].pid}@{gs}"
+        text = await _bench("bench.cpu_per_request", target, "--rounds", "2", "--requests", "50")
+    assert text.startswith("gs: µs CPU per request, rounds [")
