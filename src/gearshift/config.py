@@ -219,6 +219,9 @@ class ReliabilitySpec(_Strict, frozen=True):
     backoff_max: Seconds = 2.0
     retry_after_max: Wait = 5.0
     deadline: Seconds = 600.0
+    # A model the provider says does not exist (withdrawn, not on this account) is out of
+    # rotation this long before one probe; a catalog fault, logged loudly.
+    withdrawn_cooldown: Seconds = 900.0
     degrade: bool = False
     breaker: BreakerSpec = BreakerSpec()
 

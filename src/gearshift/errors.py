@@ -12,8 +12,12 @@
     │   └── PayloadTooLarge          413 request_too_large
     ├── UpstreamError (provider, upstream_status)
     │   ├── Rejected                 upstream 4xx other than 429: passed on, not retried
-    │   │   └── CredentialsRejected  401/403 on gearshift's provider key: the deployment is
-    │   │                            unusable, not the request; the next model is tried
+    │   │   ├── CredentialsRejected  401/403 on gearshift's provider key: the deployment is
+    │   │   │                        unusable, not the request; the next model is tried
+    │   │   └── ModelNotFound        404: the model does not exist (withdrawn, or not on
+    │   │                            this account): the catalog's fault when gearshift chose
+    │   │                            it (the next model is tried, the deployment withdrawn);
+    │   │                            passed on when the client pinned it
     │   ├── Unsupported              400: this provider's format cannot carry the request
     │   │                            (n > 1 on Anthropic, an image URL for Gemini …): the next
     │   │                            model is tried; not a provider failure
@@ -167,6 +171,16 @@ class CredentialsRejected(Rejected):
     health = True
 
 
+class ModelNotFound(Rejected):
+    """The provider says the model does not exist or is not available to this key (OpenAI
+    ``model_not_found``, Anthropic ``not_found_error``, Gemini ``NOT_FOUND``: any 404 to a
+    generation call). Retryable on another model; not the same deployment's health: the
+    router withdraws it for ``reliability.withdrawn_cooldown``."""
+
+    status = 404
+    retryable = True
+
+
 class Unsupported(UpstreamError):
     """The request uses something the target's wire format cannot carry; raised by an
     adapter before anything is sent. Another model may serve it, so the attempt loop moves
@@ -265,7 +279,8 @@ def for_upstream_status(
 
     429 → 429 (retryable); 500/502 → 502, 503/529 → 503 (overloaded; never leak 529),
     408/504 → 504 (all retryable); 401/403 → same status, with a message of our own (an
-    upstream's auth message may echo part of gearshift's key); other 4xx pass through.
+    upstream's auth message may echo part of gearshift's key); 404 → ``ModelNotFound``;
+    other 4xx pass through.
     """
     if status < 400:
         # A redirect or an odd 1xx/2xx: gearshift does not follow redirects (they could
@@ -303,6 +318,14 @@ def for_upstream_status(
             upstream_status=status,
             status=status,
             code="upstream_auth_failed",
+        )
+    if status == 404:
+        return ModelNotFound(
+            message,
+            provider=provider,
+            upstream_status=status,
+            code=code or "model_not_found",
+            param=param,
         )
     return Rejected(
         message, provider=provider, upstream_status=status, status=status, code=code, param=param

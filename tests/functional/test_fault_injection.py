@@ -28,6 +28,7 @@ BEFORE_ANY_BYTE = {
     "http-401": "F",  # gearshift's key refused: another provider serves
     "http-502": "F",  # an HTML page from a proxy
     "http-400": "P",
+    "withdrawn": "F",  # 404: the model gearshift chose is gone (a catalog fault)
     "hang": "F",  # no headers within first_byte / total
     "reset": "F",  # connection dropped before the response
     "error-first": "F",  # an error as the first event / an error body with 200

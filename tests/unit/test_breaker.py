@@ -6,7 +6,7 @@ import pytest
 from conftest import FakeClock
 
 from gearshift.config import BreakerSpec
-from gearshift.serve.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, Breakers
+from gearshift.serve.breaker import CLOSED, HALF_OPEN, OPEN, WITHDRAWN, Breaker, Breakers
 
 SPEC = BreakerSpec(
     failures=3, failure_ratio=0.5, min_calls=10, window=10.0, cooldown=5.0, max_cooldown=60.0
@@ -115,3 +115,22 @@ def test_breakers_are_per_deployment() -> None:
     for _ in range(3):
         a.failure()
     assert breakers.states() == {"azure/gpt-4o": "closed", "openai/gpt-4o": "open"}
+
+
+def test_withdrawn_for_its_own_cool_down_then_one_probe() -> None:
+    breaker, clock, changes = make()
+    breaker.withdraw(900.0)
+    assert breaker.state == WITHDRAWN
+    assert changes[-1] == (CLOSED, WITHDRAWN)
+    assert not breaker.acquire()
+    assert breaker.retry_in() == 900.0
+    breaker.failure()  # a call let through before it was withdrawn: no change
+    assert breaker.state == WITHDRAWN
+    clock.advance(899.0)
+    assert not breaker.available()
+    clock.advance(1.0)
+    assert breaker.acquire()
+    assert breaker.state == HALF_OPEN
+    assert not breaker.acquire(), "one probe at a time"
+    breaker.success()
+    assert breaker.state == CLOSED

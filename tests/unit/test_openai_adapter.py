@@ -131,7 +131,7 @@ def test_an_in_band_error_keeps_its_class(
         (400, errors.Rejected, 400, False),
         (401, errors.CredentialsRejected, 401, True),
         (403, errors.CredentialsRejected, 403, True),
-        (404, errors.Rejected, 404, False),
+        (404, errors.ModelNotFound, 404, True),  # the catalog's fault unless pinned
         (408, errors.Timeout, 504, True),
         (413, errors.Rejected, 413, False),
         (422, errors.Rejected, 422, False),

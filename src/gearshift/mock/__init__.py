@@ -25,7 +25,8 @@ The model name (or ``MockSettings.fail``) picks a misbehaviour from ``BEHAVIOURS
 ``http-<status>`` errors (in each API's shape: Anthropic turns 503 into 529
 ``overloaded_error``, Gemini reports 401 as 400 ``API_KEY_INVALID``; ``http-502`` is an HTML
 page, as from a proxy in front of the API), ``hang`` (no answer until the client leaves or
-the app shuts down), ``stall`` (the answer starts — half the body, or the first events —
+the app shuts down), ``withdrawn`` (each API's 404 for a model that does not exist),
+``stall`` (the answer starts — half the body, or the first events —
 then nothing), ``reset`` (connection dropped before any response), ``reset-body`` (dropped
 halfway through the body or after ``cut_after`` events), ``garbage`` (non-JSON body or SSE
 event), ``stream-cut`` (connection dropped after ``cut_after`` content events, or before any

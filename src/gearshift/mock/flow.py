@@ -40,6 +40,7 @@ BEHAVIOURS: tuple[str, ...] = (
     "http-400",
     "http-401",
     "http-502",  # an HTML page from a proxy in front of the API, in every API
+    "withdrawn",  # 404: the model does not exist (retired, or not on this account)
     "hang",  # nothing at all: no headers
     "stall",  # the answer starts (headers, part of the body / first events), then nothing
     "reset-body",  # the answer starts, then the connection is dropped

@@ -110,6 +110,18 @@ _GEMINI_FAILURES: dict[str, tuple[int, Any]] = {
         ),
     ),
     "http-401": (400, _KEY_INVALID_ERROR),
+    # As users report it after Gemini 1.5's retirement (e.g.
+    # github.com/PixelPlayerHQ/PixelPlayer/issues/193, read 2026-12-07).
+    "withdrawn": (
+        404,
+        _google_error(
+            404,
+            "NOT_FOUND",
+            "models/gemini-1.5-flash is not found for API version v1beta, or is not supported "
+            "for generateContent. Call ListModels to see the list of available models and "
+            "their supported methods.",
+        ),
+    ),
 }
 
 

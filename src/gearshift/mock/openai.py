@@ -72,6 +72,15 @@ _FAILURES: dict[str, tuple[int, Any]] = {
     "http-429": (429, _err(_RATE_LIMITED, "requests", code="rate_limit_exceeded")),
     "http-400": (400, _err(_TOO_LONG, _INVALID, "messages", "context_length_exceeded")),
     "http-401": (401, _err(_BAD_KEY, _INVALID, code="invalid_api_key")),
+    # As users report it (e.g. github.com/Aider-AI/aider/issues/2030, read 2026-12-07).
+    "withdrawn": (
+        404,
+        _err(
+            "The model `gpt-4o-withdrawn` does not exist or you do not have access to it.",
+            _INVALID,
+            code="model_not_found",
+        ),
+    ),
 }
 _FAILURE_HEADERS = {"http-429": {"retry-after": "1", "retry-after-ms": "1000"}}
 

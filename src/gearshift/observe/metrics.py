@@ -108,7 +108,7 @@ class Metrics:
         # With several workers (``serve --workers``), the worst state of any live worker.
         self.breaker = Gauge(
             "gearshift_breaker_state",
-            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
+            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open, 3 withdrawn.",
             ["provider", "model"],
             registry=r,
             multiprocess_mode="livemax",

@@ -6,6 +6,8 @@
     open ──(cool-down passed: at least any Retry-After)──▶ half-open
     half-open ──(a probe succeeds)──▶ closed
     half-open ──(a probe fails)──▶ open
+    any ──(the provider says the model does not exist)──▶ withdrawn
+    withdrawn ──(its long cool-down passed)──▶ half-open
 
 A caller asks ``acquire()`` before a call and reports exactly one of ``success()``,
 ``failure()`` or ``release()`` (no verdict: the client left, the request could not be sent)
@@ -23,8 +25,9 @@ from collections.abc import Callable
 from gearshift.config import BreakerSpec, Model
 from gearshift.serve.clock import Clock
 
-CLOSED, HALF_OPEN, OPEN = 0, 1, 2
-STATE_NAMES = ("closed", "half_open", "open")
+CLOSED, HALF_OPEN, OPEN, WITHDRAWN = 0, 1, 2, 3
+STATE_NAMES = ("closed", "half_open", "open", "withdrawn")
+PAUSED = (OPEN, WITHDRAWN)  # no call goes through until ``open_until``
 _BUCKETS = 10  # the failure-ratio window is kept as this many counters, not per call
 
 
@@ -32,7 +35,8 @@ Listener = Callable[["Breaker", int], None]
 
 
 class Breaker:
-    """One deployment's breaker. ``state`` is ``CLOSED``, ``HALF_OPEN`` or ``OPEN``."""
+    """One deployment's breaker. ``state`` is ``CLOSED``, ``HALF_OPEN``, ``OPEN`` or
+    ``WITHDRAWN`` (open for a long cool-down: the model is gone, see ``withdraw``)."""
 
     __slots__ = (
         "_bucket_calls",
@@ -81,7 +85,7 @@ class Breaker:
         """Would ``acquire`` succeed now (without taking a probe slot)?"""
         if self.state == CLOSED:
             return True
-        if self.state == OPEN:
+        if self.state in PAUSED:
             return self._clock.now() >= self.open_until
         return self._in_flight < self._spec.probes
 
@@ -90,7 +94,7 @@ class Breaker:
         state = self.state
         if state == CLOSED:
             return True
-        if state == OPEN:
+        if state in PAUSED:
             if self._clock.now() < self.open_until:
                 return False
             self._set(HALF_OPEN)
@@ -115,7 +119,7 @@ class Breaker:
         if self.state == HALF_OPEN:
             self._open(retry_after)
             return
-        if self.state == OPEN:
+        if self.state in PAUSED:
             # A call let through before the breaker opened came back failed: extend no
             # further than a fresh cool-down would.
             return
@@ -133,9 +137,18 @@ class Breaker:
 
     def retry_in(self) -> float:
         """Seconds until an open breaker lets a probe through (0 when it would now)."""
-        if self.state != OPEN:
+        if self.state not in PAUSED:
             return 0.0
         return max(0.0, self.open_until - self._clock.now())
+
+    def withdraw(self, cooldown: float) -> None:
+        """The provider says this deployment's model does not exist: out of rotation for
+        ``cooldown`` seconds (then one probe, as after any opening)."""
+        self.consecutive = 0
+        self.open_until = self._clock.now() + cooldown
+        self._in_flight = 0
+        self._clear_window()
+        self._set(WITHDRAWN)
 
     def _open(self, retry_after: float | None) -> None:
         spec = self._spec
@@ -205,7 +218,8 @@ class Breakers:
         return breaker
 
     def states(self) -> dict[str, str]:
-        """``provider/model`` → ``closed`` / ``half_open`` / ``open``, for the ones seen."""
+        """``provider/model`` → ``closed`` / ``half_open`` / ``open`` / ``withdrawn``, for the
+        ones seen."""
         return {key: STATE_NAMES[b.state] for key, b in sorted(self._all.items())}
 
 
@@ -213,7 +227,9 @@ __all__ = [
     "CLOSED",
     "HALF_OPEN",
     "OPEN",
+    "PAUSED",
     "STATE_NAMES",
+    "WITHDRAWN",
     "Breaker",
     "Breakers",
 ]

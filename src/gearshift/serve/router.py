@@ -9,7 +9,10 @@ the provider's secrets) before anything reads it.
 The loop (``Router.run``) goes through the plan in rounds. In a round each target is tried
 once, in plan order, skipping those whose breaker is open, those waiting out a short
 Retry-After and those out of this request (a long Retry-After, rejected credentials, a
-format that cannot carry the request). A retryable failure moves to the next target at
+format that cannot carry the request). A model the provider says does not exist is the
+catalog's fault when gearshift chose it: it is withdrawn (its breaker out of rotation for
+``reliability.withdrawn_cooldown``, one loud log line) and the next target is tried; only
+a model the client pinned gets the provider's 404. A retryable failure moves to the next target at
 once; between rounds it waits a full-jitter back-off. It stops at the first success, at a
 non-retryable failure (passed on as it is), when ``max_attempts`` upstream calls were made,
 or at the request's deadline, which runs on the injected clock (``Scope``), as do the
@@ -21,6 +24,7 @@ degrading, and the response then says so.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
@@ -34,6 +38,8 @@ from gearshift.errors import (
     CredentialsRejected,
     DeadlineExceeded,
     GearshiftError,
+    ModelNotFound,
+    NoTarget,
     ProtocolError,
     RateLimited,
     Timeout,
@@ -43,7 +49,7 @@ from gearshift.errors import (
 )
 from gearshift.inbound.chat import ChatRequest
 from gearshift.providers import REGISTRY, Completion
-from gearshift.serve.breaker import HALF_OPEN, OPEN, Breaker, Breakers
+from gearshift.serve.breaker import HALF_OPEN, PAUSED, WITHDRAWN, Breaker, Breakers
 from gearshift.serve.clock import Clock, Scope, SystemClock
 from gearshift.serve.exchange import Attempt, Exchange
 from gearshift.serve.relay import Relay, upstream_error, upstream_request_id
@@ -51,6 +57,8 @@ from gearshift.serve.transport import Transport
 
 Answer = Completion | Relay
 """What an attempt gives: a whole answer, or a stream whose first content is in."""
+
+log = logging.getLogger("gearshift.router")
 
 
 # The error a failed request reports, most telling first: a 429 tells the client to slow
@@ -66,6 +74,7 @@ _TELLING: tuple[type[UpstreamError], ...] = (
     Unsupported,
 )
 _OUTCOMES: dict[type[GearshiftError], str] = {
+    ModelNotFound: "withdrawn",
     RateLimited: "rate_limited",
     Unavailable: "unavailable",
     Timeout: "timeout",
@@ -115,7 +124,7 @@ class Router:
         self._abandoned: set[Scope] = set()
 
     def _breaker_changed(self, breaker: Breaker, old: int) -> None:
-        if breaker.state != OPEN:
+        if breaker.state not in PAUSED:
             return
         for scope in self._waiting.get(breaker, ()):
             self._abandoned.add(scope)
@@ -214,7 +223,8 @@ class Router:
                 breaker = breakers.of(model)
                 if not breaker.acquire():
                     if round_no == 0:
-                        ex.attempts.append(Attempt(model.name, model.provider.name, "open"))
+                        skipped = "withdrawn" if breaker.state == WITHDRAWN else "open"
+                        ex.attempts.append(Attempt(model.name, model.provider.name, skipped))
                     run.open_for = min(run.open_for, breaker.retry_in())
                     continue
                 remaining = run.deadline - clock.now()
@@ -237,8 +247,15 @@ class Router:
                             waiting.discard(scope)  # before any verdict can open the breaker
                 except UpstreamError as exc:
                     exc = upstream_error(exc, None, model.provider)
-                    _verdict(breaker, exc)
                     attempt.outcome, attempt.status = _outcome(exc), exc.upstream_status
+                    if isinstance(exc, ModelNotFound):
+                        if ex.plan is not None and ex.plan.reason == "pinned":
+                            breaker.release()  # the client's own choice: its 404
+                            attempt.outcome = "rejected"
+                            raise exc from None
+                        self._withdraw(breaker, model, exc)
+                    else:
+                        _verdict(breaker, exc)
                     if not exc.retryable:
                         raise exc from None
                     run.errors.append(exc)
@@ -291,6 +308,23 @@ class Router:
             ex.upstream_s += wait
             await clock.sleep(wait)
 
+    def _withdraw(self, breaker: Breaker, model: Model, error: ModelNotFound) -> None:
+        cooldown = self._spec.withdrawn_cooldown
+        if breaker.state != WITHDRAWN:
+            log.error(
+                "model %r (provider %r, upstream id %r) does not exist for this key: the "
+                "provider answered %s %s. It is out of rotation for %g s; check its catalog "
+                "entry ([[models]] name = %r) against the provider's models",
+                model.name,
+                model.provider.name,
+                model.upstream_id,
+                error.upstream_status,
+                error.code or "",
+                cooldown,
+                model.name,
+            )
+        breaker.withdraw(cooldown)
+
     def _deadline(self, ex: Exchange) -> DeadlineExceeded:
         return DeadlineExceeded(
             f"The request did not complete within its deadline "
@@ -301,8 +335,14 @@ class Router:
     def _failure(self, ex: Exchange, run: _Run) -> GearshiftError:
         """The error for a request no target answered: the most telling upstream error,
         or 503 ``circuit_open`` when breakers cut off every target without a call."""
+        gone = [a for a in ex.attempts if a.outcome == "withdrawn"]
         if run.errors:
-            return min(run.errors, key=_telling)
+            telling = min(run.errors, key=_telling)
+            if isinstance(telling, ModelNotFound):  # nothing else went wrong: all are gone
+                return _unavailable(gone)
+            return telling
+        if gone and len(gone) == len(ex.attempts):
+            return _unavailable(gone)
         if run.open_for < math.inf:
             return CircuitOpen(
                 "Every model that may serve this request is failing and paused by its "
@@ -312,6 +352,16 @@ class Router:
                 retry_after=run.open_for,
             )
         return self._deadline(ex)
+
+
+def _unavailable(gone: list[Attempt]) -> NoTarget:
+    return NoTarget(
+        "The models configured for this request are unavailable: the provider says they do "
+        "not exist ("
+        + ", ".join(f"{a.model}@{a.provider}" for a in gone)
+        + "); the gearshift catalog needs updating.",
+        code="model_unavailable",
+    )
 
 
 def _check_event_stream(headers: Mapping[str, str], model: Model) -> None:
