@@ -307,7 +307,7 @@ async def test_huge_bodies_are_refused_cheaply_and_the_loop_stays_responsive(
             for status, body in await asyncio.gather(*uploads):
                 assert status == 400
                 assert body["error"]["code"] == "too_many_messages"
-            assert slowest < 0.5, f"/healthz took {slowest:.2f} s while bodies were read"
+            assert slowest < 1.0, f"/healthz took {slowest:.2f} s while bodies were read"
             # Memory is given back as the answers go (the old code kept 400 MB after six).
             assert _rss(pid) - before < 50 << 20
 

@@ -240,6 +240,8 @@ async def _read_body(request: web.Request, config: Config) -> bytes | bytearray:
             code="request_timeout",
         ) from None
     except RequestPayloadError as exc:
+        if isinstance(request.protocol, GuardedHandler):
+            request.protocol.end_unread()  # the rest of a broken body is not worth reading
         raise BadRequest(
             f"The request body could not be read: {str(exc).strip().splitlines()[-1][:200]}",
             code="invalid_body",

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 from gearshift.errors import BadRequest, GearshiftError
@@ -230,8 +231,14 @@ class GuardedHandler(RequestHandler):
         self.close()
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
-        """aiohttp's tracebacks for malformed requests: one WARNING line, rate-limited."""
+        """aiohttp's tracebacks for malformed requests: one WARNING line, rate-limited.
+        Anything else (a bug that escaped the app) keeps its ERROR and traceback."""
         exc = kw.get("exc_info")
+        if isinstance(exc, BaseException) and not isinstance(
+            exc, HttpProcessingError | RequestPayloadError
+        ):
+            super().log_exception(*args, **kw)
+            return
         what = f"{type(exc).__name__}: {str(exc).strip()[:200]}" if exc else ""
         message = str(args[0]) % args[1:] if args else "error"
         self._warnings.warning("%s%s", message, f" ({what})" if what else "")
