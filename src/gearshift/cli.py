@@ -167,6 +167,70 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def catalog_rows(config: Config) -> list[dict[str, object]]:
+    """The resolved catalog, a row per model, cheapest tier first: what `gearshift catalog`
+    prints (prices USD per 1M tokens; a price not set is the one it defaults to)."""
+    rows = []
+    for m in sorted(config.models.values(), key=lambda m: (m.tier_rank, m.spec.price_out)):
+        spec = m.spec
+        rows.append(
+            {
+                "model": m.name,
+                "provider": m.provider.name,
+                "upstream_id": m.upstream_id,
+                "tier": m.tier,
+                "offered": m.offered,
+                "price_in": spec.price_in,
+                "price_cached_in": spec.price_cached_in,
+                "price_cache_write_in": spec.price_cache_write_in,
+                "price_out": spec.price_out,
+                "price_reasoning_out": spec.price_reasoning_out,
+                "context_window": spec.context_window,
+                "max_output": spec.max_output,
+                "capabilities": list(spec.capabilities),
+                "source": spec.source,
+                "checked": spec.checked,
+            }
+        )
+    return rows
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    rows = catalog_rows(_load(args.config))
+    if args.json:
+        sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+
+    def price(value: object) -> str:
+        return "-" if value is None else f"{value:g}"
+
+    head = ["model", "provider", "tier", "in", "cached", "write", "out", "context", "max out",
+            "offered", "source", "checked"]  # fmt: skip
+    table = [head] + [
+        [
+            str(r["model"]),
+            str(r["provider"]),
+            str(r["tier"]),
+            price(r["price_in"]),
+            price(r["price_cached_in"]),
+            price(r["price_cache_write_in"]),
+            price(r["price_out"]),
+            f"{r['context_window']:,}",
+            f"{r['max_output']:,}",
+            "yes" if r["offered"] else "no",
+            str(r["source"] or "-"),
+            str(r["checked"] or "-"),
+        ]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for row in table:
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
+    sys.stdout.write("prices: USD per 1M tokens (cached: cached input; write: cache write)\n")
+    return 0
+
+
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
     from gearshift.mock import MockSettings, run_mock
 
@@ -328,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file, print it resolved")
     check.add_argument("file", nargs="?", help="config file (default: embedded catalog)")
     check.set_defaults(func=cmd_check_config)
+
+    cat = sub.add_parser(
+        "catalog", help="print the resolved catalog: tiers, prices, limits, sources, dates"
+    )
+    cat.add_argument("--config", help="TOML or YAML config file (default: embedded catalog)")
+    cat.add_argument("--json", action="store_true", help="JSON instead of a table")
+    cat.set_defaults(func=cmd_catalog)
 
     mock = sub.add_parser(
         "mock-upstream", help="run a fake upstream (OpenAI, Anthropic and Gemini APIs)"

@@ -137,6 +137,10 @@ class ModelSpec(_Strict, frozen=True):
         default_factory=lambda: ["tools", "vision", "json_schema", "streaming"]
     )
     enabled: bool = True
+    # Where the id, prices and limits come from (a provider's page, a price file) and the
+    # day they were checked: what `gearshift catalog` shows.
+    source: str | None = None
+    checked: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
 
 
 class ServerSpec(_Strict, frozen=True):
@@ -231,6 +235,9 @@ class ConfigFile(_Strict, frozen=True):
     routing: RoutingSpec = RoutingSpec()
     reliability: ReliabilitySpec = ReliabilitySpec()
     use_default_catalog: bool = True
+    # LiteLLM's model_prices_and_context_window.json (or a file like it): its prices and
+    # context windows replace the catalog's for matching ids (gearshift.prices).
+    price_file: str | None = None
     providers: list[AnyProviderSpec] = []
     models: list[ModelSpec] = []
 
@@ -507,6 +514,11 @@ def resolve(
             headers=headers,
         )
 
+    price_file = None
+    if raw.price_file is not None:
+        from gearshift import prices
+
+        price_file = prices.load(raw.price_file, f"{source}: $.price_file")
     models: dict[str, Model] = {}
     for mspec, where in model_specs:
         assert isinstance(mspec, ModelSpec)
@@ -519,6 +531,8 @@ def resolve(
             raise ConfigError(
                 f"{where}.tier: unknown tier {mspec.tier!r} (tiers: {', '.join(ranks)})"
             )
+        if price_file is not None:
+            mspec = price_file.apply(mspec, provider.name, provider.kind)
         why_not = None
         if not mspec.enabled:
             why_not = "disabled in the configuration"

@@ -349,3 +349,23 @@ async def test_mock_upstream_command_serves_the_openai_format(unused_port: int) 
         async with asyncio.timeout(20):
             await proc.communicate()
     assert proc.returncode == 0
+
+
+async def test_catalog_prints_the_resolved_catalog_with_a_price_file(tmp_path: Path) -> None:
+    prices = tmp_path / "model_prices_and_context_window.json"
+    entry = {"input_cost_per_token": 2e-07, "output_cost_per_token": 8e-07}
+    prices.write_bytes(orjson.dumps({"gpt-4o-mini": {**entry, "litellm_provider": "openai"}}))
+    config = tmp_path / "g.toml"
+    config.write_text(f"price_file = '{prices}'\n")
+    code, out, err = await _run("catalog", "--config", str(config))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["model", "provider", "tier", "in"]
+    (mini,) = [line for line in lines if line.startswith("gpt-4o-mini ")]
+    assert mini.split()[3] == "0.2"
+    assert "price file model_prices_and_context_window.json" in mini
+    code, out, _ = await _run("catalog", "--config", str(config), "--json")
+    rows = {row["model"]: row for row in orjson.loads(out)}
+    assert rows["gpt-4o-mini"]["price_out"] == 0.8
+    assert rows["gpt-4o"]["source"] is None
+    assert not any(line.endswith(" ") for line in lines)
