@@ -231,6 +231,28 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from gearshift import doctor, prices
+
+    config = _load(args.config)
+    price_file = None
+    if args.prices:
+        try:
+            price_file = prices.load(args.prices, "--prices")
+        except ConfigError as exc:
+            print(f"gearshift doctor: {exc}", file=sys.stderr)
+            return 2
+    loop = new_event_loop()
+    try:
+        report = loop.run_until_complete(doctor.probe(config, price_file))
+    finally:
+        loop.close()
+    for line in report.lines:
+        print(line)
+    print(f"{report.problems} problem(s)" if report.problems else "no problems")
+    return 1 if report.problems else 0
+
+
 def cmd_mock_upstream(args: argparse.Namespace) -> int:
     from gearshift.mock import MockSettings, run_mock
 
@@ -399,6 +421,14 @@ def build_parser() -> argparse.ArgumentParser:
     cat.add_argument("--config", help="TOML or YAML config file (default: embedded catalog)")
     cat.add_argument("--json", action="store_true", help="JSON instead of a table")
     cat.set_defaults(func=cmd_catalog)
+
+    doc = sub.add_parser(
+        "doctor",
+        help="check the catalog against the providers' model lists (with the configured keys)",
+    )
+    doc.add_argument("--config", help="TOML or YAML config file (default: embedded catalog)")
+    doc.add_argument("--prices", help="a price file (LiteLLM's format) to compare prices with")
+    doc.set_defaults(func=cmd_doctor)
 
     mock = sub.add_parser(
         "mock-upstream", help="run a fake upstream (OpenAI, Anthropic and Gemini APIs)"

@@ -141,6 +141,8 @@ class ModelSpec(_Strict, frozen=True):
     # day they were checked: what `gearshift catalog` shows.
     source: str | None = None
     checked: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+    # The provider's announced retirement day, when known (`gearshift doctor` reports it).
+    retires: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
 
 
 class ServerSpec(_Strict, frozen=True):

@@ -369,3 +369,75 @@ async def test_catalog_prints_the_resolved_catalog_with_a_price_file(tmp_path: P
     assert rows["gpt-4o-mini"]["price_out"] == 0.8
     assert rows["gpt-4o"]["source"] is None
     assert not any(line.endswith(" ") for line in lines)
+
+
+async def test_doctor_checks_the_catalog_against_each_providers_model_list(
+    mock_upstream: TestServer, tmp_path: Path
+) -> None:
+    """The mock lists gpt-4o, gpt-4o-mini (OpenAI), two Claude ids (Anthropic) and
+    gemini-1.5-flash, gemini-2.5-flash (Gemini), each in its API's shape."""
+    base = str(mock_upstream.make_url(""))
+    env = {
+        "OPENAI_API_KEY": "sk-doctor-0123456789",
+        "ANTHROPIC_API_KEY": "sk-ant-doctor",
+        "GEMINI_API_KEY": "g-doctor",
+        "GEARSHIFT_OPENAI_BASE_URL": base + "/v1",
+        "GEARSHIFT_ANTHROPIC_BASE_URL": base + "/v1",
+        "GEARSHIFT_GEMINI_BASE_URL": base + "/v1beta",
+    }
+    prices = tmp_path / "prices.json"
+    entry = {"input_cost_per_token": 2e-07, "output_cost_per_token": 6e-07}
+    prices.write_bytes(orjson.dumps({"gpt-4o-mini": {**entry, "litellm_provider": "openai"}}))
+    config = tmp_path / "g.toml"
+    config.write_text(
+        "[[models]]\nname = 'gpt-4o'\nprovider = 'openai'\ntier = 'frontier'\n"
+        "price_in = 2.5\nprice_out = 10\nretires = '2027-01-14'\n"
+        "[[models]]\nname = 'claude-3-5-sonnet'\nprovider = 'anthropic'\n"
+        "upstream_id = 'claude-3-5-sonnet-20241022'\ntier = 'frontier'\nprice_in = 3\n"
+        "price_out = 15\nretires = '2025-10-28'\n"
+    )
+    code, out, err = await _run(
+        "doctor", "--config", str(config), "--prices", str(prices), env=env
+    )
+    assert code == 1, err
+    lines = out.splitlines()
+    for name in ("openai", "anthropic", "gemini"):
+        assert f"provider {name}: 2 models listed for this key" in lines
+    report = {line.split()[0].rstrip(":"): line for line in lines if line.startswith("  ")}
+    assert "NOT LISTED" in report["gemini-1.5-pro"]  # the mock's Gemini list lacks it
+    assert report["gemini-1.5-flash"] == "  gemini-1.5-flash: ok"
+    assert "retired on 2025-10-28" in report["claude-3-5-sonnet"]
+    assert "retires on 2027-01-14" in report["gpt-4o"]
+    assert "price_in 0.15 -> 0.2" in report["gpt-4o-mini"]
+    assert lines[-1] == "4 problem(s)"
+    assert "sk-doctor" not in out + err
+    # A catalog the accounts can reach, with nothing to say: exit 0.
+    config.write_text(
+        "use_default_catalog = false\n[[providers]]\nname = 'openai'\nkind = 'openai'\n"
+        "api_key = 'env:OPENAI_API_KEY'\nbase_url = 'http://unused'\n"
+        "[[models]]\nname = 'mini'\nprovider = 'openai'\nupstream_id = 'gpt-4o-mini'\n"
+        "tier = 'light'\nprice_in = 0.15\nprice_out = 0.6\n"
+    )
+    code, out, _ = await _run("doctor", "--config", str(config), env=env)
+    assert out.splitlines() == [
+        "provider openai: 2 models listed for this key",
+        "  mini: ok",
+        "no problems",
+    ]
+    assert code == 0
+
+
+async def test_doctor_reports_a_key_the_provider_refuses(
+    mock_upstream: TestServer,
+) -> None:
+    mock_upstream.app[MOCK_STATE].settings.api_key = "the-right-key"
+    env = {
+        "OPENAI_API_KEY": "sk-wrong-0123456789",
+        "GEARSHIFT_OPENAI_BASE_URL": str(mock_upstream.make_url("/v1")),
+        "ANTHROPIC_API_KEY": "",
+        "GEMINI_API_KEY": "",
+    }
+    code, out, err = await _run("doctor", env=env)
+    assert code == 1, err
+    assert out.splitlines()[0].startswith("provider openai: cannot list its models: HTTP 401")
+    assert "sk-wrong" not in out

@@ -18,6 +18,7 @@ from gearshift.mock.flow import (
     _INVALID,
     _TOOL_ARGUMENTS,
     _TOOL_INPUT,
+    MOCK_STATE,
     MockSettings,
     _Api,
     _chunks,
@@ -27,6 +28,7 @@ from gearshift.mock.flow import (
     _is_base64,
     _is_int,
     _is_number,
+    _json,
     _key_matches,
     _Outcome,
     _outcome,
@@ -368,3 +370,28 @@ class _Anthropic(_Api):
         error = _event("error", error=_OVERLOADED)
         garbage = b"event: content_block_delta\n" + _data_line(_GARBAGE_JSON)
         return _Stream(head, content, tail, error, garbage)
+
+
+ANTHROPIC_MODEL_IDS: tuple[str, ...] = ("claude-3-5-sonnet-20241022", "claude-3-haiku-20240307")
+"""Model ids listed by ``GET /v1/models`` with ``anthropic-version`` (messages accept any)."""
+
+
+async def anthropic_models(request: web.Request) -> web.Response:
+    """Anthropic's model list: ``{"data": [{"type": "model", "id", "display_name",
+    "created_at"}], "has_more", "first_id", "last_id"}``, paged by ``limit``/``after_id``."""
+    settings = request.app[MOCK_STATE].settings
+    given = request.headers.get("x-api-key")
+    if settings.api_key is not None and not _key_matches(given or "", settings.api_key):
+        return _json(_anthropic_error("authentication_error", "invalid x-api-key", 0), 401)
+    ids = list(ANTHROPIC_MODEL_IDS)
+    after = request.query.get("after_id")
+    if after in ids:
+        ids = ids[ids.index(after) + 1 :]
+    limit = int(request.query.get("limit", "20"))
+    page, more = ids[:limit], len(ids) > limit
+    data = [
+        {"type": "model", "id": m, "display_name": m, "created_at": "2024-10-22T00:00:00Z"}
+        for m in page
+    ]
+    first, last = (page[0], page[-1]) if page else (None, None)
+    return _json({"data": data, "has_more": more, "first_id": first, "last_id": last})

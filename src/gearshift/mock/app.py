@@ -14,12 +14,20 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gearshift.mock.anthropic import _Anthropic
+from gearshift.mock.anthropic import _Anthropic, anthropic_models
 from gearshift.mock.flow import _INVALID, MOCK_STATE, MockSettings, MockState, _json
 from gearshift.mock.gemini import _Gemini, _gemini_models
 from gearshift.mock.openai import _err, _models, _OpenAI
 
 _SETTING_NAMES = frozenset(f.name for f in fields(MockSettings))
+
+
+async def _v1_models(request: web.Request) -> web.Response:
+    """``GET /v1/models``: Anthropic's list for a request with ``anthropic-version``,
+    OpenAI's otherwise (both APIs serve the same path)."""
+    if "anthropic-version" in request.headers:
+        return await anthropic_models(request)
+    return await _models(request)
 
 
 async def _get_config(request: web.Request) -> web.Response:
@@ -84,7 +92,7 @@ def create_mock_app(settings: MockSettings | None = None) -> web.Application:
     openai, anthropic, gemini = _OpenAI(), _Anthropic(), _Gemini()
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", openai.handle)
-        app.router.add_get(f"{prefix}/models", _models)
+        app.router.add_get(f"{prefix}/models", _v1_models)
         app.router.add_post(f"{prefix}/messages", anthropic.handle)
     for method in ("generateContent", "streamGenerateContent"):
         app.router.add_post(f"/v1beta/models/{{model:[^/:]+}}:{method}", gemini.handle)

@@ -95,6 +95,12 @@ class Adapter(Protocol):
         self, status: int, headers: Mapping[str, str], body: bytes, provider: Provider
     ) -> UpstreamError: ...
 
+    # The provider's model list (``gearshift doctor``): a GET for one page (``page``: the
+    # previous page's token), and the ids on a page with the next page's token.
+    def models_request(self, provider: Provider, page: str | None) -> Outbound: ...
+
+    def decode_models(self, body: bytes) -> tuple[list[str], str | None]: ...
+
 
 def _registry() -> dict[str, Adapter]:
     from gearshift.providers import anthropic, gemini, openai

@@ -37,6 +37,7 @@ import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -127,6 +128,25 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
 
 def _url(provider: Provider) -> str:
     return provider.base_url + "/messages"
+
+
+def models_request(provider: Provider, page: str | None) -> Outbound:
+    """``GET /v1/models``, a page of up to 1,000 (``after_id``: the last id of the previous)."""
+    url = provider.base_url + "/models?limit=1000"
+    if page:
+        url += "&after_id=" + quote(page, safe="")
+    return Outbound(url=url, headers=_headers(provider), body=b"")
+
+
+def decode_models(body: bytes) -> tuple[list[str], str | None]:
+    """``{"data": [{"type": "model", "id": ...}], "has_more": ..., "last_id": ...}``."""
+    doc = orjson.loads(body)
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, list):
+        raise ValueError("no data list")
+    ids = [d["id"] for d in data if isinstance(d, dict) and isinstance(d.get("id"), str)]
+    last = doc.get("last_id")
+    return ids, last if doc.get("has_more") is True and isinstance(last, str) else None
 
 
 def _headers(provider: Provider) -> Mapping[str, str]:

@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import msgspec
 import orjson
@@ -288,6 +288,31 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
     url = f"{provider.base_url}/models/{model.upstream_id}{method}"
     headers = cached(provider, "gemini.headers", _headers)
     return Outbound(url=url, headers=headers, body=orjson.dumps(out))
+
+
+def models_request(provider: Provider, page: str | None) -> Outbound:
+    """``GET /v1beta/models``, a page of up to 1,000 (``pageToken``: the previous page's
+    ``nextPageToken``)."""
+    url = provider.base_url + "/models?pageSize=1000"
+    if page:
+        url += "&pageToken=" + quote(page, safe="")
+    return Outbound(url=url, headers=_headers(provider), body=b"")
+
+
+def decode_models(body: bytes) -> tuple[list[str], str | None]:
+    """``{"models": [{"name": "models/gemini-..."}], "nextPageToken": ...}`` → the ids
+    (without ``models/``)."""
+    doc = orjson.loads(body)
+    models = doc.get("models") if isinstance(doc, dict) else None
+    if not isinstance(models, list):
+        raise ValueError("no models list")
+    ids = [
+        m["name"].removeprefix("models/")
+        for m in models
+        if isinstance(m, dict) and isinstance(m.get("name"), str)
+    ]
+    token = doc.get("nextPageToken")
+    return ids, token if isinstance(token, str) and token else None
 
 
 def _headers(provider: Provider) -> Mapping[str, str]:

@@ -139,6 +139,24 @@ def _url(provider: Provider) -> str:
     return url
 
 
+def models_request(provider: Provider, page: str | None) -> Outbound:
+    """``GET /models`` (one page: OpenAI's list is not paginated)."""
+    url = provider.base_url + "/models"
+    spec = provider.spec
+    if isinstance(spec, OpenAIProviderSpec) and spec.query:
+        url += "?" + urlencode(spec.query)
+    return Outbound(url=url, headers=_headers(provider), body=b"")
+
+
+def decode_models(body: bytes) -> tuple[list[str], str | None]:
+    """``{"object": "list", "data": [{"id": ...}, ...]}`` → the ids."""
+    doc = orjson.loads(body)
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, list):
+        raise ValueError("no data list")
+    return [d["id"] for d in data if isinstance(d, dict) and isinstance(d.get("id"), str)], None
+
+
 def _headers(provider: Provider) -> Mapping[str, str]:
     headers = {"content-type": "application/json", "accept": "application/json"}
     headers.update(provider.headers)
