@@ -141,6 +141,12 @@ class ModelSpec(_Strict, frozen=True):
     # day they were checked: what `gearshift catalog` shows.
     source: str | None = None
     checked: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+    # Request parameters this model refuses (reasoning models refuse sampling parameters:
+    # "temperature", "top_p", …): never sent to fail upstream. "drop": sent without them
+    # (named in x-gearshift-dropped-params); "error": the next model is tried, and the
+    # client gets 400 unsupported_parameter when none is left.
+    refuses: list[str] = []
+    on_refused: Literal["drop", "error"] = "drop"
     # The provider's announced retirement day, when known (`gearshift doctor` reports it).
     retires: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
 

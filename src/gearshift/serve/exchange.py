@@ -9,7 +9,7 @@ a request has one answer: this one.
 what was asked         ``request_id``, ``requested``, ``stream``, ``prompt``, ``budget``
 the decision           ``plan`` (tier, score, targets, estimates), ``decision_s``
 every attempt          ``attempts`` (one ``Attempt`` each, in order; the router)
-who served             ``served_by``, ``degraded``, ``upstream_request_id``
+who served             ``served_by``, ``degraded``, ``upstream_request_id``, ``dropped``
 usage and cost         ``usage``, ``events``, ``account`` (the relay)
 timings                ``started``, ``ended``, ``upstream_s``, ``ttfb_s``, ``client_s``
 outcome                ``status``: an HTTP status, ``499`` (client left) or ``stream_error``
@@ -62,6 +62,7 @@ class Exchange:
     served_by: Model | None = None
     degraded: str | None = None  # "<required>-><served>" when a lower tier served it
     upstream_request_id: str | None = None
+    dropped: tuple[str, ...] = ()  # parameters the serving model refuses, not sent to it
     usage: dict[str, Any] | None = None  # the upstream's, normalised to OpenAI's shape
     events: int = 0  # stream events read (estimates the answer when there is no usage)
     account: Account | None = None

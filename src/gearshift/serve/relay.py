@@ -102,6 +102,8 @@ def decision_headers(ex: Exchange) -> dict[str, str]:
         headers["x-gearshift-degraded"] = ex.degraded
     if ex.upstream_request_id:
         headers["x-upstream-request-id"] = ex.upstream_request_id
+    if ex.dropped:
+        headers["x-gearshift-dropped-params"] = ",".join(ex.dropped)
     return headers
 
 

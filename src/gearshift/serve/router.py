@@ -30,6 +30,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 
 from gearshift.config import Model, ReliabilitySpec
 from gearshift.errors import (
@@ -162,6 +163,9 @@ class Router:
         answer within ``first_byte`` even when not streaming: nobody else is sent there
         meanwhile, so a hung upstream would hold its client for the whole ``total``."""
         adapter = REGISTRY[model.provider.kind]
+        ex.dropped = ()
+        if model.spec.refuses:
+            chat = _without_refused(chat, model, ex)
         out = adapter.encode_request(chat, model)
         timeouts = model.provider.timeouts
         sent = time.perf_counter()
@@ -352,6 +356,25 @@ class Router:
                 retry_after=run.open_for,
             )
         return self._deadline(ex)
+
+
+def _without_refused(chat: ChatRequest, model: Model, ex: Exchange) -> ChatRequest:
+    """``chat`` without the parameters ``model`` refuses (``ModelSpec.refuses``), recorded in
+    ``ex.dropped``; or ``Unsupported`` when the model is configured to refuse them instead
+    (another model may take them)."""
+    present = tuple(p for p in model.spec.refuses if p in chat.body)
+    if not present:
+        return chat
+    if model.spec.on_refused == "error":
+        raise Unsupported(
+            f"Model {model.name!r} does not accept {', '.join(present)}.",
+            provider=model.provider.name,
+            param=present[0],
+            code="unsupported_parameter",
+        )
+    ex.dropped = present
+    body = {k: v for k, v in chat.body.items() if k not in present}
+    return dc_replace(chat, body=body)
 
 
 def _unavailable(gone: list[Attempt]) -> NoTarget:
