@@ -48,6 +48,14 @@ def test_anthropic_cache_reads_and_writes() -> None:
     assert cost(M["claude-3-haiku"], t) == pytest.approx(427.5e-6)
 
 
+def test_anthropic_thinking_is_output_priced_as_reasoning() -> None:
+    t = _usage("anthropic", "usage_thinking", "claude-3-haiku")
+    assert (t.prompt, t.completion, t.reasoning) == (20, 60, 55)
+    # thinking within output_tokens, at price_out (no reasoning price in the catalog):
+    # 20 x 0.25 + 60 x 1.25, per 1M
+    assert cost(M["claude-3-haiku"], t) == pytest.approx(80e-6)
+
+
 def test_gemini_thinking_and_cached_content() -> None:
     t = _usage("gemini", "usage_thinking_cached", "gemini-1.5-flash")
     assert (t.prompt, t.cached, t.completion, t.reasoning) == (1200, 1000, 45, 40)

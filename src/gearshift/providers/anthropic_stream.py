@@ -58,8 +58,17 @@ def _usage(raw: Mapping[str, Any]) -> dict[str, Any]:
         return value if isinstance(value, int) else 0
 
     read, write = n("cache_read_input_tokens"), n("cache_creation_input_tokens")
+    # Thinking is within output_tokens; newer models also report how much of it was
+    # thinking (output_tokens_details.thinking_tokens, a breakdown, not an addition: the
+    # SDK reference, anthropics/anthropic-sdk-ruby OutputTokensDetails, read 2026-12-07).
+    details = raw.get("output_tokens_details")
+    thinking = details.get("thinking_tokens") if isinstance(details, Mapping) else None
     return shapes.usage(
-        n("input_tokens") + read + write, n("output_tokens"), cached=read, cache_write=write
+        n("input_tokens") + read + write,
+        n("output_tokens"),
+        cached=read,
+        cache_write=write,
+        reasoning=thinking if isinstance(thinking, int) and thinking >= 0 else 0,
     )
 
 
@@ -72,6 +81,7 @@ class _Usage(msgspec.Struct):
     output_tokens: int | None = None
     cache_read_input_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
+    output_tokens_details: dict[str, Any] | None = None
 
 
 _USAGE_FIELDS = _Usage.__struct_fields__
