@@ -531,6 +531,7 @@ def resolve(
     for mspec, where in model_specs:
         assert isinstance(mspec, ModelSpec)
         checks.check_name(mspec.name, f"{where}.name")
+        checks.check_model_fields(mspec, where)
         checks.check_name(mspec.upstream_id or "", f"{where}.upstream_id")
         provider = providers.get(mspec.provider)
         if provider is None:

@@ -6,10 +6,12 @@ or a key not at all.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 log = logging.getLogger("gearshift.config")
@@ -19,7 +21,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_IN_URL = re.compile(r"[\x00-\x20\x7f]")
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)?[^/?#]*@")
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)?.*@")  # to the last @
 # Header names whose literal values are taken for credentials (and warned about).
 _CREDENTIAL_WORDS = ("auth", "key", "token", "secret", "passw", "cookie", "credential")
 
@@ -79,18 +81,18 @@ def base_url(value: str, where: str) -> str:
     shown = shown_url(url)
     if _BAD_IN_URL.search(url):
         raise ConfigError(f"{where}: base_url {shown} holds a space or a control character")
-    try:
-        parsed = urlsplit(url)
-        parsed.port  # noqa: B018 (raises ValueError for a port out of range)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: base_url {shown} is not a valid URL ({exc})") from None
-    if "@" in parsed.netloc:
+    if "@" in url:  # anywhere: a password with "/" would move the host into the path
         # Refused, not redacted: the URL is in reprs, logs and error messages everywhere,
         # and aiohttp would send the credentials as basic auth that clashes with the key.
         raise ConfigError(
             f"{where}: base_url {shown} must not carry credentials (user:password@); send "
             'them in a header instead: headers = { authorization = "env:NAME" }'
         )
+    try:
+        parsed = urlsplit(url)
+        parsed.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: base_url {shown} is not a valid URL ({exc})") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(f"{where}: base_url {shown} must be an http(s) URL with a host")
     if parsed.query or parsed.fragment:
@@ -128,3 +130,22 @@ def check_rules(path: str, where: str) -> None:
         if not Path(path).is_absolute():
             hint = f" (a relative path is taken from the working directory, {Path.cwd()})"
         raise ConfigError(f"{where}: {exc}{hint}") from None
+
+
+# Parameters a model may be configured to refuse: never the ones a request is made of.
+_NOT_REFUSABLE = frozenset({"model", "messages", "stream"})
+
+
+def check_model_fields(spec: Any, where: str) -> None:
+    """A model entry's dates are days that exist, and its ``refuses`` list leaves the
+    request intact."""
+    for name in ("checked", "retires"):
+        value = getattr(spec, name)
+        if value is not None:
+            try:
+                datetime.date.fromisoformat(value)
+            except ValueError:
+                raise ConfigError(f"{where}.{name}: {value!r} is not a date") from None
+    bad = sorted(_NOT_REFUSABLE.intersection(spec.refuses))
+    if bad:
+        raise ConfigError(f"{where}.refuses: {', '.join(bad)} cannot be refused")

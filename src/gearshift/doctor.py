@@ -66,7 +66,8 @@ async def list_models(session: aiohttp.ClientSession, provider: Provider) -> Lis
             return listing
         listing.ids.update(ids)
         if page is None:
-            break
+            return listing
+    listing.error = f"more than {_MAX_PAGES} pages of models: not all were read"
     return listing
 
 
@@ -94,6 +95,9 @@ def check(
         else:
             lines.append(f"provider {name}: {len(listing.ids)} models listed for this key")
     for model in sorted(config.models.values(), key=lambda m: m.name):
+        if not model.offered:  # not a problem: said, not counted
+            lines.append(f"  {model.name}: not offered ({model.why_not})")
+            continue
         notes = _notes(model, listings, today)
         if prices is not None:
             notes += _price_notes(model, prices)
@@ -110,9 +114,7 @@ def check(
 def _notes(model: Model, listings: Mapping[str, Listing], today: datetime.date) -> list[str]:
     notes = []
     listing = listings.get(model.provider.name)
-    if not model.offered:
-        notes.append(f"not offered ({model.why_not})")
-    elif listing is not None and listing.error is None and model.upstream_id not in listing.ids:
+    if listing is not None and listing.error is None and model.upstream_id not in listing.ids:
         notes.append("NOT LISTED: this key cannot reach it (withdrawn, or not on the account)")
     if model.spec.retires:
         notes.append(_day(today, model.spec.retires))

@@ -324,7 +324,7 @@ def for_upstream_status(
             message,
             provider=provider,
             upstream_status=status,
-            code=code or "model_not_found",
+            code=code,
             param=param,
         )
     return Rejected(

@@ -386,3 +386,25 @@ async def test_a_body_that_lies_about_its_encoding_is_a_400(
     assert error["code"] in {"invalid_body", "malformed_request"}
     assert error["type"] == "invalid_request_error"
     assert _problems(caplog) == []
+
+
+async def test_a_pipelined_request_waiting_for_its_body_is_not_cut_as_a_slow_head(
+    gearshift: Gearshift,
+) -> None:
+    """Its head is complete: only the body timeout (a 408) applies, not the head sweep."""
+    reader, writer = await gearshift.connect()
+    try:
+        first = _request(SMALL, connection="keep-alive")
+        second = _head(content_length=str(len(SMALL)), connection="close")
+        writer.write(first + second)  # the second body never comes
+        await writer.drain()
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+            status, headers, _ = _parse(head)
+            assert status == 200
+            await reader.readexactly(int(headers["content-length"]))
+            rest = await reader.read()
+    finally:
+        writer.close()
+    error = _openai_error(rest, 408)
+    assert error["code"] == "request_timeout"

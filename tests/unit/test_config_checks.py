@@ -308,7 +308,12 @@ def test_header_values_can_come_from_the_environment() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["https://user:pa55word@h.example/v1", "https://pa55word@h.example/v1", "ftp://u:pa55word@h"],
+    [
+        "https://user:pa55word@h.example/v1",
+        "https://pa55word@h.example/v1",
+        "ftp://u:pa55word@h",
+        "https://user:pa55/word@h.example/v1",  # "/" would move the host into the path
+    ],
 )
 def test_credentials_in_a_base_url_are_refused_without_showing_them(url: str) -> None:
     message = _refused(f"[[providers]]\nname='x'\nkind='openai'\nbase_url='{url}'\n")
@@ -328,3 +333,18 @@ def test_a_blank_proxy_key_variable_does_not_turn_authentication_off() -> None:
     config = load(None, environ={"GEARSHIFT_API_KEYS": "a, ,b"})
     assert [k.reveal() for k in config.proxy_keys] == ["a", "b"]
     assert load(None, environ={}).proxy_keys == ()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("retires", "'2026-02-30'", "not a date"),
+        ("checked", "'2026-13-01'", "not a date"),
+        ("refuses", "['temperature', 'messages']", "messages cannot be refused"),
+    ],
+)
+def test_model_dates_exist_and_refuses_leaves_the_request_intact(
+    field: str, value: str, message: str
+) -> None:
+    text = MODEL + f"{field} = {value}\n"
+    assert message in _refused(text)

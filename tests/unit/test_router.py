@@ -441,3 +441,53 @@ async def test_the_usage_chunk_carries_the_cost_even_on_a_content_chunk() -> Non
     assert docs[-1]["gearshift"]["attempts"] == 1
     assert ex.account is not None
     assert ex.account.tokens.prompt == 10
+
+
+# ---------------------------------------------------------------- a model that is gone
+
+
+def gone(model: str = "m-a", code: str | None = None) -> Step:
+    error = {"message": f"model: {model}", "type": "not_found_error"}
+    if code:
+        error["code"] = code
+    return Step(status=404, body={"error": error})
+
+
+async def test_a_404_naming_the_model_withdraws_it_and_the_next_model_answers() -> None:
+    cfg, clock = config(), FakeClock()
+    transport = ScriptedTransport(clock, a=[gone()], b=[ok(), ok()])
+    r = router(cfg, transport)
+    ex = exchange(cfg, "a", "b")
+    await r.run(chat(), ex)
+    assert ex.attempt_log() == "m-a@a:withdrawn/404, m-b@b:ok"
+    assert r.breakers.states()["a/m-a"] == "withdrawn"
+    ex = exchange(cfg, "a", "b")
+    await r.run(chat(), ex)
+    assert transport.calls == ["a", "b", "b"]
+
+
+async def test_a_404_about_something_else_is_the_requests_own_and_passed_on() -> None:
+    """A cached content or a file the client named does not exist: not the model's fault."""
+    cfg, clock = config(), FakeClock()
+    transport = ScriptedTransport(clock, a=[gone("cachedContents/abc")], b=[ok()])
+    r = router(cfg, transport)
+    ex = exchange(cfg, "a", "b")
+    with pytest.raises(Rejected) as info:
+        await r.run(chat(), ex)
+    assert info.value.status == 404
+    assert transport.calls == ["a"]
+    assert r.breakers.states()["a/m-a"] == "closed"
+
+
+async def test_a_pinned_model_gets_the_providers_404_even_once_withdrawn() -> None:
+    cfg, clock = config(), FakeClock()
+    transport = ScriptedTransport(clock, a=[gone(code="model_not_found")] * 2, b=[ok()])
+    r = router(cfg, transport)
+    await r.run(chat(), exchange(cfg, "a", "b"))  # withdrawn by an auto request
+    ex = exchange(cfg, "a")
+    assert ex.plan is not None
+    ex.plan.reason = "pinned"
+    with pytest.raises(Rejected) as info:
+        await r.run(chat(), ex)
+    assert info.value.status == 404
+    assert transport.calls == ["a", "b", "a"]

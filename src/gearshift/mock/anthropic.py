@@ -61,7 +61,7 @@ _ANTHROPIC_FAILURES: dict[str, tuple[int, str, str]] = {
     "http-401": (401, "authentication_error", "invalid x-api-key"),
     # not_found_error, 404 (https://platform.claude.com/docs/en/api/errors, read 2026-12-07);
     # the message names the model as users report it.
-    "withdrawn": (404, "not_found_error", "model: claude-3-5-sonnet-20240620"),
+    "withdrawn": (404, "not_found_error", "model: {model}"),
 }
 _CACHE_WRITE_TOKENS = 11
 _CACHE_READ_TOKENS = 100

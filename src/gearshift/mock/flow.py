@@ -460,6 +460,9 @@ class _Api(ABC):
         if problem is not None:
             if settings.retry_after_s is not None and problem.status in (429, 503, 529):
                 problem = _with_retry_after(problem, settings.retry_after_s)
+            if behaviour == "withdrawn":  # the providers name the model they do not have
+                text = orjson.dumps(problem.body).replace(b"{model}", model.encode())
+                return _json(orjson.loads(text), problem.status, headers | problem.headers)
             return _json(problem.body, problem.status, headers | problem.headers)
         if behaviour == "http-502":
             return web.Response(status=502, text=_BAD_GATEWAY, content_type="text/html")

@@ -117,7 +117,7 @@ _GEMINI_FAILURES: dict[str, tuple[int, Any]] = {
         _google_error(
             404,
             "NOT_FOUND",
-            "models/gemini-1.5-flash is not found for API version v1beta, or is not supported "
+            "models/{model} is not found for API version v1beta, or is not supported "
             "for generateContent. Call ListModels to see the list of available models and "
             "their supported methods.",
         ),

@@ -76,7 +76,7 @@ _FAILURES: dict[str, tuple[int, Any]] = {
     "withdrawn": (
         404,
         _err(
-            "The model `gpt-4o-withdrawn` does not exist or you do not have access to it.",
+            "The model `{model}` does not exist or you do not have access to it.",
             _INVALID,
             code="model_not_found",
         ),

@@ -281,8 +281,20 @@ async def _read_chat(request: web.Request, config: Config, length: int | None) -
     30 MB uploads at once cost no more memory than two."""
     if length is not None and length <= _LARGE_BODY:
         return parse_chat(await _read_body(request, config), request.app[LIMITS])
-    async with request.app[LARGE_BODIES]:
+    gate = request.app[LARGE_BODIES]
+    try:  # waiting for a slot counts against the body's time too: never a hang
+        async with asyncio.timeout(config.server.body_timeout):
+            await gate.acquire()
+    except TimeoutError:
+        if isinstance(request.protocol, GuardedHandler):
+            request.protocol.end_unread()
+        raise RequestTimeout(
+            "Too many large request bodies are being read; try again.", code="request_timeout"
+        ) from None
+    try:
         return parse_chat(await _read_body(request, config), request.app[LIMITS])
+    finally:
+        gate.release()
 
 
 async def _chat(request: web.Request, chat: ChatRequest, ex: Exchange) -> web.StreamResponse:

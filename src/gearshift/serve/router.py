@@ -43,6 +43,7 @@ from gearshift.errors import (
     NoTarget,
     ProtocolError,
     RateLimited,
+    Rejected,
     Timeout,
     Unavailable,
     Unsupported,
@@ -50,7 +51,7 @@ from gearshift.errors import (
 )
 from gearshift.inbound.chat import ChatRequest
 from gearshift.providers import REGISTRY, Completion
-from gearshift.serve.breaker import HALF_OPEN, PAUSED, WITHDRAWN, Breaker, Breakers
+from gearshift.serve.breaker import HALF_OPEN, OPEN, WITHDRAWN, Breaker, Breakers
 from gearshift.serve.clock import Clock, Scope, SystemClock
 from gearshift.serve.exchange import Attempt, Exchange
 from gearshift.serve.relay import Relay, upstream_error, upstream_request_id
@@ -125,7 +126,7 @@ class Router:
         self._abandoned: set[Scope] = set()
 
     def _breaker_changed(self, breaker: Breaker, old: int) -> None:
-        if breaker.state not in PAUSED:
+        if breaker.state != OPEN:  # a withdrawn model's waiting calls get their own 404
             return
         for scope in self._waiting.get(breaker, ()):
             self._abandoned.add(scope)
@@ -216,6 +217,7 @@ class Router:
         clock, spec = self._clock, self._spec
         breakers = self.breakers
         out: set[int] = set()  # not to be tried again in this request
+        pinned = ex.plan is not None and ex.plan.reason == "pinned"
         not_before = [0.0] * len(targets)  # a short Retry-After being waited out
         round_no = 0
         while True:
@@ -225,7 +227,10 @@ class Router:
                 if run.budget <= 0:
                     raise _NoSuccess
                 breaker = breakers.of(model)
-                if not breaker.acquire():
+                # A pinned model is the client's choice: it gets the provider's answer
+                # (its 404 too) even while gearshift keeps the model out of rotation.
+                pinned_past = pinned and breaker.state == WITHDRAWN
+                if not pinned_past and not breaker.acquire():
                     if round_no == 0:
                         skipped = "withdrawn" if breaker.state == WITHDRAWN else "open"
                         ex.attempts.append(Attempt(model.name, model.provider.name, skipped))
@@ -252,8 +257,20 @@ class Router:
                 except UpstreamError as exc:
                     exc = upstream_error(exc, None, model.provider)
                     attempt.outcome, attempt.status = _outcome(exc), exc.upstream_status
+                    if isinstance(exc, ModelNotFound) and not _names_model(exc, model):
+                        # A 404 about something else (a cached content, a file): the
+                        # request's own fault, passed on like any other 4xx.
+                        exc = Rejected(
+                            exc.message,
+                            provider=exc.provider,
+                            upstream_status=404,
+                            status=404,
+                            code=exc.code,
+                            param=exc.param,
+                        )
+                        attempt.outcome = "rejected"
                     if isinstance(exc, ModelNotFound):
-                        if ex.plan is not None and ex.plan.reason == "pinned":
+                        if pinned:
                             breaker.release()  # the client's own choice: its 404
                             attempt.outcome = "rejected"
                             raise exc from None
@@ -356,6 +373,16 @@ class Router:
                 retry_after=run.open_for,
             )
         return self._deadline(ex)
+
+
+_MODEL_GONE_CODES = frozenset({"model_not_found", "DeploymentNotFound"})
+
+
+def _names_model(error: ModelNotFound, model: Model) -> bool:
+    """Whether a 404 is about the model itself: OpenAI's ``model_not_found`` (Azure's
+    ``DeploymentNotFound``), or a message naming the model's upstream id (Anthropic's
+    "model: claude-…", Gemini's "models/gemini-… is not found")."""
+    return error.code in _MODEL_GONE_CODES or model.upstream_id in error.message
 
 
 def _without_refused(chat: ChatRequest, model: Model, ex: Exchange) -> ChatRequest:

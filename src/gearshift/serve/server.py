@@ -94,7 +94,7 @@ class _Pending:
     they began to wait. One sweep every quarter of ``header_timeout`` closes the late ones
     (while any wait): a request costs two dict operations, not a timer."""
 
-    __slots__ = ("all", "by_peer", "guards", "loop", "sweep")
+    __slots__ = ("all", "by_peer", "closed", "guards", "loop", "sweep")
 
     def __init__(self, guards: Guards, loop: asyncio.AbstractEventLoop) -> None:
         self.guards = guards
@@ -102,11 +102,12 @@ class _Pending:
         self.all: dict[GuardedHandler, float] = {}  # insertion order: the oldest first
         self.by_peer: dict[str, dict[GuardedHandler, None]] = {}
         self.sweep: asyncio.TimerHandle | None = None
+        self.closed = False
 
     def add(self, handler: GuardedHandler) -> None:
         self.all[handler] = self.loop.time()
         self.by_peer.setdefault(handler.peer, {})[handler] = None
-        if self.sweep is None:
+        if self.sweep is None and not self.closed:
             self.sweep = self.loop.call_later(self.guards.header_timeout / 4, self._sweep)
 
     def remove(self, handler: GuardedHandler) -> None:
@@ -135,10 +136,11 @@ class _Pending:
             late.append(handler)
         for handler in late:
             handler._head_late()
-        if self.all:
+        if self.all and not self.closed:
             self.sweep = self.loop.call_later(self.guards.header_timeout / 4, self._sweep)
 
     def close(self) -> None:
+        self.closed = True
         if self.sweep is not None:
             self.sweep.cancel()
             self.sweep = None
@@ -162,7 +164,7 @@ class GuardedHandler(RequestHandler):
         self._warnings = warnings
         self.peer = "?"
         self._waiting = False  # for a request head (in ``_pending``)
-        self._in_request = False
+        self._open_requests = 0  # heads complete, responses not yet out (pipelining: >1)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -180,16 +182,17 @@ class GuardedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_request and not self._waiting:
+        if not self._open_requests and not self._waiting:
             self._head_begin()  # the first bytes of the next request on this connection
         before = self._request_count
         super().data_received(data)
-        if self._request_count != before:  # a head is complete
-            self._in_request = True
+        if self._request_count != before:  # heads are complete (one, or more pipelined)
+            self._open_requests += self._request_count - before
             self._head_end()
 
     def log_access(self, request: BaseRequest, response: web.StreamResponse, time: Any) -> None:
-        self._in_request = False  # the response is out: the next bytes start a new head
+        # A response is out; with none left open, the next bytes start a new head.
+        self._open_requests = max(0, self._open_requests - 1)
         super().log_access(request, response, time)
 
     def _head_begin(self) -> None:
@@ -251,7 +254,8 @@ class GuardedHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         """A request aiohttp could not parse, answered in OpenAI's error shape."""
-        self.log_exception("malformed request from %s", self.peer, exc_info=exc)
+        what = "malformed request" if status < 500 else "error handling a request"
+        self.log_exception("%s from %s", what, self.peer, exc_info=exc)
         if request.writer.output_size > 0:
             raise ConnectionError("the response had started: no error can follow it")
         lines = (message or "").strip().splitlines()
