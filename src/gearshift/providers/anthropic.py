@@ -140,11 +140,7 @@ def models_request(provider: Provider, page: str | None) -> Outbound:
 
 def decode_models(body: bytes) -> tuple[list[str], str | None]:
     """``{"data": [{"type": "model", "id": ...}], "has_more": ..., "last_id": ...}``."""
-    doc = orjson.loads(body)
-    data = doc.get("data") if isinstance(doc, dict) else None
-    if not isinstance(data, list):
-        raise ValueError("no data list")
-    ids = [d["id"] for d in data if isinstance(d, dict) and isinstance(d.get("id"), str)]
+    doc, ids = shapes.model_list(body, "data", "id")
     last = doc.get("last_id")
     return ids, last if doc.get("has_more") is True and isinstance(last, str) else None
 

@@ -302,15 +302,8 @@ def models_request(provider: Provider, page: str | None) -> Outbound:
 def decode_models(body: bytes) -> tuple[list[str], str | None]:
     """``{"models": [{"name": "models/gemini-..."}], "nextPageToken": ...}`` → the ids
     (without ``models/``)."""
-    doc = orjson.loads(body)
-    models = doc.get("models") if isinstance(doc, dict) else None
-    if not isinstance(models, list):
-        raise ValueError("no models list")
-    ids = [
-        m["name"].removeprefix("models/")
-        for m in models
-        if isinstance(m, dict) and isinstance(m.get("name"), str)
-    ]
+    doc, names = shapes.model_list(body, "models", "name")
+    ids = [name.removeprefix("models/") for name in names]
     token = doc.get("nextPageToken")
     return ids, token if isinstance(token, str) and token else None
 

@@ -28,7 +28,7 @@ from gearshift.errors import (
     retry_after,
 )
 from gearshift.inbound.chat import ChatRequest
-from gearshift.providers import Completion, Outbound, StreamState, cached
+from gearshift.providers import Completion, Outbound, StreamState, cached, shapes
 
 
 def encode_request(request: ChatRequest, model: Model) -> Outbound:
@@ -150,11 +150,7 @@ def models_request(provider: Provider, page: str | None) -> Outbound:
 
 def decode_models(body: bytes) -> tuple[list[str], str | None]:
     """``{"object": "list", "data": [{"id": ...}, ...]}`` → the ids."""
-    doc = orjson.loads(body)
-    data = doc.get("data") if isinstance(doc, dict) else None
-    if not isinstance(data, list):
-        raise ValueError("no data list")
-    return [d["id"] for d in data if isinstance(d, dict) and isinstance(d.get("id"), str)], None
+    return shapes.model_list(body, "data", "id")[1], None
 
 
 def _headers(provider: Provider) -> Mapping[str, str]:

@@ -435,3 +435,15 @@ class Chunks:
     @staticmethod
     def done() -> bytes:
         return b"data: [DONE]\n\n"
+
+
+def model_list(body: bytes, key: str, field: str) -> tuple[dict[str, Any], list[str]]:
+    """A model list answer: the document and the ``field`` of each entry of its ``key``
+    list (``data``/``id`` for OpenAI and Anthropic, ``models``/``name`` for Gemini).
+    ``ValueError`` when it is not one."""
+    doc = orjson.loads(body)
+    entries = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"no {key} list")
+    ids = [e[field] for e in entries if isinstance(e, dict) and isinstance(e.get(field), str)]
+    return doc, ids
