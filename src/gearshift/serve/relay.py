@@ -32,7 +32,7 @@ from gearshift.errors import (
     scrub,
 )
 from gearshift.inbound.chat import ChatRequest
-from gearshift.providers import Completion, StreamDecoder
+from gearshift.providers import Completion, StreamDecoder, cached
 from gearshift.serve.accounting import Account, Tokens, account, answer_tokens
 from gearshift.serve.breaker import Breaker
 from gearshift.serve.exchange import Exchange
@@ -41,7 +41,12 @@ from gearshift.serve.transport import Reply
 
 def secrets_of(provider: Provider) -> tuple[str, ...]:
     """What must never be shown from this provider's answers: its key and the values of
-    its configured headers (treated as secrets)."""
+    its configured headers (treated as secrets). Built once per provider: every answer's
+    request id is scrubbed with it."""
+    return cached(provider, "secrets", _secrets)
+
+
+def _secrets(provider: Provider) -> tuple[str, ...]:
     values = [provider.api_key.reveal()] if provider.api_key is not None else []
     values += [v for v in provider.headers.values() if len(v) >= 8]
     return tuple(v for v in values if v)
