@@ -1,10 +1,12 @@
 """Micro-benchmark: the routing decision (classifier + planner) by prompt size.
 
-    python -m bench.decision [--repeat N]
+    python -m bench.decision [--repeat N] [--catalog default|2024]
 
 For each size, a realistic prompt (an instruction around pasted prose) is parsed once, then
 ``policy.plan`` (features, table, tier, candidates, cost order) runs ``repeat`` times; the
 median and p99 per call are printed. No network, no server: this is the pure decision cost.
+On today's default catalog (12 candidates with the effort variant), or on the seed's 2024
+catalog (six models), as the figures before 2026-12-07 were run on.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 
 import orjson
 
-from gearshift.config import load
+from gearshift.config import catalog_2024, load
 from gearshift.inbound.chat import parse_chat
 from gearshift.routing.classify import load_rules
 from gearshift.routing.policy import Policy, plan
@@ -29,13 +31,13 @@ PROSE = (
 SIZES = [10, 100, 1_000, 10_000, 100_000]  # approximate prompt tokens
 
 
-def body_of(tokens: int) -> bytes:
+def body_of(tokens: int, model: str = "gpt-6.2-astra") -> bytes:
     chars = tokens * 4
     ask = "Summarize the key risks in the text below in three bullet points.\n\n"
     text = (PROSE * (chars // len(PROSE) + 1))[: max(0, chars - len(ask))]
     return orjson.dumps(
         {
-            "model": "gpt-4o",
+            "model": model,
             "messages": [
                 {"role": "system", "content": "You are a careful financial analyst."},
                 {"role": "user", "content": ask + text},
@@ -47,9 +49,12 @@ def body_of(tokens: int) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2000)
+    parser.add_argument("--catalog", choices=("default", "2024"), default="default")
     args = parser.parse_args()
     config = load(
-        None, environ={"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "x", "GEMINI_API_KEY": "x"}
+        None,
+        environ={"OPENAI_API_KEY": "x", "ANTHROPIC_API_KEY": "x", "GEMINI_API_KEY": "x"},
+        base=catalog_2024() if args.catalog == "2024" else None,
     )
     policy = Policy.build(config, load_rules())
     print(
@@ -58,7 +63,7 @@ def main() -> None:
     )
     print(f"{'tokens':>8} {'chars':>8} {'median µs':>10} {'p99 µs':>9} {'tier':>9}")
     for size in SIZES:
-        raw = body_of(size)
+        raw = body_of(size, "gpt-4o" if args.catalog == "2024" else "gpt-6.2-astra")
         request = parse_chat(raw)
         repeat = max(50, args.repeat // max(1, size // 1000))
         for _ in range(20):

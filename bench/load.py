@@ -17,6 +17,10 @@ Output: percentiles (p50 / p90 / p99 / p99.9 / max, exact over every sample), ti
 byte for streams, errors by kind, achieved rate; live progress on stderr; ``--json`` and
 ``--markdown`` files; ``--plot`` a PNG of latency over time and the percentile curve when
 matplotlib is installed (it is not a dependency).
+
+The tasks name ``gpt-4o``, a model of the 2024 catalog: serve gearshift on it (``gearshift
+serve --config`` ``src/gearshift/catalog_2024.toml``, ``bench.procs.CATALOG_2024``), as the
+recorded figures were run.
 """
 
 from __future__ import annotations

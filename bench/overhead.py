@@ -5,7 +5,8 @@ through gearshift — interleaved in rounds — and what each hop adds.
                              [--latency-ms 20] [--users 64] [--peer URL ...]
 
 Processes on loopback: ``gearshift mock-upstream`` answering after ``--latency-ms``;
-``gearshift serve`` in front of it (default catalog, access log on as shipped, written to
+``gearshift serve`` in front of it (on ``catalog_2024.toml``, whose models ``bench.load``'s
+tasks name, as the recorded figures were run; access log on as shipped, written to
 /dev/null); ``bench.passthrough`` in front of it (parse, forward on a pooled session, copy
 back). ``--peer URL`` adds any OpenAI-compatible proxy already running, configured to use
 the mock at ``--mock-port`` (e.g. LiteLLM: see bench/README.md); never a dependency.
@@ -28,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.load import Runner, Sample, Summary, closed_loop, open_loop, summarize
-from bench.procs import GEARSHIFT, free_port, running
+from bench.procs import CATALOG_2024, GEARSHIFT, free_port, running
 
 
 def _log(line: str) -> None:
@@ -72,7 +73,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             200,
         ),
         (
-            [*GEARSHIFT, "serve", "--port", str(gs), "--workers", str(args.workers)],
+            [*GEARSHIFT, "serve", "--config", CATALOG_2024, "--port", str(gs), "--workers",
+             str(args.workers)],
             f"http://127.0.0.1:{gs}/readyz",
             200,
         ),

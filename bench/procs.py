@@ -9,10 +9,16 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 import aiohttp
 
+import gearshift
+
 GEARSHIFT = [sys.executable, "-m", "gearshift"]
+# The seed's 2024 catalog (gpt-4o, Claude 3, Gemini 1.5), an example config: the models
+# bench.load's tasks name and the recorded figures were run on (`serve --config` it).
+CATALOG_2024 = str(Path(gearshift.__file__).parent / "catalog_2024.toml")
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gearshift.config import Config, decode, load, resolve
+from gearshift.config import Config, catalog_2024, decode, load, resolve
 from gearshift.mock import MOCK_STATE, MockState, create_mock_app
 from gearshift.providers import REGISTRY
 from gearshift.serve.app import create_app
@@ -31,7 +31,9 @@ def mock_state(mock_upstream: TestServer) -> MockState:
 
 @pytest.fixture
 def make_config(mock_upstream: TestServer) -> MakeConfig:
-    """Config builder: default catalog, OpenAI pointed at the mock, optional TOML on top."""
+    """Config builder: the 2024 catalog (``catalog_2024()``, not the default catalog: the
+    existing tests are written against its models, prices and tiers), OpenAI pointed at the
+    mock, optional TOML merged on top of it."""
 
     def build(toml: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
         env = {
@@ -40,9 +42,11 @@ def make_config(mock_upstream: TestServer) -> MakeConfig:
             **(environ or {}),
         }
         if toml is None:
-            return load(None, environ=env, kinds=REGISTRY.keys())
+            return load(None, environ=env, kinds=REGISTRY.keys(), base=catalog_2024())
         raw = decode(toml.encode(), source="test.toml")
-        return resolve(raw, source="test.toml", environ=env, kinds=REGISTRY.keys())
+        return resolve(
+            raw, source="test.toml", environ=env, kinds=REGISTRY.keys(), base=catalog_2024()
+        )
 
     return build
 

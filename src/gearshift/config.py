@@ -12,8 +12,9 @@ environment.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,6 +33,11 @@ Price = Annotated[float, msgspec.Meta(ge=0, le=100_000)]  # USD per 1M tokens
 Tokens = Annotated[int, msgspec.Meta(gt=0, le=100_000_000)]
 Bytes = Annotated[int, msgspec.Meta(gt=0, le=1 << 30)]  # 1 GiB, held in memory
 Count = Annotated[int, msgspec.Meta(gt=0, le=1_000_000)]
+# Reasoning effort, weakest first: OpenAI's values (``reasoning_effort``), which gearshift
+# maps to Anthropic's effort or thinking budget and Gemini's thinking level or budget.
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+EFFORTS: tuple[str, ...] = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+EFFORT_RANK: Mapping[str, int] = {e: i for i, e in enumerate(EFFORTS)}
 
 
 class Secret:
@@ -117,6 +123,29 @@ class GeminiProviderSpec(ProviderSpec, frozen=True, tag="gemini"):
 AnyProviderSpec = OpenAIProviderSpec | AnthropicProviderSpec | GeminiProviderSpec
 
 
+class VariantSpec(_Strict, frozen=True):
+    """One effort level of a model, offered to the planner as a choice of its own: the tier
+    it meets, and the output it spends against the model's default effort (reasoning tokens
+    are billed as output), e.g. ``{tier = "frontier", output_factor = 2.0}``."""
+
+    tier: str
+    output_factor: Annotated[float, msgspec.Meta(gt=0, le=100)] = 1.0
+
+
+class ReasoningSpec(_Strict, frozen=True):
+    """A reasoning model: the efforts it accepts (any other is clamped to the nearest of
+    these, downwards), the provider's default (what runs when none is sent), how the effort
+    is sent (``effort``: OpenAI ``reasoning_effort`` / Anthropic ``output_config.effort``;
+    ``budget``: Anthropic ``thinking.budget_tokens`` / Gemini ``thinkingBudget``; ``level``:
+    Gemini ``thinkingLevel``; default by wire format: effort, effort, level), and the
+    efforts offered to the planner as ``variants``."""
+
+    efforts: list[Effort]
+    default: Effort | None = None
+    control: Literal["effort", "budget", "level"] | None = None
+    variants: dict[Effort, VariantSpec] = {}
+
+
 class ModelSpec(_Strict, frozen=True):
     """A model the router may choose. Prices are USD per 1M tokens."""
 
@@ -149,6 +178,11 @@ class ModelSpec(_Strict, frozen=True):
     on_refused: Literal["drop", "error"] = "drop"
     # The provider's announced retirement day, when known (`gearshift doctor` reports it).
     retires: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+    # Reasoning models: their efforts and the variants the planner may choose.
+    reasoning: ReasoningSpec | None = None
+    # OpenAI kind only: the API spoken to it. "responses" for the models that take function
+    # tools with reasoning only there (OpenAI's GPT-6 family).
+    api: Literal["chat", "responses"] = "chat"
 
 
 class ServerSpec(_Strict, frozen=True):
@@ -282,6 +316,16 @@ class Model:
     spec: ModelSpec
     offered: bool
     why_not: str | None = None
+    # An effort variant (``ReasoningSpec.variants``): the effort it sends and its output
+    # relative to the default. Same name, provider and breaker as its model; the plan lists
+    # it as a target of its own, after the model in catalog order.
+    effort: str | None = None
+    output_factor: float = 1.0
+
+    @property
+    def label(self) -> str:
+        """``name``, or ``name[effort]`` for a variant (attempt logs, the catalog table)."""
+        return self.name if self.effort is None else f"{self.name}[{self.effort}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,16 +398,27 @@ def default_catalog() -> ConfigFile:
     return decode(data, source="<default catalog>")
 
 
+def catalog_2024() -> ConfigFile:
+    """The seed's 2024 launch catalog, an example config shipped as ``catalog_2024.toml``
+    (gpt-4o, Claude 3, Gemini 1.5: mostly withdrawn since; the demo and the tests use it)."""
+    data = resources.files("gearshift").joinpath("catalog_2024.toml").read_bytes()
+    return decode(data, source="<2024 catalog>")
+
+
 def load(
     path: str | os.PathLike[str] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     kinds: Collection[str] = ("openai", "anthropic", "gemini"),
     assume_keys: bool = False,
+    base: ConfigFile | None = None,
 ) -> Config:
-    """Load, merge over the default catalog, and resolve. ``kinds``: supported wire formats;
+    """Load, merge over the default catalog (or ``base``, e.g. ``catalog_2024()``: then
+    ``path`` None loads ``base`` itself), and resolve. ``kinds``: supported wire formats;
     ``assume_keys``: offer models whose provider has no key (for offline what-ifs)."""
-    if path is None:
+    if path is None and base is not None:
+        raw, source = base, "<catalog>"
+    elif path is None:
         raw, source = default_catalog(), "<default catalog>"
     else:
         source = str(path)
@@ -379,6 +434,7 @@ def load(
         environ=os.environ if environ is None else environ,
         kinds=kinds,
         assume_keys=assume_keys,
+        base=base,
     )
 
 
@@ -445,10 +501,12 @@ def resolve(
     environ: Mapping[str, str],
     kinds: Collection[str] = ("openai", "anthropic", "gemini"),
     assume_keys: bool = False,
+    base: ConfigFile | None = None,
 ) -> Config:
-    """Merge ``raw`` over the default catalog (unless it opts out) and resolve references."""
+    """Merge ``raw`` over ``base`` (default: the default catalog), unless it opts out, and
+    resolve references."""
     if raw.use_default_catalog and source != "<default catalog>":
-        base = default_catalog()
+        base = base or default_catalog()
         provider_specs = _merge(list(base.providers), list(raw.providers), "providers", source)
         model_specs = _merge(list(base.models), list(raw.models), "models", source)
     else:
@@ -540,6 +598,13 @@ def resolve(
             raise ConfigError(
                 f"{where}.tier: unknown tier {mspec.tier!r} (tiers: {', '.join(ranks)})"
             )
+        if mspec.reasoning is not None:
+            for effort, variant in mspec.reasoning.variants.items():
+                if variant.tier not in ranks:
+                    raise ConfigError(
+                        f"{where}.reasoning.variants.{effort}.tier: unknown tier "
+                        f"{variant.tier!r} (tiers: {', '.join(ranks)})"
+                    )
         if price_file is not None:
             mspec = price_file.apply(mspec, provider.name, provider.kind)
         why_not = None
@@ -582,7 +647,23 @@ def resolve(
         models=models,
         proxy_keys=tuple(keys),
         source=source,
-        offered=tuple(m for m in models.values() if m.offered),
+        offered=tuple(_with_variants([m for m in models.values() if m.offered], ranks)),
         reliability=raw.reliability,
         metrics_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
+
+
+def _with_variants(models: Iterable[Model], ranks: Mapping[str, int]) -> Iterator[Model]:
+    """Each model, then its effort variants (``ReasoningSpec.variants``) as models of their
+    own: same name, provider and upstream id, the variant's tier, effort and output factor."""
+    for model in models:
+        yield model
+        reasoning = model.spec.reasoning
+        for effort, variant in (reasoning.variants if reasoning else {}).items():
+            yield dc_replace(
+                model,
+                tier=variant.tier,
+                tier_rank=ranks[variant.tier],
+                effort=effort,
+                output_factor=variant.output_factor,
+            )

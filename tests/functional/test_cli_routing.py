@@ -9,8 +9,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+import gearshift
 from gearshift.cli import main
 from gearshift.routing.classify import load_rules
+
+# The tests run on the 2024 catalog (an example config), as they were written against it.
+CATALOG_2024 = str(Path(gearshift.__file__).parent / "catalog_2024.toml")
 
 EASY = {
     "model": "gpt-4o",
@@ -34,11 +38,15 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 def test_route_prints_the_decision_and_plan(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(capsys, "route", "Translate 'thank you' into Italian.", "--model", "gpt-4o")
+    code, out, _ = _run(
+        capsys,
+        *("route", "Translate 'thank you' into Italian.", "--model", "gpt-4o"),
+        *("--config", CATALOG_2024),
+    )
     assert code == 0
     doc = orjson.loads(out)
     assert doc["tier"] == "light"
-    # The cheapest light model of the default catalog (every provider assumed keyed).
+    # The cheapest light model of the 2024 catalog (every provider assumed keyed).
     assert doc["model"] == "gemini-1.5-flash"
     assert doc["plan"][0]["model"] == "gemini-1.5-flash"
     assert doc["est_cost_usd"] < doc["baseline_cost_usd"]
@@ -48,11 +56,11 @@ def test_route_prints_the_decision_and_plan(capsys: pytest.CaptureFixture[str]) 
 def test_route_reads_a_request_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "body.json"
     path.write_bytes(orjson.dumps(HARD))
-    code, out, _ = _run(capsys, "route", "--request", str(path))
+    code, out, _ = _run(capsys, "route", "--request", str(path), "--config", CATALOG_2024)
     assert code == 0
     assert orjson.loads(out)["tier"] == "frontier"
     path.write_bytes(b'{"model": "gpt-4o"}')
-    code, _, err = _run(capsys, "route", "--request", str(path))
+    code, _, err = _run(capsys, "route", "--request", str(path), "--config", CATALOG_2024)
     assert code == 1
     assert "messages" in err
 
@@ -62,7 +70,7 @@ def test_classify_answers_line_for_line(tmp_path: Path, capsys: pytest.CaptureFi
     path.write_bytes(
         b"\n".join([orjson.dumps(EASY), b"{not json", orjson.dumps(HARD), b""]) + b"\n"
     )
-    code, out, _ = _run(capsys, "classify", str(path))
+    code, out, _ = _run(capsys, "classify", str(path), "--config", CATALOG_2024)
     assert code == 0
     lines = [orjson.loads(line) for line in out.splitlines()]
     assert [line["line"] for line in lines] == [1, 2, 3, 4]
@@ -79,7 +87,7 @@ def test_classify_summary_from_stdin(
 ) -> None:
     data = b"\n".join([orjson.dumps(EASY)] * 3 + [orjson.dumps(HARD)]) + b"\n"
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
-    code, out, _ = _run(capsys, "classify", "-", "--summary")
+    code, out, _ = _run(capsys, "classify", "-", "--summary", "--config", CATALOG_2024)
     assert code == 0
     summary = orjson.loads(out)
     assert summary["requests"] == 4

@@ -7,16 +7,20 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+import gearshift
 from gearshift.mock import MOCK_STATE
 from gearshift.serve.workers import worker_count
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hi."}]}
+# The 2024 catalog (an example config), whose gpt-4o the requests name.
+CATALOG_2024 = str(Path(gearshift.__file__).parent / "catalog_2024.toml")
 
 
 async def _pids(base: str, want: int, tries: int = 200) -> set[int]:
@@ -55,8 +59,8 @@ async def test_two_workers_share_a_port_sum_their_metrics_and_survive_a_kill(
         "GEARSHIFT_OPENAI_BASE_URL": str(mock_upstream.make_url("/v1")),
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gearshift", "serve", "--workers", "2", "--port",
-        str(unused_port), "--no-access-log",
+        sys.executable, "-m", "gearshift", "serve", "--config", CATALOG_2024, "--workers", "2",
+        "--port", str(unused_port), "--no-access-log",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     base = f"http://127.0.0.1:{unused_port}"

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from gearshift.config import load
+from gearshift.config import catalog_2024, load
 from gearshift.inbound.chat import parse_chat
 from gearshift.providers import REGISTRY
 from gearshift.serve.accounting import Tokens, account, answer_tokens, cost
 
 KEYS = {"OPENAI_API_KEY": "sk-a", "ANTHROPIC_API_KEY": "sk-b", "GEMINI_API_KEY": "AIza-c"}
-CONFIG = load(None, environ=KEYS)
+CONFIG = load(None, environ=KEYS, base=catalog_2024())
 GOLDEN = Path(__file__).parents[1] / "golden"
 M = CONFIG.models
 

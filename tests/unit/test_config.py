@@ -5,18 +5,20 @@ from pathlib import Path
 import pytest
 
 from gearshift.cli import main
-from gearshift.config import ConfigError, Secret, decode, load, resolve
+from gearshift.config import ConfigError, Secret, catalog_2024, decode, load, resolve
 
 KINDS = ("openai", "anthropic", "gemini")
+CATALOG_2024 = Path(__file__).resolve().parents[2] / "src" / "gearshift" / "catalog_2024.toml"
 
 
 def _load_toml(text: str, environ: dict[str, str] | None = None, tmp: Path | None = None):
+    """``text`` merged over the 2024 catalog (the tests here are written against it)."""
     raw = decode(text.encode(), source="t.toml")
-    return resolve(raw, source="t.toml", environ=environ or {}, kinds=KINDS)
+    return resolve(raw, source="t.toml", environ=environ or {}, kinds=KINDS, base=catalog_2024())
 
 
-def test_default_catalog_has_the_launch_price_table() -> None:
-    config = load(None, environ={})
+def test_2024_catalog_has_the_launch_price_table() -> None:
+    config = load(None, environ={}, base=catalog_2024())
     prices = {
         m.name: (m.spec.price_in, m.spec.price_out, m.provider.name, m.tier)
         for m in config.models.values()
@@ -35,7 +37,7 @@ def test_default_catalog_has_the_launch_price_table() -> None:
 
 
 def test_models_are_offered_only_when_their_provider_has_a_key() -> None:
-    config = load(None, environ={"ANTHROPIC_API_KEY": "sk-ant-x"})
+    config = load(None, environ={"ANTHROPIC_API_KEY": "sk-ant-x"}, base=catalog_2024())
     assert {m.name for m in config.offered} == {"claude-3-5-sonnet", "claude-3-haiku"}
     gpt = config.models["gpt-4o"]
     assert not gpt.offered
@@ -43,7 +45,7 @@ def test_models_are_offered_only_when_their_provider_has_a_key() -> None:
 
 
 def test_unsupported_wire_format_is_not_offered() -> None:
-    config = load(None, environ={"GEMINI_API_KEY": "g"}, kinds=("openai",))
+    config = load(None, environ={"GEMINI_API_KEY": "g"}, kinds=("openai",), base=catalog_2024())
     assert config.offered == ()
     assert "not supported" in (config.models["gemini-1.5-pro"].why_not or "")
 
@@ -100,18 +102,17 @@ def test_env_references_and_literal_keys() -> None:
 
 
 def test_file_merges_over_the_default_catalog() -> None:
-    config = _load_toml(
-        """
+    text = """
         [[models]]
-        name = "gpt-4o"
+        name = "gpt-6.2-astra"
         provider = "openai"
         tier = "frontier"
         price_in = 2.0
         price_out = 8.0
         """
-    )
-    assert config.models["gpt-4o"].spec.price_in == 2.0
-    assert "claude-3-haiku" in config.models
+    config = resolve(decode(text.encode(), source="t.toml"), source="t.toml", environ={})
+    assert config.models["gpt-6.2-astra"].spec.price_in == 2.0
+    assert "claude-haiku-5-5" in config.models
 
 
 @pytest.mark.parametrize(
@@ -264,7 +265,7 @@ def test_check_config_prints_resolved_catalog_without_keys(
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-live-supersecret")
     path = tmp_path / "g.toml"
-    path.write_text("[routing]\ndefault_model = 'gpt-4o'\n")
+    path.write_text(CATALOG_2024.read_text() + "\n[routing]\ndefault_model = 'gpt-4o'\n")
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out
     assert '"default_model": "gpt-4o"' in out

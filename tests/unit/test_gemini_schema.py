@@ -10,12 +10,12 @@ from typing import Any
 import orjson
 import pytest
 
-from gearshift.config import load
+from gearshift.config import catalog_2024, load
 from gearshift.errors import Unsupported
 from gearshift.inbound.chat import parse_chat
 from gearshift.providers import gemini
 
-CONFIG = load(None, environ={"GEMINI_API_KEY": "g"})
+CONFIG = load(None, environ={"GEMINI_API_KEY": "g"}, base=catalog_2024())
 FLASH = CONFIG.models["gemini-1.5-flash"]
 TOOL_PARAM = "tools[0].function.parameters"
 FORMAT_PARAM = "response_format.json_schema.schema"

@@ -48,6 +48,11 @@ KEYS = {
     "GEMINI_API_KEY": "gemini-test-key-0123456789",
 }
 CONFIG = load(None, environ=KEYS)
+# The seed's 2024 catalog (an example config now): the older cases run on its models.
+CONFIG_2024 = load(
+    Path(__file__).resolve().parents[2] / "src" / "gearshift" / "catalog_2024.toml", environ=KEYS
+)
+MODELS: dict[str, Model] = {**CONFIG_2024.models, **CONFIG.models}
 DEFAULT_MODEL = {
     "openai": "gpt-4o-mini",
     "anthropic": "claude-3-haiku",
@@ -124,7 +129,7 @@ def sse_items(raw: bytes) -> list[Any]:
 
 def _model(case: Path) -> Model:
     meta = _load_json(case / "upstream.json") if (case / "upstream.json").exists() else {}
-    return CONFIG.models[meta.get("model", DEFAULT_MODEL[case.parent.name])]
+    return MODELS[meta.get("model", DEFAULT_MODEL[case.parent.name])]
 
 
 def _request(case: Path) -> ChatRequest:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gearshift.config import load
+from gearshift.config import catalog_2024, load
 from gearshift.providers import REGISTRY
 
 CONFIG = load(
-    None, environ={"OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "g"}
+    None,
+    environ={"OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "g"},
+    base=catalog_2024(),
 )
 
 

@@ -5,12 +5,12 @@ import pytest
 from conftest import fed
 
 from gearshift import errors
-from gearshift.config import load
+from gearshift.config import catalog_2024, load
 from gearshift.inbound.chat import parse_chat
 from gearshift.providers import openai
 from gearshift.serve.relay import upstream_error
 
-CONFIG = load(None, environ={"OPENAI_API_KEY": "sk-test-abcdef123456"})
+CONFIG = load(None, environ={"OPENAI_API_KEY": "sk-test-abcdef123456"}, base=catalog_2024())
 MINI = CONFIG.models["gpt-4o-mini"]
 PROVIDER = MINI.provider
 

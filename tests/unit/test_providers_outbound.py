@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gearshift.config import load
+from gearshift.config import catalog_2024, load
 from gearshift.inbound.chat import parse_chat
 from gearshift.providers import REGISTRY
 
@@ -19,6 +19,7 @@ CONFIG = load(
         "ANTHROPIC_API_KEY": "sk-ant-test-0123456789",
         "GEMINI_API_KEY": "gemini-test-key-0123456789",
     },
+    base=catalog_2024(),
 )
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-haiku", "gemini": "gemini-1.5-flash"}
 AUTH = {

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from gearshift.config import Model, load
+from gearshift.config import Model, catalog_2024, load
 from gearshift.inbound.chat import parse_chat
 from gearshift.mock import create_mock_app
 from gearshift.providers import REGISTRY
@@ -28,6 +28,7 @@ CONFIG = load(
         "ANTHROPIC_API_KEY": "sk-ant-test-0123456789",
         "GEMINI_API_KEY": "gemini-test-key-0123456789",
     },
+    base=catalog_2024(),
 )
 KINDS = sorted(REGISTRY)
 # What a case directory must hold for each kind of check.

@@ -9,12 +9,12 @@ import orjson
 import pytest
 from conftest import fed
 
-from gearshift.config import load
+from gearshift.config import catalog_2024, load
 from gearshift.errors import Unavailable, Unsupported
 from gearshift.inbound.chat import parse_chat
 from gearshift.providers import anthropic, gemini
 
-CONFIG = load(None, environ={"ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "g"})
+CONFIG = load(None, environ={"ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "g"}, base=catalog_2024())
 HAIKU = CONFIG.models["claude-3-haiku"]
 FLASH = CONFIG.models["gemini-1.5-flash"]
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gearshift import sse
-from gearshift.config import load
+from gearshift.config import catalog_2024, load
 from gearshift.errors import BadRequest, Unsupported, UpstreamError
 from gearshift.inbound.chat import parse_chat
 from gearshift.providers import REGISTRY, anthropic, gemini
@@ -34,6 +34,7 @@ CONFIG = load(
         "ANTHROPIC_API_KEY": "sk-ant-test-0123456789",
         "GEMINI_API_KEY": "gemini-test-key-0123456789",
     },
+    base=catalog_2024(),
 )
 CLAUDE = CONFIG.models["claude-3-haiku"]
 GEMINI = CONFIG.models["gemini-1.5-flash"]

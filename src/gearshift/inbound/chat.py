@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from gearshift.config import EFFORT_RANK, EFFORTS
 from gearshift.errors import BadRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -44,6 +45,7 @@ class Limits:
 
 
 LIMITS = Limits()
+_CARRY_MARK = b".gs1."  # providers.carry.MARK: a tool-call id that carries reasoning state
 
 
 @dataclass(slots=True)
@@ -55,6 +57,8 @@ class ChatRequest:
     stream: bool
     client_wants_usage: bool
     hints: dict[str, Any]
+    # Some tool-call id carries reasoning state (``providers.carry``): adapters unwrap ids.
+    carried: bool = False
 
 
 def parse_chat(raw: bytes | bytearray, limits: Limits = LIMITS) -> ChatRequest:
@@ -119,6 +123,14 @@ def parse_chat(raw: bytes | bytearray, limits: Limits = LIMITS) -> ChatRequest:
                 code="invalid_type",
             )
 
+    effort = body.get("reasoning_effort")
+    if effort is not None and (not isinstance(effort, str) or effort not in EFFORT_RANK):
+        raise BadRequest(
+            f"Invalid value for 'reasoning_effort': {effort!r}; expected one of "
+            f"{', '.join(EFFORTS)}.",
+            param="reasoning_effort",
+            code="invalid_value",
+        )
     stream = body.get("stream") is True
     options = body.get("stream_options")
     if options is not None and not stream:
@@ -140,6 +152,7 @@ def parse_chat(raw: bytes | bytearray, limits: Limits = LIMITS) -> ChatRequest:
         stream=stream,
         client_wants_usage=bool(options and options.get("include_usage") is True),
         hints=hints or {},
+        carried=_CARRY_MARK in raw,
     )
 
 

@@ -120,6 +120,8 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         for model in config.offered:  # every deployment starts closed, visibly
+            if model.effort is not None:
+                continue
             self.breaker.labels(model.provider.name, model.name).set(0)
 
     def child(self, metric: Any, *labels: str) -> Any:

@@ -28,6 +28,7 @@ def decide_one(raw: bytes, policy: Policy, headers: dict[str, str] | None = None
         "score": None if d is None else d.score,
         "tier": p.tier,
         "model": p.targets[0].name,
+        "effort": p.targets[0].effort,
         "provider": p.targets[0].provider.name,
         "est_cost_usd": round(p.est_cost_usd, 8),
         "baseline_cost_usd": round(p.baseline_cost_usd, 8),
@@ -36,6 +37,7 @@ def decide_one(raw: bytes, policy: Policy, headers: dict[str, str] | None = None
         "plan": [
             {
                 "model": m.name,
+                "effort": m.effort,
                 "tier": m.tier,
                 "est_cost_usd": round(estimate_cost(m, p.prompt_tokens, tokens_out), 8),
             }

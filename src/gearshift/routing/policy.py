@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from typing import Any
 
+from gearshift import reasoning
 from gearshift.config import Config, Model
 from gearshift.errors import BadRequest, NoTarget, NotFound
 from gearshift.inbound.chat import ChatRequest, content_text
@@ -75,7 +76,8 @@ class Policy:
             baseline = config.models[config.routing.baseline_model]
         elif config.offered:
             baseline = max(
-                config.offered, key=lambda m: (m.tier_rank, m.spec.price_out, m.spec.price_in)
+                (m for m in config.offered if m.effort is None),
+                key=lambda m: (m.tier_rank, m.spec.price_out, m.spec.price_in),
             )
         if config.routing.thresholds is not None:
             t = config.routing.thresholds
@@ -144,8 +146,10 @@ def _needs(body: Mapping[str, Any], stream: bool, has_image: bool) -> frozenset[
 
 
 def estimate_cost(model: Model, tokens_in: int, tokens_out: int) -> float:
-    """USD for ``tokens_in`` prompt and ``tokens_out`` completion tokens on ``model``."""
-    return (tokens_in * model.spec.price_in + tokens_out * model.spec.price_out) / 1e6
+    """USD for ``tokens_in`` prompt and ``tokens_out`` completion tokens on ``model`` (an
+    effort variant spends ``output_factor`` times the output)."""
+    out = tokens_out * model.output_factor
+    return (tokens_in * model.spec.price_in + out * model.spec.price_out) / 1e6
 
 
 def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None = None) -> Plan:
@@ -213,6 +217,9 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
         tokens_in = tokens.count_request(request.body)
     needs = _needs(request.body, request.stream, decision.image)
     candidates = policy.candidates(need_rank, top, needs, tokens_in, room, requested_out)
+    effort_ceiling = reasoning.client_effort(request.body)
+    if effort_ceiling is not None:  # the client's effort is a ceiling: no variant above it
+        candidates = [m for m in candidates if reasoning.within(m, effort_ceiling)]
     if not candidates and ceiling is not None:
         candidates = [ceiling]
     if not candidates:
@@ -222,18 +229,24 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
             + f" for a prompt of about {tokens_in} tokens.",
             code="no_model_available",
         )
-    # Cheapest first (estimate_cost's order, without the call per model); ties: higher tier.
+    # Cheapest first (estimate_cost's order, without the call per model); ties: higher
+    # tier, then the model at its default effort before a variant.
     candidates.sort(
-        key=lambda m: (m.spec.price_in * tokens_in + m.spec.price_out * tokens_out, -m.tier_rank)
+        key=lambda m: (
+            m.spec.price_in * tokens_in + m.spec.price_out * tokens_out * m.output_factor,
+            -m.tier_rank,
+            m.effort is not None,
+        )
     )
     baseline = ceiling or policy.baseline or candidates[-1]
     below: list[Model] = []
     if config.reliability.degrade and need_rank > 0:
         below = policy.candidates(0, need_rank - 1, needs, tokens_in, room, requested_out)
+        below = [m for m in below if reasoning.within(m, effort_ceiling)]
         below.sort(
             key=lambda m: (
                 -m.tier_rank,
-                m.spec.price_in * tokens_in + m.spec.price_out * tokens_out,
+                m.spec.price_in * tokens_in + m.spec.price_out * tokens_out * m.output_factor,
             )
         )
     return Plan(
@@ -279,7 +292,10 @@ def _default_model(config: Config) -> Model:
             param="model",
             code="model_not_found",
         )
-    return min(config.offered, key=lambda m: m.spec.price_in + m.spec.price_out)
+    return min(
+        (m for m in config.offered if m.effort is None),
+        key=lambda m: m.spec.price_in + m.spec.price_out,
+    )
 
 
 def _single(

@@ -352,7 +352,7 @@ async def _stream(request: web.Request, stream: relay.Relay, ex: Exchange) -> we
 async def list_models(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     data = [_model_object(alias) for alias in _aliases(config)]
-    data += [_model_object(m.name, m.provider.name) for m in config.offered]
+    data += [_model_object(m.name, m.provider.name) for m in config.offered if m.effort is None]
     return _json({"object": "list", "data": data})
 
 

@@ -9,7 +9,8 @@ a request has one answer: this one.
 what was asked         ``request_id``, ``requested``, ``stream``, ``prompt``, ``budget``
 the decision           ``plan`` (tier, score, targets, estimates), ``decision_s``
 every attempt          ``attempts`` (one ``Attempt`` each, in order; the router)
-who served             ``served_by``, ``degraded``, ``upstream_request_id``, ``dropped``
+who served             ``served_by``, ``degraded``, ``upstream_request_id``, ``dropped``,
+                       ``effort``
 usage and cost         ``usage``, ``events``, ``account`` (the relay)
 timings                ``started``, ``ended``, ``upstream_s``, ``ttfb_s``, ``client_s``
 outcome                ``status``: an HTTP status, ``499`` (client left) or ``stream_error``
@@ -63,6 +64,7 @@ class Exchange:
     degraded: str | None = None  # "<required>-><served>" when a lower tier served it
     upstream_request_id: str | None = None
     dropped: tuple[str, ...] = ()  # parameters the serving model refuses, not sent to it
+    effort: str | None = None  # the reasoning effort sent to a reasoning model (None: none)
     usage: dict[str, Any] | None = None  # the upstream's, normalised to OpenAI's shape
     events: int = 0  # stream events read (estimates the answer when there is no usage)
     account: Account | None = None

@@ -109,6 +109,8 @@ def decision_headers(ex: Exchange) -> dict[str, str]:
         headers["x-upstream-request-id"] = ex.upstream_request_id
     if ex.dropped:
         headers["x-gearshift-dropped-params"] = ",".join(ex.dropped)
+    if model.spec.reasoning is not None:  # the effort it ran at ("default": none was sent)
+        headers["x-gearshift-effort"] = ex.effort or "default"
     return headers
 
 

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 
+from gearshift import reasoning
 from gearshift.config import Model, ReliabilitySpec
 from gearshift.errors import (
     CircuitOpen,
@@ -167,6 +168,8 @@ class Router:
         ex.dropped = ()
         if model.spec.refuses:
             chat = _without_refused(chat, model, ex)
+        if model.spec.reasoning is not None:
+            ex.effort = reasoning.effort_for(chat.body, model)
         out = adapter.encode_request(chat, model)
         timeouts = model.provider.timeouts
         sent = time.perf_counter()
@@ -233,7 +236,7 @@ class Router:
                 if not pinned_past and not breaker.acquire():
                     if round_no == 0:
                         skipped = "withdrawn" if breaker.state == WITHDRAWN else "open"
-                        ex.attempts.append(Attempt(model.name, model.provider.name, skipped))
+                        ex.attempts.append(Attempt(model.label, model.provider.name, skipped))
                     run.open_for = min(run.open_for, breaker.retry_in())
                     continue
                 remaining = run.deadline - clock.now()
@@ -245,7 +248,7 @@ class Router:
                 scope = Scope(clock, run.deadline)
                 waiting = self._waiting.setdefault(breaker, set())
                 waiting.add(scope)
-                attempt = Attempt(model.name, model.provider.name)
+                attempt = Attempt(model.label, model.provider.name)
                 ex.attempts.append(attempt)
                 began = time.perf_counter()
                 try:
