@@ -1,4 +1,5 @@
-"""The mock app: the three APIs' routes, the ``/_mock/`` control endpoints, and serving.
+"""The mock app: the APIs' routes (OpenAI chat and Responses, Anthropic, Gemini), the
+``/_mock/`` control endpoints, and serving.
 
 ``create_mock_app`` builds it, ``start_mock`` serves it in-process (tests, the demo) and
 ``run_mock`` serves it until interrupted (``gearshift mock-upstream``).
@@ -18,6 +19,7 @@ from gearshift.mock.anthropic import _Anthropic, anthropic_models
 from gearshift.mock.flow import _INVALID, MOCK_STATE, MockSettings, MockState, _json
 from gearshift.mock.gemini import _Gemini, _gemini_models
 from gearshift.mock.openai import _err, _models, _OpenAI
+from gearshift.mock.openai_responses import _Responses
 
 _SETTING_NAMES = frozenset(f.name for f in fields(MockSettings))
 
@@ -90,8 +92,10 @@ def create_mock_app(settings: MockSettings | None = None) -> web.Application:
     app = web.Application(middlewares=[_openai_errors], client_max_size=64 * 1024 * 1024)
     app[MOCK_STATE] = MockState(settings)
     openai, anthropic, gemini = _OpenAI(), _Anthropic(), _Gemini()
+    responses = _Responses()
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", openai.handle)
+        app.router.add_post(f"{prefix}/responses", responses.handle)
         app.router.add_get(f"{prefix}/models", _v1_models)
         app.router.add_post(f"{prefix}/messages", anthropic.handle)
     for method in ("generateContent", "streamGenerateContent"):

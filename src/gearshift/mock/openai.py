@@ -1,7 +1,11 @@
 """The mock's OpenAI Chat Completions: ``POST /v1/chat/completions`` and ``GET /v1/models``.
 
 OpenAI's validation and error objects (``_err``, also the shape of the app's own errors), the
-completion body and the ``chat.completion.chunk`` SSE stream ending in ``[DONE]``.
+completion body and the ``chat.completion.chunk`` SSE stream ending in ``[DONE]``. Models
+whose id starts with ``gpt-6`` are as strict as OpenAI's: ``max_tokens`` is a 400 (they take
+``max_completion_tokens``), and so are function tools with a reasoning effort other than
+``none`` (sent, or their ``medium`` default): those need ``/v1/responses``
+(``openai_responses``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,14 @@ from gearshift.mock.flow import (
     _Stream,
 )
 
-MODEL_IDS: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini")
+MODEL_IDS: tuple[str, ...] = (
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-6.2-astra",
+    "gpt-6.2-sol",
+    "gpt-6.1-terra",
+    "gpt-6-luna",
+)
 """Model ids listed by ``GET /v1/models`` (completions accept any model name)."""
 
 _MODEL_CREATED = 1715367049
@@ -123,6 +134,31 @@ def _validation_error(body: Any) -> Any | None:
     n = body.get("n", 1)
     if not _is_int(n) or not 1 <= n <= 128:
         return _err(f"Invalid 'n': expected an integer in [1, 128], got {n!r}.", _INVALID, "n")
+    return _reasoning_model_error(body)
+
+
+def _reasoning_model_error(body: dict[str, Any]) -> Any | None:
+    """What OpenAI's GPT-6 models refuse on chat completions (``docs/wire-formats.md`` 7.1)."""
+    model = body["model"]
+    if not model.startswith("gpt-6"):
+        return None
+    if "max_tokens" in body:
+        msg = (
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead."
+        )
+        return _err(msg, _INVALID, "max_tokens", "unsupported_parameter")
+    tools = body.get("tools")
+    functions = isinstance(tools, list) and any(
+        isinstance(t, dict) and t.get("type") == "function" for t in tools
+    )
+    if functions and body.get("reasoning_effort", "medium") != "none":
+        msg = (
+            f"Function tools with reasoning_effort are not supported for {model} in "
+            "/v1/chat/completions. To use function tools, use /v1/responses or set "
+            "reasoning_effort to 'none'."
+        )
+        return _err(msg, _INVALID, "reasoning_effort")
     return None
 
 

@@ -4,6 +4,10 @@ The request passes through untouched except ``model`` (set to the upstream id) a
 streams, ``stream_options.include_usage`` (always asked for, so gearshift can account for
 the cost). Streams are forwarded as the upstream's own bytes; the decoder only looks into the
 final usage chunk, and drops it when the client did not ask for usage.
+
+A model with ``api = "responses"`` is spoken to through ``<base_url>/responses`` instead
+(``openai_responses``: the request, the answer and the stream are translated); the headers
+and the error mapping are the same for both APIs.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from gearshift import sse
+from gearshift import reasoning, sse
 from gearshift.config import Model, OpenAIProviderSpec, Provider
 from gearshift.errors import (
     ProtocolError,
@@ -28,13 +32,34 @@ from gearshift.errors import (
     retry_after,
 )
 from gearshift.inbound.chat import ChatRequest
-from gearshift.providers import Completion, Outbound, StreamState, cached, shapes
+from gearshift.providers import (
+    Completion,
+    Outbound,
+    StreamDecoder,
+    StreamState,
+    cached,
+    carry,
+    openai_responses,
+    shapes,
+)
 
 
 def encode_request(request: ChatRequest, model: Model) -> Outbound:
-    """The upstream call: same body with ``model`` rewritten and stream usage requested."""
+    """The upstream call: same body with ``model`` rewritten and stream usage requested (a
+    Responses model: the body ``openai_responses`` builds, to ``/responses``)."""
+    if model.spec.api == "responses":
+        provider = model.provider
+        return Outbound(
+            url=cached(provider, "openai.responses_url", _responses_url),
+            headers=cached(provider, "openai.headers", _headers),
+            body=openai_responses.encode_body(request, model),
+        )
     body = dict(request.body)
     body["model"] = model.upstream_id
+    if request.carried:  # reasoning state is for other providers' models: plain ids here
+        body["messages"] = carry.plain_messages(body["messages"])
+    if model.spec.reasoning is not None:
+        _reasoning(body, request, model)
     spec = model.provider.spec
     compat = spec if isinstance(spec, OpenAIProviderSpec) else None
     if compat is not None:
@@ -52,6 +77,20 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
         headers=cached(provider, "openai.headers", _headers),
         body=orjson.dumps(body),
     )
+
+
+def _reasoning(body: dict[str, Any], request: ChatRequest, model: Model) -> None:
+    """A reasoning model: the effort chosen (``reasoning.effort_for``) as ``reasoning_effort``
+    (none sent: the model's default), and ``max_tokens`` under the name reasoning models
+    take, ``max_completion_tokens`` (it bounds reasoning and answer together)."""
+    effort = reasoning.effort_for(request.body, model)
+    if effort is None:
+        body.pop("reasoning_effort", None)
+    else:
+        body["reasoning_effort"] = effort
+    if "max_tokens" in body:
+        limit = body.pop("max_tokens")
+        body.setdefault("max_completion_tokens", limit)
 
 
 def _adapt(body: dict[str, Any], spec: OpenAIProviderSpec) -> None:
@@ -132,7 +171,15 @@ def _alnum9_ids(message: Any) -> Any:
 
 
 def _url(provider: Provider) -> str:
-    url = provider.base_url + "/chat/completions"
+    return _endpoint(provider, "/chat/completions")
+
+
+def _responses_url(provider: Provider) -> str:
+    return _endpoint(provider, "/responses")
+
+
+def _endpoint(provider: Provider, path: str) -> str:
+    url = provider.base_url + path
     spec = provider.spec
     if isinstance(spec, OpenAIProviderSpec) and spec.query:
         url += "?" + urlencode(spec.query)
@@ -166,7 +213,10 @@ def _headers(provider: Provider) -> Mapping[str, str]:
 
 
 def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completion:
-    """Check the answer is a JSON object and take its usage; the bytes go out unchanged."""
+    """Check the answer is a JSON object and take its usage; the bytes go out unchanged (a
+    Responses model's answer is translated by ``openai_responses``)."""
+    if model.spec.api == "responses":
+        return openai_responses.decode_response(body, request, model)
     provider = model.provider
     try:
         doc = orjson.loads(body)
@@ -305,7 +355,9 @@ def _load_event(raw_event: bytes) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def stream_decoder(request: ChatRequest, model: Model) -> PassThrough:
+def stream_decoder(request: ChatRequest, model: Model) -> StreamDecoder:
+    if model.spec.api == "responses":
+        return openai_responses.stream_decoder(request, model)
     return PassThrough(request, model)
 
 
