@@ -3,11 +3,26 @@
 Validation as strict as the real API (role order, tool_use/tool_result pairing, empty or
 malformed blocks), Anthropic's error objects (503 becomes 529 ``overloaded_error``), the
 message body and its named SSE events (``message_start`` ... ``message_stop``).
+
+Current models (ids starting ``claude-opus-5``, ``claude-sonnet-5``, ``claude-haiku-5``,
+``claude-fable``) follow the rules gearshift depends on (``docs/wire-formats.md`` §7.2): 400
+``invalid_request_error`` for ``temperature``/``top_p``/``top_k``, for manual thinking
+(``thinking.type`` ``enabled``), for ``disabled`` on the always-thinking ones (Opus 5.5,
+Fable) and for a forced ``tool_choice`` with thinking on; ``output_config.effort`` and
+``output_config.format`` are taken. Thinking is on unless ``disabled``: a tool call comes
+after a ``thinking`` block (text ``""`` unless ``display`` is ``summarized``; its signature
+names the model and hashes the text), streamed as ``thinking_delta``s (not when omitted) and
+one ``signature_delta``, and ``usage.output_tokens_details.thinking_tokens`` is reported. A
+request whose last assistant turn has ``tool_use`` blocks must open that turn with its
+thinking block, unmodified and signed for this model, or gets a 400 as from the real API.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any, ClassVar, NoReturn
 
 import orjson
@@ -65,6 +80,19 @@ _ANTHROPIC_FAILURES: dict[str, tuple[int, str, str]] = {
 }
 _CACHE_WRITE_TOKENS = 11
 _CACHE_READ_TOKENS = 100
+_CURRENT = ("claude-opus-5", "claude-sonnet-5", "claude-haiku-5", "claude-fable")
+_ALWAYS_THINKING = ("claude-opus-5-5", "claude-fable")
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+_THINKING_TOKENS = 9
+_THOUGHT = "The user needs a tool for this; calling it."
+_THINKING_FIRST = (
+    "{at}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{found}`. "
+    "When `thinking` is enabled, a final `assistant` message must start with a thinking block "
+    "(preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you "
+    "include thinking blocks from previous turns. To avoid this requirement, disable "
+    "`thinking`. Please consult our documentation at "
+    "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
 
 
 def _tags(values: Iterable[str]) -> str:
@@ -118,6 +146,11 @@ def _check_block(block: Any, at: str, allowed: tuple[str, ...] = _BLOCK_TYPES) -
             _require(isinstance(block.get(key), str), f"{at}.tool_use.{key}: Field required")
         msg = f"{at}.tool_use.input: Input should be a valid dictionary"
         _require(isinstance(block.get("input"), dict), msg)
+    elif kind == "thinking":
+        for key in ("thinking", "signature"):
+            _require(isinstance(block.get(key), str), f"{at}.thinking.{key}: Field required")
+    elif kind == "redacted_thinking":
+        _require(isinstance(block.get("data"), str), f"{at}.redacted_thinking.data: Field required")
     elif kind == "tool_result":
         msg = f"{at}.tool_result.tool_use_id: Field required"
         _require(isinstance(block.get("tool_use_id"), str), msg)
@@ -245,7 +278,99 @@ def _check_anthropic(body: Any) -> dict[str, Any]:
         _require(isinstance(system, str), "system: Input should be a valid string or a valid list")
     _check_tools(body)
     _check_messages(messages)
+    if body["model"].startswith(_CURRENT):
+        _check_current(body)
     return body
+
+
+# ---------------------------------------------------------------- current models
+
+
+def _thinks(body: dict[str, Any]) -> bool:
+    """Thinking is on for a current model unless the request turns it off."""
+    thinking = body.get("thinking")
+    return body["model"].startswith(_CURRENT) and not (
+        isinstance(thinking, dict) and thinking.get("type") == "disabled"
+    )
+
+
+def _display(body: dict[str, Any]) -> str:
+    thinking = body.get("thinking")
+    shown = thinking.get("display") if isinstance(thinking, dict) else None
+    return "summarized" if shown == "summarized" else "omitted"
+
+
+def _signature(model: str, thought: str, seq: int) -> str:
+    """A signature the mock can check: the model, a nonce and a hash of the thinking."""
+    digest = hashlib.sha256(f"{model}|{seq}|{thought}".encode()).hexdigest()[:24]
+    return base64.b64encode(f"{model}|{seq}|{digest}".encode()).decode()
+
+
+def _signed_for(signature: str, model: str, thought: str) -> bool:
+    try:
+        made_for, seq, _ = base64.b64decode(signature, validate=True).decode().rsplit("|", 2)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return made_for == model and _signature(model, thought, int(seq)) == signature
+
+
+def _check_current(body: dict[str, Any]) -> None:
+    model = body["model"]
+    for name in ("temperature", "top_p", "top_k"):
+        _require(name not in body, f"`{name}` is deprecated for this model.")
+    thinking = body.get("thinking", {"type": "adaptive"})
+    _require(isinstance(thinking, dict), "thinking: Input should be a valid dictionary")
+    kind = thinking.get("type")
+    if kind not in ("enabled", "adaptive", "disabled"):
+        _tag_error("thinking", kind, ("enabled", "adaptive", "disabled"))
+    _require(
+        kind != "enabled",
+        '"thinking.type.enabled" is not supported for this model. Use '
+        '"thinking.type.adaptive" and "output_config.effort" to control thinking behavior.',
+    )
+    _require(
+        not (kind == "disabled" and model.startswith(_ALWAYS_THINKING)),
+        "thinking.type: thinking cannot be disabled for this model.",
+    )
+    display = thinking.get("display")
+    if display is not None:
+        _require(kind != "disabled", "thinking.disabled.display: Extra inputs are not permitted")
+        msg = "thinking.adaptive.display: Input should be 'summarized' or 'omitted'"
+        _require(display in ("summarized", "omitted"), msg)
+    config = body.get("output_config", {})
+    _require(isinstance(config, dict), "output_config: Input should be a valid dictionary")
+    if "effort" in config:
+        effort = config["effort"]
+        _require(effort in _EFFORTS, "output_config.effort: Input should be " + _tags(_EFFORTS))
+    if "format" in config:
+        fmt = config["format"]
+        ok = isinstance(fmt, dict) and fmt.get("type") == "json_schema"
+        _require(ok, "output_config.format.type: Input should be 'json_schema'")
+        msg = "output_config.format.schema: Input should be a valid dictionary"
+        _require(isinstance(fmt.get("schema"), dict), msg)
+    if _thinks(body):
+        choice = body.get("tool_choice", {"type": "auto"})
+        msg = "Thinking may not be enabled when tool_choice forces tool use."
+        _require(choice["type"] not in ("any", "tool"), msg)
+        _check_thinking_kept(body["messages"], model)
+
+
+def _check_thinking_kept(messages: list[Any], model: str) -> None:
+    """The last assistant turn, when it called tools, opens with its thinking, unmodified
+    and signed for this model."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None or not isinstance(messages[last]["content"], list):
+        return
+    blocks = messages[last]["content"]
+    if not _ids(blocks, "tool_use", "id"):
+        return
+    at = f"messages.{last}"
+    first = blocks[0]["type"]
+    _require(first in ("thinking", "redacted_thinking"), _THINKING_FIRST.format(at=at, found=first))
+    for j, block in enumerate(blocks):
+        if block["type"] == "thinking":
+            ok = _signed_for(block["signature"], model, block["thinking"])
+            _require(ok, f"{at}.content.{j}: Invalid `signature` in `thinking` block")
 
 
 def _anthropic_tool(body: dict[str, Any]) -> str | None:
@@ -264,7 +389,10 @@ def _anthropic_outcome(body: dict[str, Any], model: str) -> _Outcome:
     system = [body["system"]] if body.get("system") else []
     prompt = _prompt_tokens([*system, *(m["content"] for m in messages)])
     turns = ((m["role"], m["content"]) for m in messages)
-    return _outcome(model, _question(turns), body["max_tokens"], _anthropic_tool(body), prompt)
+    out = _outcome(model, _question(turns), body["max_tokens"], _anthropic_tool(body), prompt)
+    if out.text is not None and "format" in body.get("output_config", {}):
+        return replace(out, text=_TOOL_ARGUMENTS, truncated=False)  # the structured answer
+    return out
 
 
 def _anthropic_usage(model: str, input_tokens: int, output_tokens: int) -> dict[str, int]:
@@ -275,6 +403,16 @@ def _anthropic_usage(model: str, input_tokens: int, output_tokens: int) -> dict[
         "cache_creation_input_tokens": _CACHE_WRITE_TOKENS if cached else 0,
         "cache_read_input_tokens": _CACHE_READ_TOKENS if cached else 0,
     }
+
+
+def _output_usage(body: dict[str, Any], out: _Outcome, thought: bool) -> dict[str, Any]:
+    """``output_tokens`` (thinking included) and, for a current model thinking, how much of
+    it was thinking."""
+    if not _thinks(body):
+        return {"output_tokens": out.completion}
+    thinking = _THINKING_TOKENS if thought else 0
+    details = {"thinking_tokens": thinking}
+    return {"output_tokens": out.completion + thinking, "output_tokens_details": details}
 
 
 def _event(kind: str, **data: Any) -> bytes:
@@ -315,6 +453,14 @@ class _Anthropic(_Api):
     def streaming(self, request: web.Request, body: dict[str, Any]) -> bool:
         return body.get("stream") is True
 
+    def _thinking(self, body: dict[str, Any], out: _Outcome, seq: int) -> dict[str, Any] | None:
+        """The thinking block before a tool call, when thinking is on (None otherwise)."""
+        if out.tool is None or not _thinks(body):
+            return None
+        thought = _THOUGHT if _display(body) == "summarized" else ""
+        signature = _signature(body["model"], thought, seq)
+        return {"type": "thinking", "thinking": thought, "signature": signature}
+
     def _block(self, out: _Outcome, seq: int, streamed: bool) -> dict[str, Any]:
         if out.tool is None:
             return {"type": "text", "text": "" if streamed else out.text}
@@ -327,15 +473,17 @@ class _Anthropic(_Api):
 
     def complete(self, request: web.Request, body: dict[str, Any], model: str, seq: int) -> Any:
         out = _anthropic_outcome(body, model)
+        thinking = self._thinking(body, out, seq)
+        usage = _anthropic_usage(model, out.prompt, out.completion)
         return {
             "id": f"msg_mock{seq}",
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [self._block(out, seq, streamed=False)],
+            "content": [*([thinking] if thinking else []), self._block(out, seq, streamed=False)],
             "stop_reason": self._stop(out),
             "stop_sequence": None,
-            "usage": _anthropic_usage(model, out.prompt, out.completion),
+            "usage": usage | _output_usage(body, out, thinking is not None),
         }
 
     def stream(
@@ -345,10 +493,15 @@ class _Anthropic(_Api):
         message: dict[str, Any] = {"id": f"msg_mock{seq}", "type": "message", "role": "assistant"}
         message |= {"content": [], "model": model, "stop_reason": None, "stop_sequence": None}
         message["usage"] = _anthropic_usage(model, out.prompt, 1)
+        head = [_event("message_start", message=message)]
+        thinking = self._thinking(body, out, seq)
+        index = 0
+        if thinking is not None:
+            head += self._thinking_events(thinking)
+            index = 1
         block = self._block(out, seq, streamed=True)
-        head = [
-            _event("message_start", message=message),
-            _event("content_block_start", index=0, content_block=block),
+        head += [
+            _event("content_block_start", index=index, content_block=block),
             _event("ping"),
         ]
         if out.text is not None:
@@ -357,13 +510,13 @@ class _Anthropic(_Api):
             # Anthropic starts with an empty fragment, then streams the JSON in pieces.
             pieces = ["", *_slices(_TOOL_ARGUMENTS, 4)]
             deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
-        content = [_event("content_block_delta", index=0, delta=d) for d in deltas]
+        content = [_event("content_block_delta", index=index, delta=d) for d in deltas]
         tail = [
-            _event("content_block_stop", index=0),
+            _event("content_block_stop", index=index),
             _event(
                 "message_delta",
                 delta={"stop_reason": self._stop(out), "stop_sequence": None},
-                usage={"output_tokens": out.completion},
+                usage=_output_usage(body, out, thinking is not None),
             ),
             _event("message_stop"),
         ]
@@ -371,8 +524,28 @@ class _Anthropic(_Api):
         garbage = b"event: content_block_delta\n" + _data_line(_GARBAGE_JSON)
         return _Stream(head, content, tail, error, garbage)
 
+    @staticmethod
+    def _thinking_events(block: dict[str, Any]) -> list[bytes]:
+        """A thinking block streamed: its start, its text (none when omitted), then one
+        ``signature_delta`` just before its stop."""
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+        events = [_event("content_block_start", index=0, content_block=start)]
+        for piece in _chunks(block["thinking"], 3):
+            delta = {"type": "thinking_delta", "thinking": piece}
+            events.append(_event("content_block_delta", index=0, delta=delta))
+        delta = {"type": "signature_delta", "signature": block["signature"]}
+        events.append(_event("content_block_delta", index=0, delta=delta))
+        events.append(_event("content_block_stop", index=0))
+        return events
 
-ANTHROPIC_MODEL_IDS: tuple[str, ...] = ("claude-3-5-sonnet-20241022", "claude-3-haiku-20240307")
+
+ANTHROPIC_MODEL_IDS: tuple[str, ...] = (
+    "claude-3-5-sonnet-20241022",
+    "claude-3-haiku-20240307",
+    "claude-opus-5-5",
+    "claude-sonnet-5-5",
+    "claude-haiku-5-5",
+)
 """Model ids listed by ``GET /v1/models`` with ``anthropic-version`` (messages accept any)."""
 
 

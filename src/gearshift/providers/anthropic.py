@@ -15,13 +15,43 @@ A conversation that is empty or opens with an assistant turn (Anthropic wants a 
 first) is opened with a user turn holding ``"."``; a final assistant turn (a prefill) loses
 its trailing whitespace (Anthropic refuses it). Whitespace-only texts are dropped.
 ``n`` > 1 is refused (400): Anthropic has one answer per call. Dropped without notice (no
-Anthropic equivalent): ``seed``, penalties, ``logit_bias``, ``logprobs``, ``reasoning_effort``.
+Anthropic equivalent): ``seed``, penalties, ``logit_bias``, ``logprobs``, and
+``reasoning_effort`` for a model without a reasoning spec.
+
+Reasoning models (a ``reasoning`` spec; ``docs/wire-formats.md`` §7.2, §7.4): the effort
+``reasoning.effort_for`` chose is sent per ``reasoning.control``. ``effort``: ``none`` →
+``thinking: {"type": "disabled"}``; any other → ``output_config.effort`` (``minimal`` → ``low``)
+with ``thinking: {"type": "adaptive", "display": "omitted"}`` (an OpenAI client never sees
+thinking: only its signature is needed). ``budget`` (manual thinking, Haiku 4.5 and older):
+``thinking: {"type": "enabled", "budget_tokens": ANTHROPIC_BUDGET[effort]}``, ``max_tokens``
+raised to the budget + 1,024 within ``max_output`` (the budget lowered when that does not
+fit; under 1,024 left: no thinking), ``temperature`` not sent and ``top_p`` only within
+0.95..1; ``none``: no thinking. No effort chosen: nothing is sent, the model's default runs
+(adaptive thinking with display omitted on the current models; a ``thinking`` sent anyway
+would turn thinking on where a model's default is off, and a changed thinking setting
+invalidates cached message prefixes). With thinking on (adaptive: unless ``disabled`` was
+sent; manual: when ``enabled`` was), a forced tool choice (``required``, a named tool) goes as
+``auto``: Anthropic refuses forced tool use with thinking (400), and nothing is added to the
+system prompt for it, as a changed prefix would invalidate the thinking signatures of the
+tool loop. ``json_schema`` goes as native structured output (``output_config.format``), with
+or without tools, never as the forced tool.
+
+Thinking across a tool loop (``providers.carry``): each tool call of an answer goes to the
+client with its id carrying the ``thinking`` / ``redacted_thinking`` blocks that came before
+its ``tool_use`` block since the previous one (text blocks are in ``content``), as received.
+When a request comes back with such ids (``ChatRequest.carried``), every id is unwrapped,
+and the blocks are put back before their ``tool_use`` only for the model that made them
+(``m`` is the target's upstream id; a signature is not valid for another model): a turn's
+first blocks open the assistant message, before its text, since Anthropic wants a thinking
+turn to start with its thinking block ("a final assistant message must start with a
+thinking block"), then the text, then each tool call preceded by its own blocks.
 
 Response and stream (Anthropic → OpenAI): text blocks → ``content``, ``tool_use`` →
 ``tool_calls`` (arguments as a JSON string; in streams the OpenAI ``index`` counts tool
 blocks only), ``stop_reason`` → ``finish_reason``, usage with cache reads and writes counted
 in ``prompt_tokens`` (``cached_tokens`` = reads; ``cache_write_tokens`` = writes). Thinking
-blocks are dropped. In streams nothing is written before the first content (the role chunk
+is never shown: its blocks ride in the next tool call's id (above), else are dropped. In
+streams nothing is written before the first content (the role chunk
 goes with it; pings before it are dropped), so an error right after ``message_start`` still
 falls back; a tool block that streamed no argument ends with ``{}``; an event type added
 later is ignored. Errors: Anthropic's types to OpenAI-shaped errors, classified by status and
@@ -41,18 +71,26 @@ from urllib.parse import quote
 
 import orjson
 
+from gearshift import reasoning
 from gearshift.config import AnthropicProviderSpec, Model, Provider
 from gearshift.errors import ProtocolError, Unsupported, UpstreamError
 from gearshift.inbound.chat import ChatRequest
-from gearshift.providers import Completion, Outbound, cached, shapes
+from gearshift.providers import Completion, Outbound, cached, carry, shapes
 from gearshift.providers.anthropic_stream import (
     FINISH,
     JSON_TOOL,
+    THINKING,
     StreamDecoder,
     _error_from,
     _usage,
     _wants_json_tool,
+    carried_id,
 )
+
+# gearshift's effort → Anthropic's output_config.effort (low | medium | high | xhigh | max).
+_EFFORT = {"minimal": "low"}
+_MIN_BUDGET = 1024  # budget_tokens: at least this, and under max_tokens by at least this
+_FORCED = ("any", "tool")
 
 # ---------------------------------------------------------------- request
 
@@ -68,6 +106,9 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
             code="unsupported_parameter",
         )
     messages = body.get("messages") or []
+    thinking: dict[tuple[int, int], list[Any]] = {}
+    if request.carried:
+        messages, thinking = _uncarried(messages, model.upstream_id)
     out: dict[str, Any] = {
         "model": model.upstream_id,
         "max_tokens": min(shapes.max_output(body) or model.spec.max_output, model.spec.max_output),
@@ -77,9 +118,12 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
     forced_json = False
     fmt = body.get("response_format")
     fmt_type = fmt.get("type") if isinstance(fmt, dict) else None
-    if fmt_type == "json_schema" and not tools:
-        schema = fmt.get("json_schema") if isinstance(fmt, dict) else None
-        schema = schema if isinstance(schema, dict) else {}
+    schema = fmt.get("json_schema") if isinstance(fmt, dict) else None
+    schema = schema if isinstance(schema, dict) else {}
+    if fmt_type == "json_schema" and model.spec.reasoning is not None:
+        json_format = {"type": "json_schema", "schema": _object_schema(schema.get("schema"))}
+        out["output_config"] = {"format": json_format}
+    elif fmt_type == "json_schema" and not tools:
         tools = [
             {
                 "name": JSON_TOOL,
@@ -92,7 +136,7 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
         system = (system + "\n\n" + shapes.JSON_INSTRUCTION).strip()
     if system:
         out["system"] = system
-    out["messages"] = _messages(messages)
+    out["messages"] = _messages(messages, thinking)
     if tools:
         out["tools"] = tools
         choice: dict[str, Any] = (
@@ -114,6 +158,8 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
     # Newer Claude models refuse temperature and top_p together: temperature wins.
     if isinstance(top_p, int | float) and not isinstance(top_p, bool) and "temperature" not in out:
         out["top_p"] = top_p
+    if model.spec.reasoning is not None:
+        _reasoning(out, body, model)
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
     if request.stream:
@@ -124,6 +170,87 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
         headers=cached(provider, "anthropic.headers", _headers),
         body=orjson.dumps(out),
     )
+
+
+def _reasoning(out: dict[str, Any], body: Mapping[str, Any], model: Model) -> None:
+    """The effort of a reasoning model, and what thinking on rules out (module docstring)."""
+    effort = reasoning.effort_for(body, model)
+    if reasoning.control(model) == "budget":
+        thinks = effort not in (None, "none") and _budget(out, str(effort), model)
+    elif effort == "none":
+        out["thinking"] = {"type": "disabled"}
+        thinks = False
+    else:
+        thinks = True  # adaptive thinking: the current models' default, or asked for below
+        if effort is not None:
+            out["thinking"] = {"type": "adaptive", "display": "omitted"}
+            config = out.setdefault("output_config", {})
+            config["effort"] = _EFFORT.get(effort, effort)
+    choice = out.get("tool_choice")
+    if thinks and choice is not None and choice["type"] in _FORCED:
+        out["tool_choice"] = {k: v for k, v in choice.items() if k != "name"} | {"type": "auto"}
+
+
+def _budget(out: dict[str, Any], effort: str, model: Model) -> bool:
+    """Manual thinking at ``ANTHROPIC_BUDGET[effort]`` tokens, under a ``max_tokens`` raised
+    to fit within the model's ``max_output``; False when no budget of 1,024 fits."""
+    budget = reasoning.ANTHROPIC_BUDGET.get(effort)
+    if budget is None:
+        return False
+    cap = model.spec.max_output
+    limit = max(out["max_tokens"], min(budget + _MIN_BUDGET, cap))
+    budget = min(budget, limit - _MIN_BUDGET)
+    if budget < _MIN_BUDGET:
+        return False
+    out["max_tokens"] = limit
+    out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    # With thinking on, temperature and top_k may not be set, top_p only within 0.95..1.
+    out.pop("temperature", None)
+    top_p = out.get("top_p")
+    if top_p is not None and not 0.95 <= top_p <= 1:
+        del out["top_p"]
+    return True
+
+
+def _uncarried(
+    messages: list[Any], upstream_id: str
+) -> tuple[list[Any], dict[tuple[int, int], list[Any]]]:
+    """``messages`` with every tool-call id unwrapped (new dicts only where one changes), and
+    the thinking blocks each call carries for ``upstream_id`` by (message, call) position;
+    state made for another model is dropped."""
+    out: list[Any] = []
+    blocks: dict[tuple[int, int], list[Any]] = {}
+    for i, m in enumerate(messages):
+        if isinstance(m, dict):
+            calls = m.get("tool_calls")
+            if isinstance(calls, list) and any(_is_carried(c) for c in calls):
+                plain = []
+                for j, call in enumerate(calls):
+                    if _is_carried(call):
+                        call_id, state = carry.unwrap(call["id"])
+                        kept = _thinking_of(state, upstream_id)
+                        if kept:
+                            blocks[(i, j)] = kept
+                        call = {**call, "id": call_id}
+                    plain.append(call)
+                m = {**m, "tool_calls": plain}
+            ref = m.get("tool_call_id")
+            if isinstance(ref, str) and carry.MARK in ref:
+                m = {**m, "tool_call_id": carry.plain_id(ref)}
+        out.append(m)
+    return out, blocks
+
+
+def _is_carried(call: Any) -> bool:
+    return isinstance(call, dict) and isinstance(call.get("id"), str) and carry.MARK in call["id"]
+
+
+def _thinking_of(state: Mapping[str, Any] | None, upstream_id: str) -> list[Any]:
+    """The thinking blocks of a carried state when made by ``upstream_id`` (the id is the
+    client's: anything but thinking blocks is ignored)."""
+    if state is None or state.get("m") != upstream_id or not isinstance(state.get("a"), list):
+        return []
+    return [b for b in state["a"] if isinstance(b, dict) and b.get("type") in THINKING]
 
 
 def _url(provider: Provider) -> str:
@@ -239,7 +366,9 @@ def _tool_ids(messages: list[Any], pairs: shapes.ToolPairs) -> dict[tuple[int, i
     return ids
 
 
-def _messages(messages: list[Any]) -> list[dict[str, Any]]:
+def _messages(
+    messages: list[Any], thinking: Mapping[tuple[int, int], list[Any]]
+) -> list[dict[str, Any]]:
     pairs = shapes.ToolPairs.of(messages)
     ids = _tool_ids(messages, pairs)
     turns: list[tuple[str, list[Any]]] = []
@@ -250,12 +379,19 @@ def _messages(messages: list[Any]) -> list[dict[str, Any]]:
         if role == "user":
             turns.append(("user", _user_blocks(m.get("content"))))
         elif role == "assistant":
+            lead: list[Any] = []  # the first kept call's thinking: it opens the turn
+            first = True
             blocks: list[dict[str, Any]] = [
                 {"type": "text", "text": t} for t in shapes.text_parts(m.get("content"))
             ]
             for j, call in enumerate(m.get("tool_calls") or ()):
                 if pairs.call_kept(i, j):
                     fn = call["function"]
+                    carried = thinking.get((i, j), ())
+                    if first:
+                        lead, first = list(carried), False
+                    else:
+                        blocks.extend(carried)
                     blocks.append(
                         {
                             "type": "tool_use",
@@ -264,7 +400,7 @@ def _messages(messages: list[Any]) -> list[dict[str, Any]]:
                             "input": shapes.arguments_object(fn.get("arguments")),
                         }
                     )
-            turns.append(("assistant", blocks))
+            turns.append(("assistant", [*lead, *blocks]))
         elif role == "tool":
             if pairs.result_name(i) is not None:
                 turns.append(("user", [_tool_result(m, ids[pairs.result_call(i)])]))
@@ -316,22 +452,26 @@ def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completi
             f"Provider {provider.name!r} sent a response without message content.",
             provider=provider.name,
         )
-    json_tool = _wants_json_tool(request)
+    json_tool = _wants_json_tool(request, model)
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []  # since the last tool_use, as received
     for block in content:
         if not isinstance(block, dict):
             continue
-        if block.get("type") == "text" and isinstance(block.get("text"), str):
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
-        elif block.get("type") == "tool_use":
+        elif kind in THINKING:
+            thinking.append(block)
+        elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
             if json_tool and block.get("name") == JSON_TOOL:
                 texts.append(arguments)
             else:
-                calls.append(
-                    shapes.tool_call(str(block.get("id")), str(block.get("name")), arguments)
-                )
+                call_id = carried_id(str(block.get("id")), model.upstream_id, thinking)
+                calls.append(shapes.tool_call(call_id, str(block.get("name")), arguments))
+            thinking = []
     stop_reason = doc.get("stop_reason")
     finish = FINISH.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
     if json_tool and finish == "tool_calls":

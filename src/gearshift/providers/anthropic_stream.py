@@ -1,5 +1,6 @@
 """Anthropic → OpenAI, what comes back: the stream decoder on typed events, and what whole
-answers share with it (stop reasons, usage, the forced JSON tool, the error mapping).
+answers share with it (stop reasons, usage, the forced JSON tool, thinking blocks carried in
+tool-call ids, the error mapping).
 
 Each SSE event's data is decoded into one of the msgspec Structs below, tagged by its
 ``type`` (``message_start``, ``content_block_start``, ``content_block_delta``,
@@ -29,7 +30,7 @@ from gearshift.errors import (
     retry_after,
 )
 from gearshift.inbound.chat import ChatRequest
-from gearshift.providers import StreamState, shapes
+from gearshift.providers import StreamState, carry, shapes
 
 JSON_TOOL = "json_response"
 """The forced tool that carries a ``json_schema`` answer (its input is the JSON)."""
@@ -45,11 +46,26 @@ FINISH = {
 }
 
 
-def _wants_json_tool(request: ChatRequest) -> bool:
+THINKING = frozenset({"thinking", "redacted_thinking"})
+"""The blocks a tool loop must send back unmodified, in order (``providers.carry``)."""
+
+
+def _wants_json_tool(request: ChatRequest, model: Model) -> bool:
+    """Whether ``json_schema`` went as the forced tool: not for a reasoning model, which takes
+    native structured output (``output_config.format``) and refuses forced tool use."""
     fmt = request.body.get("response_format")
     return (
-        isinstance(fmt, dict) and fmt.get("type") == "json_schema" and not request.body.get("tools")
+        isinstance(fmt, dict)
+        and fmt.get("type") == "json_schema"
+        and not request.body.get("tools")
+        and model.spec.reasoning is None
     )
+
+
+def carried_id(call_id: str, upstream_id: str, thinking: list[dict[str, Any]]) -> str:
+    """The id a ``tool_use`` goes to the client with: its own, carrying the thinking blocks
+    that came before it since the previous ``tool_use`` (none: the id unchanged)."""
+    return carry.wrap(call_id, upstream_id, {"a": thinking}) if thinking else call_id
 
 
 def _usage(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,16 +110,22 @@ class _Message(msgspec.Struct):
 
 
 class _Block(msgspec.Struct):
-    type: str | None = None  # text, tool_use; thinking and later kinds are not translated
+    type: str | None = None  # text, tool_use, thinking, redacted_thinking; others ignored
     text: str | None = None
     id: str | None = None
     name: str | None = None
+    thinking: str | None = None
+    signature: str | None = None
+    data: str | None = None  # redacted_thinking: opaque
 
 
 class _Delta(msgspec.Struct):
-    type: str | None = None  # text_delta, input_json_delta; thinking, signature … ignored
+    # text_delta, input_json_delta, thinking_delta, signature_delta; citations … ignored
+    type: str | None = None
     text: str | None = None
     partial_json: str | None = None
+    thinking: str | None = None
+    signature: str | None = None
 
 
 class _Stop(msgspec.Struct):
@@ -198,8 +220,10 @@ class StreamDecoder:
         "_empty",
         "_json_tool",
         "_model",
+        "_open",
         "_provider",
         "_raw_usage",
+        "_thinking",
         "_tools",
         "_wants_usage",
         "state",
@@ -211,12 +235,16 @@ class StreamDecoder:
         self._model = model.upstream_id
         self._provider = model.provider.name
         self._wants_usage = request.client_wants_usage
-        self._json_tool = _wants_json_tool(request)
+        self._json_tool = _wants_json_tool(request, model)
         # Anthropic block index → OpenAI tool-call index (-1: the forced JSON tool)
         self._blocks: dict[int, int] = {}
         self._empty: set[int] = set()  # tool blocks that have sent no argument yet
         self._tools = 0
         self._raw_usage: dict[str, int] = {}
+        # Thinking blocks being streamed (block index → the block, its thinking pieces) and
+        # those complete since the last tool_use: the next tool call's id carries them.
+        self._open: dict[int, tuple[dict[str, Any], list[str]]] = {}
+        self._thinking: list[dict[str, Any]] = []
 
     def _malformed(self, what: str) -> bytes:
         self.state.error = ProtocolError(
@@ -315,6 +343,12 @@ class StreamDecoder:
         """A tool block that streamed no argument at all (a tool without parameters) still
         ends with arguments that parse: ``{}``, as the non-streamed answer has."""
         index = event.index
+        if index is not None and index in self._open:
+            block, pieces = self._open.pop(index)
+            if block["type"] == "thinking":
+                block["thinking"] = "".join(pieces)
+            self._thinking.append(block)
+            return b""
         if index is None or index not in self._empty:
             return b""
         self._empty.discard(index)
@@ -327,16 +361,27 @@ class StreamDecoder:
         block, index = event.content_block, event.index
         if block.type == "text":
             return chunks.delta({"content": block.text}) if block.text else b""
+        if block.type == "thinking":  # not part of the answer: kept for the next tool call
+            self._open[index] = (
+                {"type": "thinking", "thinking": "", "signature": block.signature or ""},
+                [block.thinking] if block.thinking else [],
+            )
+            return b""
+        if block.type == "redacted_thinking":
+            self._open[index] = ({"type": "redacted_thinking", "data": block.data or ""}, [])
+            return b""
         if block.type != "tool_use":
-            return b""  # thinking and other blocks: not part of the OpenAI answer
+            return b""  # other blocks: not part of the OpenAI answer
         self._empty.add(index)
+        thinking, self._thinking = self._thinking, []
         if self._json_tool and block.name == JSON_TOOL:
             self._blocks[index] = -1
             return b""
         k = self._tools
         self._tools += 1
         self._blocks[index] = k
-        call = shapes.tool_call(str(block.id), str(block.name), "")
+        call_id = carried_id(str(block.id), self._model, thinking)
+        call = shapes.tool_call(call_id, str(block.name), "")
         return chunks.delta({"tool_calls": [{"index": k, **call}]})
 
     def _delta(self, chunks: shapes.Chunks, event: _BlockDelta) -> bytes:
@@ -351,7 +396,14 @@ class StreamDecoder:
             if k < 0:  # the forced JSON tool: its input is the answer's content
                 return chunks.delta({"content": piece})
             return chunks.delta({"tool_calls": [{"index": k, "function": {"arguments": piece}}]})
-        return b""  # thinking, signature and citation deltas
+        if delta.type == "thinking_delta" or delta.type == "signature_delta":
+            opened = self._open.get(event.index) if event.index is not None else None
+            if opened is not None and opened[0]["type"] == "thinking":
+                if delta.thinking:
+                    opened[1].append(delta.thinking)
+                if delta.signature is not None:
+                    opened[0]["signature"] = delta.signature
+        return b""  # citation deltas, and thinking: never part of the answer
 
     def end(self) -> bytes:
         return b""  # complete only with message_stop
