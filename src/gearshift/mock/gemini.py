@@ -3,10 +3,21 @@
 Validation as strict as the real API (unknown fields, part oneofs, turn order, function
 call/response pairing), Google's error objects (401 is a 400 ``API_KEY_INVALID``), the
 response body and its stream: SSE with ``?alt=sse``, else one JSON array.
+
+Models of the current families (``gemini-3.*``, ``gemini-4-*``) think, as the real ones do,
+where gearshift depends on it: ``thinkingConfig`` is validated (budget and level together,
+or a level the model does not accept: 400 ``INVALID_ARGUMENT``), every answer reports
+``thoughtsTokenCount`` (more for a higher level), the first ``functionCall`` part of an
+answer carries a ``thoughtSignature`` (naming the model and a hash of the call), and a
+request whose latest model turn holds function calls is refused, as Gemini 3 refuses it,
+unless the first of them carries a signature of this model for that very call, or Google's
+placeholder ``skip_thought_signature_validator``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any, ClassVar, NoReturn
 
 import orjson
@@ -35,8 +46,35 @@ from gearshift.mock.flow import (
     _Stream,
 )
 
-GEMINI_MODEL_IDS: tuple[str, ...] = ("gemini-1.5-flash", "gemini-2.5-flash")
+GEMINI_MODEL_IDS: tuple[str, ...] = (
+    *("gemini-1.5-flash", "gemini-2.5-flash"),
+    *("gemini-4-carbon", "gemini-4-hydrogen", "gemini-3.8-flash", "gemini-3.5-flash-lite"),
+)
 """Model ids listed by ``GET /v1beta/models`` (generateContent accepts any model name)."""
+
+# Thinking models of the current families, by id prefix (the first match wins): the levels
+# each accepts and the level it runs at when none is sent (docs/research/models-gemini-*.md:
+# 3.8 Flash and Gemini 4 start at low and refuse minimal; Hydrogen and Neon add xhigh).
+_THINKERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("gemini-4-hydrogen", ("low", "medium", "high", "xhigh"), "high"),
+    ("gemini-4-neon", ("low", "medium", "high", "xhigh"), "high"),
+    ("gemini-4-", ("low", "medium", "high"), "medium"),
+    ("gemini-3.8-", ("low", "medium", "high"), "medium"),
+    ("gemini-3.7-", ("low", "medium", "high"), "medium"),
+    ("gemini-3.5-flash-lite", ("minimal", "low", "medium", "high"), "minimal"),
+    ("gemini-3.1-flash-lite", ("minimal", "low", "medium", "high"), "minimal"),
+    ("gemini-3.", ("minimal", "low", "medium", "high"), "medium"),
+)
+_LEVEL_THOUGHTS = {"minimal": 2, "low": 8, "medium": 24, "high": 64, "xhigh": 128}
+_THINKING_FIELDS = frozenset({"thinkingBudget", "thinkingLevel", "includeThoughts"})
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+"""Google's placeholder signature for a call the model did not make (accepted as valid)."""
+_MISSING_SIGNATURE = (
+    "Function call is missing a thought_signature in functionCall parts. This is required "
+    "for tools to work correctly, and missing thought_signature may lead to degraded model "
+    "performance. Additional data, function call `default_api:{name}` , position {position}. "
+    "Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+)
 
 _GEMINI_FIELDS = frozenset(
     {
@@ -241,6 +279,76 @@ def _check_generation(config: Any) -> None:
     )
 
 
+def _thinker(model: str) -> tuple[tuple[str, ...], str] | None:
+    """The levels a current-family model accepts and its default; None for older models."""
+    for prefix, levels, default in _THINKERS:
+        if model.startswith(prefix):
+            return levels, default
+    return None
+
+
+def _check_thinking(body: dict[str, Any], model: str) -> None:
+    config = body.get("generationConfig", {}).get("thinkingConfig")
+    if config is None:
+        return
+    where = "generation_config.thinking_config"
+    _require(isinstance(config, dict), f"Invalid value at '{where}': expected an object.")
+    for name in config:
+        if name not in _THINKING_FIELDS:
+            _unknown_field(name, where)
+    budget, level = config.get("thinkingBudget"), config.get("thinkingLevel")
+    _require(
+        budget is None or level is None,
+        "You can only set one of thinking budget and thinking level.",
+    )
+    msg = f"Invalid value at '{where}.thinking_budget' (TYPE_INT32), {budget!r}"
+    _require(budget is None or (isinstance(budget, int) and not isinstance(budget, bool)), msg)
+    if level is None:
+        return
+    kind = "type.googleapis.com/google.ai.generativelanguage.v1beta.ThinkingConfig.ThinkingLevel"
+    msg = f"Invalid value at '{where}.thinking_level' ({kind}), {level!r}"
+    _require(isinstance(level, str) and level.lower() in _LEVEL_THOUGHTS, msg)
+    thinker = _thinker(model)
+    if thinker is None:
+        return  # a test's own model name: any level
+    _require(
+        level.lower() in thinker[0],
+        f"Thinking level {level.upper()} is not supported for model {model}. Supported "
+        f"levels: {', '.join(a.upper() for a in thinker[0])}.",
+    )
+
+
+def _signature(model: str, call: dict[str, Any]) -> str:
+    """The mock's thought signature of ``call`` made by ``model``: opaque to clients, tied
+    to the model and to the call, as a real one is to the model's thoughts."""
+    digest = hashlib.sha256(
+        orjson.dumps([model, call.get("name"), call.get("args", {})], option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()[:16]
+    return base64.b64encode(f"mock-thought:{model}:{digest}".encode()).decode()
+
+
+def _check_signatures(body: dict[str, Any], model: str) -> None:
+    """Gemini 3's rule: the first function call of the latest model turn carries its
+    signature (only the first of parallel calls has one), or the placeholder."""
+    contents = body["contents"]
+    latest = next((c for c in reversed(contents) if c.get("role") == "model"), None)
+    if latest is None:
+        return
+    calls = [p for p in latest["parts"] if "functionCall" in p]
+    if not calls:
+        return
+    first = calls[0]
+    signature = first.get("thoughtSignature")
+    call = first["functionCall"]
+    if signature is None:
+        position = contents.index(latest) + 1
+        _fail(_MISSING_SIGNATURE.format(name=call["name"], position=position))
+    _require(
+        signature in (SKIP_SIGNATURE, _signature(model, call)),
+        "Corrupted thought signature.",
+    )
+
+
 def _check_gemini_tools(body: dict[str, Any]) -> None:
     tools = body.get("tools", [])
     _require(isinstance(tools, list), "Invalid value at 'tools': expected a list.")
@@ -297,8 +405,22 @@ def _gemini_tool(body: dict[str, Any]) -> str | None:
     return str(allowed[0]) if isinstance(allowed, list) and allowed else names[0]
 
 
-def _gemini_usage(model: str, prompt: int, candidates: int) -> dict[str, int]:
-    thoughts = _THOUGHT_TOKENS if "think" in model else 0
+def _thoughts(body: dict[str, Any], model: str) -> int:
+    """Thought tokens: a current-family model always thinks (at its level, or its default;
+    a ``thinkingBudget`` caps it, 0 turns it off); an older one when its name says ``think``."""
+    thinker = _thinker(model)
+    if thinker is None:
+        return _THOUGHT_TOKENS if "think" in model else 0
+    config = body.get("generationConfig", {}).get("thinkingConfig", {})
+    level = config.get("thinkingLevel")
+    thoughts = _LEVEL_THOUGHTS[level.lower() if isinstance(level, str) else thinker[1]]
+    budget = config.get("thinkingBudget")
+    if isinstance(budget, int) and budget >= 0:
+        thoughts = min(thoughts, budget)
+    return thoughts
+
+
+def _gemini_usage(prompt: int, candidates: int, thoughts: int, model: str) -> dict[str, int]:
     usage = {"promptTokenCount": prompt, "candidatesTokenCount": candidates}
     usage["totalTokenCount"] = prompt + candidates + thoughts
     if "cache" in model:
@@ -331,7 +453,12 @@ class _Gemini(_Api):
         if not _gemini_key_ok(request, settings):
             return _Problem(400, _KEY_INVALID_ERROR)
         try:
-            return _check_gemini(body)
+            checked = _check_gemini(body)
+            model = request.match_info["model"]
+            _check_thinking(checked, model)
+            if _thinker(model) is not None:
+                _check_signatures(checked, model)
+            return checked
         except _Invalid as exc:
             return _Problem(400, _google_error(400, "INVALID_ARGUMENT", str(exc)))
 
@@ -374,12 +501,16 @@ class _Gemini(_Api):
     def complete(self, request: web.Request, body: dict[str, Any], model: str, seq: int) -> Any:
         out = self._outcome(body, model)
         parts: list[dict[str, Any]]
+        thoughts = _thoughts(body, model)
         if out.tool is not None:
-            parts = [{"functionCall": {"name": out.tool, "args": _TOOL_INPUT}}]
+            call = {"name": out.tool, "args": _TOOL_INPUT}
+            parts = [{"functionCall": call}]
+            if _thinker(model) is not None:
+                parts[0]["thoughtSignature"] = _signature(model, call)
         else:
             parts = [{"text": out.text}]
         finish = "MAX_TOKENS" if out.truncated else "STOP"  # STOP for calls too, as Gemini does
-        usage = _gemini_usage(model, out.prompt, out.completion)
+        usage = _gemini_usage(out.prompt, out.completion, thoughts, model)
         return self._response(parts, finish, usage, model, seq)
 
     def stream(
@@ -394,7 +525,7 @@ class _Gemini(_Api):
             responses = []
             for k, chunk in enumerate(chunks, 1):
                 so_far = len("".join(chunks[:k]).split())  # usage is cumulative
-                usage = _gemini_usage(model, out.prompt, so_far)
+                usage = _gemini_usage(out.prompt, so_far, _thoughts(body, model), model)
                 last = finish if k == len(chunks) else None
                 responses.append(self._response([{"text": chunk}], last, usage, model, seq))
         *content, last_response = (orjson.dumps(r) for r in responses)

@@ -13,10 +13,19 @@ from Google's file store), so the attempt loop moves to another model. ``generat
 takes max tokens, temperature, top_p, stop (≤ 5), ``n`` (``candidateCount``), seed and JSON
 mode (``responseMimeType``, and ``responseSchema`` for ``json_schema``; beside tools an
 instruction instead, as Gemini refuses the pair); penalties are dropped (several models refuse
-them, even at 0). A conversation that ends on the model's turn gets a "Continue." user turn.
+them, even at 0); a model with a reasoning spec gets ``thinkingConfig`` (``_thinking``), a
+model without one never (the client's ``reasoning_effort`` is dropped). A conversation that
+ends on the model's turn gets a "Continue." user turn.
 Schemas are cut to the OpenAPI subset Gemini accepts (local ``$ref``s inlined, type lists →
 ``nullable``; ``$schema``, ``additionalProperties``, ``default``, ``strict`` … removed;
 property names are kept).
+
+Thought signatures (Gemini 3 and later refuse a tool loop whose calls come back without
+them) travel in the tool-call ids handed to the client (``providers.carry``): a signed
+``functionCall`` → an id carrying ``{"g": signature}`` for this upstream model; ids the client
+sends back are unwrapped (when ``ChatRequest.carried``), the signature restored on its call for
+the model that made it, and the first call of an assistant turn with none valid for a
+thinking target gets Google's placeholder (``SKIP_SIGNATURE``).
 
 Response and stream (Gemini → OpenAI): text parts → ``content`` (thought parts dropped), each
 ``functionCall`` → a whole tool call with an id of our own when Gemini gives none;
@@ -42,10 +51,11 @@ from urllib.parse import quote, unquote
 import msgspec
 import orjson
 
-from gearshift.config import Model, Provider
+from gearshift import reasoning
+from gearshift.config import EFFORT_RANK, Model, Provider
 from gearshift.errors import ProtocolError, Unsupported, UpstreamError
 from gearshift.inbound.chat import ChatRequest
-from gearshift.providers import Completion, Outbound, cached, gemini_stream, shapes
+from gearshift.providers import Completion, Outbound, cached, carry, gemini_stream, shapes
 
 # JSON Schema keywords outside the OpenAPI subset Gemini's ``parameters``/``responseSchema``
 # accept; removed at every depth.
@@ -265,13 +275,18 @@ def _scalar_size(value: Any) -> int:
 def encode_request(request: ChatRequest, model: Model) -> Outbound:
     body = request.body
     messages = body.get("messages") or []
+    signatures: dict[tuple[int, int], str] = {}
+    if request.carried:
+        signatures = _signatures(messages, model.upstream_id)
+        messages = carry.plain_messages(messages)
     out: dict[str, Any] = {}
     system = shapes.system_text(messages)
     if _json_mode(body) and body.get("tools"):
         system = (system + "\n\n" + shapes.JSON_INSTRUCTION).strip()
     if system:
         out["systemInstruction"] = {"parts": [{"text": system}]}
-    out["contents"] = _contents(messages)
+    # A thinking model refuses a call without a signature (below): placeholders for those.
+    out["contents"] = _contents(messages, signatures, model.spec.reasoning is not None)
     budget = SchemaBudget()  # what inlining may add, for the whole request
     tools = _tools(body.get("tools"), budget)
     if tools:
@@ -280,6 +295,9 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
         if config is not None:
             out["toolConfig"] = {"functionCallingConfig": config}
     generation = _generation(body, model.spec.max_output, budget)
+    thinking = _thinking(body, model)
+    if thinking is not None:
+        generation["thinkingConfig"] = thinking
     if generation:
         out["generationConfig"] = generation
     method = ":streamGenerateContent?alt=sse" if request.stream else ":generateContent"
@@ -344,6 +362,39 @@ def _generation(body: Mapping[str, Any], most: int, budget: SchemaBudget) -> dic
                 spec["schema"], "response_format.json_schema.schema", budget
             )
     return config
+
+
+# OpenAI effort → Gemini 3+ ``thinkingLevel`` (REST spells the levels in lower case). No
+# current model turns thinking off: ``none`` runs at the lowest level. ``effort_for`` has
+# already clamped the effort to the model's own list, so a level here is one it accepts.
+_LEVEL: Mapping[str, str] = {
+    "none": "minimal",
+    "minimal": "minimal",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "xhigh",
+}
+
+
+def _thinking(body: Mapping[str, Any], model: Model) -> dict[str, Any] | None:
+    """``thinkingConfig`` for a model with a reasoning spec: ``thinkingLevel`` (control
+    ``level``) or ``thinkingBudget`` (``budget``, Gemini 2.5), never both (Gemini answers 400
+    to both); None when no effort is asked for (the model's default runs) and for a model
+    without a reasoning spec (the client's ``reasoning_effort`` is dropped)."""
+    reasoning_spec = model.spec.reasoning
+    if reasoning_spec is None:
+        return None
+    effort = reasoning.effort_for(body, model)
+    if effort is None:
+        return None
+    if reasoning.control(model) == "budget":
+        return {"thinkingBudget": reasoning.GEMINI_BUDGET[effort]}
+    if effort == "max":  # no such level: the highest level the model accepts
+        levels = [e for e in reasoning_spec.efforts if e in _LEVEL]
+        top = max(levels, key=EFFORT_RANK.__getitem__, default="high")
+        return {"thinkingLevel": _LEVEL[top]}
+    return {"thinkingLevel": _LEVEL[effort]}
 
 
 def _json_mode(body: Mapping[str, Any]) -> bool:
@@ -419,7 +470,35 @@ def _function_response(message: Mapping[str, Any], name: str) -> dict[str, Any]:
     return {"functionResponse": {"name": name, "response": response}}
 
 
-def _contents(messages: list[Any]) -> list[dict[str, Any]]:
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+"""Google's documented placeholder ``thoughtSignature`` for a call the model did not make."""
+
+
+def _signatures(messages: list[Any], model: str) -> dict[tuple[int, int], str]:
+    """The thought signatures that ``model`` (an upstream id) made, carried in the ids of
+    assistant tool calls (``providers.carry``), by (message, call) position. A signature is
+    valid only for the model that made it: another model's are left out."""
+    out: dict[tuple[int, int], str] = {}
+    for i, m in enumerate(messages):
+        calls = m.get("tool_calls") if isinstance(m, dict) else None
+        for j, call in enumerate(calls if isinstance(calls, list) else ()):
+            call_id = call.get("id") if isinstance(call, dict) else None
+            if not isinstance(call_id, str) or carry.MARK not in call_id:
+                continue
+            state = carry.unwrap(call_id)[1]
+            if state is not None and state["m"] == model and isinstance(state.get("g"), str):
+                out[(i, j)] = state["g"]
+    return out
+
+
+def _contents(
+    messages: list[Any], signatures: Mapping[tuple[int, int], str], thinking: bool
+) -> list[dict[str, Any]]:
+    """Gemini's ``contents``. ``signatures``: the thought signature to send back on a call,
+    by (message, call) position; ``thinking``: the target is a thinking model (a reasoning
+    spec), whose first call of each assistant turn must carry a signature, else Gemini 3 and
+    later answer 400 ("Function call is missing a thought_signature"): a turn without a
+    valid one (another model's, or a client's own history) gets ``SKIP_SIGNATURE``."""
     pairs = shapes.ToolPairs.of(messages)
     turns: list[tuple[str, list[Any]]] = []
     order: dict[int, int] = {}  # id of a functionResponse part → position of its call
@@ -431,11 +510,19 @@ def _contents(messages: list[Any]) -> list[dict[str, Any]]:
             turns.append(("user", _user_parts(m.get("content"))))
         elif role == "assistant":
             parts: list[dict[str, Any]] = [{"text": t} for t in shapes.text_parts(m.get("content"))]
+            first = True
             for j, call in enumerate(m.get("tool_calls") or ()):
                 if pairs.call_kept(i, j):
                     fn = call["function"]
                     args = shapes.arguments_object(fn.get("arguments"))
-                    parts.append({"functionCall": {"name": fn["name"], "args": args}})
+                    part: dict[str, Any] = {"functionCall": {"name": fn["name"], "args": args}}
+                    signature = signatures.get((i, j))
+                    if signature is None and first and thinking:
+                        signature = SKIP_SIGNATURE
+                    if signature is not None:
+                        part["thoughtSignature"] = signature
+                    parts.append(part)
+                    first = False
             turns.append(("model", parts))
         elif role == "tool":
             name = pairs.result_name(i)
@@ -490,7 +577,7 @@ def decode_response(body: bytes, request: ChatRequest, model: Model) -> Completi
         for candidate in doc.candidates:
             parts = gemini_stream.parts(candidate)
             calls = [
-                gemini_stream.tool_call(p.function_call)
+                gemini_stream.tool_call(p.function_call, p.thought_signature, model.upstream_id)
                 for p in parts
                 if p.function_call is not None
             ]

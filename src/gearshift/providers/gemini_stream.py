@@ -20,7 +20,7 @@ from gearshift import sse
 from gearshift.config import Model
 from gearshift.errors import ProtocolError, UpstreamError, for_upstream_status, retry_after
 from gearshift.inbound.chat import ChatRequest
-from gearshift.providers import StreamState, shapes
+from gearshift.providers import StreamState, carry, shapes
 
 # ---------------------------------------------------------------- typed responses
 
@@ -35,6 +35,8 @@ class _Part(msgspec.Struct, rename="camel"):
     text: str | None = None
     thought: bool | None = None  # a thought summary: not part of the answer
     function_call: _FunctionCall | None = None
+    # Opaque, on (the first of) a thinking model's function calls: wanted back with the call.
+    thought_signature: str | None = None
 
 
 class _Content(msgspec.Struct):
@@ -120,9 +122,16 @@ def parts(candidate: _Candidate) -> list[_Part]:
     return (content.parts or []) if content is not None else []
 
 
-def tool_call(fn: _FunctionCall) -> dict[str, Any]:
+def tool_call(fn: _FunctionCall, signature: str | None, model: str) -> dict[str, Any]:
+    """The OpenAI tool call of a ``functionCall`` part (Gemini's id, else one of ours). A
+    part with a ``thoughtSignature`` gets an id carrying it for ``model`` (its upstream id):
+    the client sends the id back with the call, and ``gemini.encode_request`` restores the
+    signature from it (``providers.carry``)."""
+    call_id = fn.id or shapes.new_call_id()
+    if signature:
+        call_id = carry.wrap(call_id, model, {"g": signature})
     arguments = orjson.dumps(fn.args or {}).decode()
-    return shapes.tool_call(fn.id or shapes.new_call_id(), fn.name or "", arguments)
+    return shapes.tool_call(call_id, fn.name or "", arguments)
 
 
 def text(part: _Part) -> str:
@@ -212,7 +221,8 @@ class StreamDecoder:
                 pending = ""
             k = self._calls.get(index, 0)
             self._calls[index] = k + 1
-            out.append(chunks.delta({"tool_calls": [{"index": k, **tool_call(fn)}]}, index=index))
+            call = tool_call(fn, part.thought_signature, self._model)
+            out.append(chunks.delta({"tool_calls": [{"index": k, **call}]}, index=index))
         if pending:
             out.append(chunks.delta({"content": pending}, index=index))
         reason = candidate.finish_reason
