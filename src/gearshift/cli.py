@@ -170,15 +170,23 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def catalog_rows(config: Config) -> list[dict[str, object]]:
     """The resolved catalog, a row per model, cheapest tier first: what `gearshift catalog`
     prints (prices USD per 1M tokens; a price not set is the one it defaults to)."""
-    rows = []
+    rows: list[dict[str, object]] = []
     for m in sorted(config.models.values(), key=lambda m: (m.tier_rank, m.spec.price_out)):
         spec = m.spec
+        reasoning = spec.reasoning
         rows.append(
             {
                 "model": m.name,
                 "provider": m.provider.name,
                 "upstream_id": m.upstream_id,
                 "tier": m.tier,
+                "efforts": list(reasoning.efforts) if reasoning else [],
+                "default_effort": reasoning.default if reasoning else None,
+                "variants": {
+                    effort: {"tier": v.tier, "output_factor": v.output_factor}
+                    for effort, v in (reasoning.variants if reasoning else {}).items()
+                },
+                "api": spec.api if m.provider.kind == "openai" else None,
                 "offered": m.offered,
                 "price_in": spec.price_in,
                 "price_cached_in": spec.price_cached_in,
@@ -204,13 +212,21 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     def price(value: object) -> str:
         return "-" if value is None else f"{value:g}"
 
-    head = ["model", "provider", "tier", "in", "cached", "write", "out", "context", "max out",
-            "offered", "source", "checked"]  # fmt: skip
+    def efforts(row: dict[str, Any]) -> str:
+        """``low,medium*,high`` (``*``: the provider's default), then each variant
+        ``max->frontier x2``."""
+        names = [e + ("*" if e == row["default_effort"] else "") for e in row["efforts"]]
+        variants = [f"{e}->{v['tier']} x{v['output_factor']:g}" for e, v in row["variants"].items()]
+        return ",".join(names) + ("; " + "; ".join(variants) if variants else "") or "-"
+
+    head = ["model", "provider", "tier", "efforts", "in", "cached", "write", "out", "context",
+            "max out", "offered", "source", "checked"]  # fmt: skip
     table = [head] + [
         [
             str(r["model"]),
             str(r["provider"]),
             str(r["tier"]),
+            efforts(r),
             price(r["price_in"]),
             price(r["price_cached_in"]),
             price(r["price_cache_write_in"]),
@@ -227,7 +243,11 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     for row in table:
         line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
         sys.stdout.write(line.rstrip() + "\n")
-    sys.stdout.write("prices: USD per 1M tokens (cached: cached input; write: cache write)\n")
+    sys.stdout.write(
+        "prices: USD per 1M tokens (cached: cached input; write: cache write); efforts: "
+        "* the provider's default, effort->tier xN a variant the planner may choose "
+        "(N: its output against the default)\n"
+    )
     return 0
 
 
@@ -274,7 +294,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(run_demo())
+        return loop.run_until_complete(run_demo(catalog=args.catalog))
     finally:
         loop.close()
 
@@ -450,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     mock.set_defaults(func=cmd_mock_upstream)
 
     demo = sub.add_parser("demo", help="run gearshift against built-in mock providers")
+    demo.add_argument(
+        "--catalog",
+        choices=("default", "2024"),
+        default="default",
+        help="today's catalog (default) or the seed's 2024 table (an example config now)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     route = sub.add_parser("route", help="show the routing decision for one request")

@@ -12,13 +12,47 @@ from typing import Any, TextIO
 import aiohttp
 from aiohttp import web
 
-from gearshift.config import load
+from gearshift.config import catalog_2024, load
 from gearshift.mock import MockSettings, start_mock
 from gearshift.providers import REGISTRY
 from gearshift.serve.app import create_app
 
-# (requested model, prompt, stream[, extra headers])
+# (requested model, prompt, stream[, extra headers[, extra body]])
 WORKLOAD: list[tuple[Any, ...]] = [
+    (
+        "auto",
+        "Classify the sentiment of this review as positive or negative: "
+        "'The battery lasts all day and the screen is gorgeous.'",
+        False,
+    ),
+    ("gpt-6.2-sol", "Extract the invoice number from: 'Invoice INV-2231, due 2026-12-01'.", False),
+    # Frontier work: Sonnet 5.5 at max effort meets the frontier tier for less (a variant).
+    (
+        "gpt-6.2-astra",
+        "Prove that for every integer n > 1 the harmonic sum 1 + 1/2 + ... + 1/n is never an "
+        "integer.",
+        True,
+    ),
+    ("auto", "Translate 'Where is the train station?' into French.", True),
+    # The client's reasoning_effort is a ceiling: no variant above it, and it is what is sent.
+    (
+        "claude-opus-5-5",
+        "This Go code deadlocks under load when two transfers run in opposite directions; "
+        "find the bug and fix it:\n```go\nfunc transfer(a, b *Account, amt int) {\n"
+        "  a.mu.Lock()\n  b.mu.Lock()\n  a.bal -= amt\n  b.bal += amt\n  b.mu.Unlock()\n"
+        "  a.mu.Unlock()\n}\n```",
+        False,
+        None,
+        {"reasoning_effort": "low"},
+    ),
+    ("gemini-4-hydrogen", "Summarize in one sentence: the meeting moved to Thursday at 3pm.", True),
+    # Pinned: no rerouting, so the answer comes from Anthropic's wire format, streamed.
+    ("claude-sonnet-5-5", "Write a haiku about rain.", True, {"x-gearshift-route": "pin"}),
+    # The 2024 default, withdrawn since: not in today's catalog.
+    ("gpt-4o", "This model is not in the catalog any more.", False),
+]
+# The same story on the seed's 2024 catalog (`gearshift demo --catalog 2024`).
+WORKLOAD_2024: list[tuple[Any, ...]] = [
     (
         "auto",
         "Classify the sentiment of this review as positive or negative: "
@@ -33,16 +67,7 @@ WORKLOAD: list[tuple[Any, ...]] = [
         True,
     ),
     ("auto", "Translate 'Where is the train station?' into French.", True),
-    (
-        "gpt-4o",
-        "This Go code deadlocks under load when two transfers run in opposite directions; "
-        "find the bug and fix it:\n```go\nfunc transfer(a, b *Account, amt int) {\n"
-        "  a.mu.Lock()\n  b.mu.Lock()\n  a.bal -= amt\n  b.bal += amt\n  b.mu.Unlock()\n"
-        "  a.mu.Unlock()\n}\n```",
-        False,
-    ),
     ("gpt-4o-mini", "Summarize in one sentence: the meeting moved to Thursday at 3pm.", True),
-    # Pinned: no rerouting, so the answer comes from Anthropic's wire format, streamed.
     ("claude-3-5-sonnet", "Write a haiku about rain.", True, {"x-gearshift-route": "pin"}),
     ("gpt-5-ultra", "This model does not exist in the catalog.", False),
 ]
@@ -59,12 +84,18 @@ class Row:
     provider: str = "-"
     tier: str = "-"
     score: str = "-"
+    effort: str = "-"
     cost: float = 0.0
     baseline: float = 0.0
 
 
 async def _send(
-    client: Any, requested: str, prompt: str, stream: bool, headers: dict[str, str] | None = None
+    client: Any,
+    requested: str,
+    prompt: str,
+    stream: bool,
+    headers: dict[str, str] | None = None,
+    body: dict[str, Any] | None = None,
 ) -> Row:
     import openai
 
@@ -80,6 +111,7 @@ async def _send(
                 stream=True,
                 stream_options={"include_usage": True},
                 extra_headers=headers,
+                extra_body=body,
             )
             text = []
             async for chunk in raw.parse():
@@ -89,7 +121,9 @@ async def _send(
                 money = (chunk.model_extra or {}).get("gearshift") or money
             answer = "".join(text)
         else:
-            raw = await create(model=requested, messages=messages, extra_headers=headers)
+            raw = await create(
+                model=requested, messages=messages, extra_headers=headers, extra_body=body
+            )
             answer = raw.parse().choices[0].message.content or ""
             money = {
                 "cost_usd": float(raw.headers.get("x-gearshift-cost-usd", 0)),
@@ -115,6 +149,7 @@ async def _send(
         provider=h.get("x-gearshift-provider", "?"),
         tier=h.get("x-gearshift-tier", "?"),
         score=h.get("x-gearshift-score", "?"),
+        effort=h.get("x-gearshift-effort", "-"),
         cost=float(money.get("cost_usd", 0)),
         baseline=float(money.get("baseline_usd", 0)),
     )
@@ -129,6 +164,7 @@ def _print_table(rows: list[Row], out: TextIO) -> None:
         "score",
         "tier",
         "served by",
+        "effort",
         "ms",
         "cost $",
         "as asked $",
@@ -143,6 +179,7 @@ def _print_table(rows: list[Row], out: TextIO) -> None:
             r.score,
             r.tier,
             f"{r.model} ({r.provider})" if r.provider != "-" else r.model,
+            r.effort,
             f"{r.ms:.0f}",
             f"{r.cost:.6f}",
             f"{r.baseline:.6f}",
@@ -189,8 +226,9 @@ def _print_savings(stats: dict[str, Any], out: TextIO) -> None:
             out.write("  ".join("-" * w for w in widths) + "\n")
 
 
-async def run_demo(out: TextIO = sys.stdout) -> int:
-    """Run the demo; 0 when every request behaved as expected."""
+async def run_demo(out: TextIO = sys.stdout, catalog: str = "default") -> int:
+    """Run the demo on today's catalog (or the seed's, ``catalog="2024"``); 0 when every
+    request behaved as expected."""
     try:
         from openai import AsyncOpenAI
     except ImportError:
@@ -209,7 +247,9 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
         "GEARSHIFT_ANTHROPIC_BASE_URL": f"{mock}/v1",
         "GEARSHIFT_GEMINI_BASE_URL": f"{mock}/v1beta",
     }
-    config = load(None, environ=environ, kinds=REGISTRY.keys())
+    base = catalog_2024() if catalog == "2024" else None
+    config = load(None, environ=environ, kinds=REGISTRY.keys(), base=base)
+    workload = WORKLOAD_2024 if catalog == "2024" else WORKLOAD
     runner = web.AppRunner(create_app(config), access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -220,14 +260,14 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
         "(30 ms per answer); "
         f"gearshift on 127.0.0.1:{port}\n"
     )
-    out.write("offered: " + ", ".join(m.name for m in config.offered) + "\n")
+    out.write("offered: " + ", ".join(m.label for m in config.offered) + "\n")
     for model in config.models.values():
         if not model.offered:
             out.write(f"not offered: {model.name} ({model.why_not})\n")
     out.write("\n")
     client = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo", max_retries=0)
     try:
-        rows = [await _send(client, *job) for job in WORKLOAD]
+        rows = [await _send(client, *job) for job in workload]
         async with (
             aiohttp.ClientSession() as session,
             session.get(f"http://127.0.0.1:{port}/gearshift/stats") as resp,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -15,9 +16,25 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
+import gearshift
 from gearshift.mock import MOCK_STATE
 
 GEARSHIFT = [sys.executable, "-m", "gearshift"]
+# The 2024 catalog (an example config): the tests that name models are written against it.
+CATALOG_2024 = Path(gearshift.__file__).parent / "catalog_2024.toml"
+
+
+def _on_2024(extra: str = "", *, top: str = "") -> str:
+    """A config file of the 2024 catalog: ``top`` (top-level keys) before it, ``extra``
+    (tables) after it; ``extra``'s [[models]] replace the catalog's of the same name, as a
+    file merged over the catalog would (one file cannot name a model twice)."""
+    replaced = set(re.findall(r"^\[\[models\]\]\nname = '([^']+)'", extra, re.M))
+    kept = [
+        chunk
+        for chunk in CATALOG_2024.read_text().split("\n\n")
+        if not (chunk.startswith("[[models]]\n") and chunk.split('"')[1] in replaced)
+    ]
+    return top + "\n\n".join(kept) + "\n" + extra
 
 
 async def _run(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, str, str]:
@@ -86,7 +103,7 @@ async def _serve(
 async def served(
     mock_upstream: TestServer, unused_port: int
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    async with _serve(mock_upstream, unused_port) as running:
+    async with _serve(mock_upstream, unused_port, "--config", str(CATALOG_2024)) as running:
         yield running
 
 
@@ -147,10 +164,10 @@ async def test_sigterm_drains_streams_in_flight(
     """Streams in flight finish after SIGTERM; past the grace period they end with an
     explicit error event, never a clean end; either way the process exits 0."""
     mock_upstream.app[MOCK_STATE].settings.chunk_delay_ms = 60  # ~15 events: ~0.9 s
-    args: list[str] = []
+    args = ["--config", str(CATALOG_2024)]
     if grace is not None:
         config = tmp_path / "gearshift.toml"
-        config.write_text(f"[server]\nshutdown_grace = {grace}\n")
+        config.write_text(_on_2024(f"[server]\nshutdown_grace = {grace}\n"))
         args = ["--config", str(config)]
     async with (
         _serve(mock_upstream, unused_port, *args) as (proc, base),
@@ -307,16 +324,31 @@ async def test_demo_runs_end_to_end_with_no_keys() -> None:
     env = {"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": "", "GEMINI_API_KEY": ""}
     code, out, err = await _run("demo", env=env)
     assert code == 0, err
-    assert "served by" in out
-    assert "(gemini)" in out, "light work goes to the cheapest light model: Gemini Flash"
-    assert "gpt-4o (openai)" in out, "hard work stays on the cheapest frontier model"
-    assert "claude-3-5-sonnet (anthropic)" in out, "the pinned request is served by Anthropic"
+    table = out.split("savings")[0].splitlines()
+    rows = {line.split()[0]: line for line in table if line[:1].isdigit()}
+    assert "gpt-6-luna (openai)" in rows["1"], "light work goes to the cheapest light model"
+    # Frontier work asked of GPT-6.2 Astra: Sonnet 5.5 at max effort meets it for less.
+    assert "claude-sonnet-5-5 (anthropic)  max" in rows["3"]
+    # The client's reasoning_effort is a ceiling: no variant above it, and it is what runs.
+    assert "claude-opus-5-5 (anthropic)    low" in rows["5"]
+    assert "claude-sonnet-5-5 (anthropic)" in rows["7"], "the pinned request is served by it"
+    assert " 404 " in rows["8"], "the 2024 default gpt-4o is not in today's catalog"
     assert "7 of 8 answered" in out
     # the savings table from gearshift's own accounting: shifting down saved something
     total = next(line for line in out.splitlines() if line.startswith("total "))
     assert total.split()[1] == "7"
     assert float(total.split()[4]) > 0
     assert "Traceback" not in err
+
+
+async def test_demo_still_tells_the_2024_story() -> None:
+    env = {"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": "", "GEMINI_API_KEY": ""}
+    code, out, err = await _run("demo", "--catalog", "2024", env=env)
+    assert code == 0, err
+    assert "(gemini)" in out, "light work goes to the cheapest light model: Gemini Flash"
+    assert "gpt-4o (openai)" in out, "hard work stays on the cheapest frontier model"
+    assert "claude-3-5-sonnet (anthropic)" in out, "the pinned request is served by Anthropic"
+    assert "6 of 7 answered" in out
 
 
 async def test_mock_upstream_command_serves_the_openai_format(unused_port: int) -> None:
@@ -356,13 +388,13 @@ async def test_catalog_prints_the_resolved_catalog_with_a_price_file(tmp_path: P
     entry = {"input_cost_per_token": 2e-07, "output_cost_per_token": 8e-07}
     prices.write_bytes(orjson.dumps({"gpt-4o-mini": {**entry, "litellm_provider": "openai"}}))
     config = tmp_path / "g.toml"
-    config.write_text(f"price_file = '{prices}'\n")
+    config.write_text(_on_2024(top=f"price_file = '{prices}'\n"))
     code, out, err = await _run("catalog", "--config", str(config))
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split()[:4] == ["model", "provider", "tier", "in"]
+    assert lines[0].split()[:5] == ["model", "provider", "tier", "efforts", "in"]
     (mini,) = [line for line in lines if line.startswith("gpt-4o-mini ")]
-    assert mini.split()[3] == "0.2"
+    assert mini.split()[3:5] == ["-", "0.2"]  # no efforts: not a reasoning model
     assert "price file model_prices_and_context_window.json" in mini
     code, out, _ = await _run("catalog", "--config", str(config), "--json")
     rows = {row["model"]: row for row in orjson.loads(out)}
@@ -374,8 +406,9 @@ async def test_catalog_prints_the_resolved_catalog_with_a_price_file(tmp_path: P
 async def test_doctor_checks_the_catalog_against_each_providers_model_list(
     mock_upstream: TestServer, tmp_path: Path
 ) -> None:
-    """The mock lists gpt-4o, gpt-4o-mini (OpenAI), two Claude ids (Anthropic) and
-    gemini-1.5-flash, gemini-2.5-flash (Gemini), each in its API's shape."""
+    """The mock lists gpt-4o, gpt-4o-mini and the four GPT-6 ids (OpenAI), two Claude 3 and
+    three Claude 5.5 ids (Anthropic), gemini-1.5-flash, gemini-2.5-flash and the four
+    current Gemini ids (Gemini), each in its API's shape."""
     base = str(mock_upstream.make_url(""))
     env = {
         "OPENAI_API_KEY": "sk-doctor-0123456789",
@@ -390,19 +423,19 @@ async def test_doctor_checks_the_catalog_against_each_providers_model_list(
     prices.write_bytes(orjson.dumps({"gpt-4o-mini": {**entry, "litellm_provider": "openai"}}))
     config = tmp_path / "g.toml"
     config.write_text(
-        "[[models]]\nname = 'gpt-4o'\nprovider = 'openai'\ntier = 'frontier'\n"
-        "price_in = 2.5\nprice_out = 10\nretires = '2027-01-14'\n"
-        "[[models]]\nname = 'claude-3-5-sonnet'\nprovider = 'anthropic'\n"
-        "upstream_id = 'claude-3-5-sonnet-20241022'\ntier = 'frontier'\nprice_in = 3\n"
-        "price_out = 15\nretires = '2025-10-28'\n"
+        _on_2024(
+            "[[models]]\nname = 'gpt-4o'\nprovider = 'openai'\ntier = 'frontier'\n"
+            "price_in = 2.5\nprice_out = 10\nretires = '2027-01-14'\n"
+            "[[models]]\nname = 'claude-3-5-sonnet'\nprovider = 'anthropic'\n"
+            "upstream_id = 'claude-3-5-sonnet-20241022'\ntier = 'frontier'\nprice_in = 3\n"
+            "price_out = 15\nretires = '2025-10-28'\n"
+        )
     )
-    code, out, err = await _run(
-        "doctor", "--config", str(config), "--prices", str(prices), env=env
-    )
+    code, out, err = await _run("doctor", "--config", str(config), "--prices", str(prices), env=env)
     assert code == 1, err
     lines = out.splitlines()
-    for name in ("openai", "anthropic", "gemini"):
-        assert f"provider {name}: 2 models listed for this key" in lines
+    for name, listed in (("openai", 6), ("anthropic", 5), ("gemini", 6)):
+        assert f"provider {name}: {listed} models listed for this key" in lines
     report = {line.split()[0].rstrip(":"): line for line in lines if line.startswith("  ")}
     assert "NOT LISTED" in report["gemini-1.5-pro"]  # the mock's Gemini list lacks it
     assert report["gemini-1.5-flash"] == "  gemini-1.5-flash: ok"
@@ -420,7 +453,7 @@ async def test_doctor_checks_the_catalog_against_each_providers_model_list(
     )
     code, out, _ = await _run("doctor", "--config", str(config), env=env)
     assert out.splitlines() == [
-        "provider openai: 2 models listed for this key",
+        "provider openai: 6 models listed for this key",
         "  mini: ok",
         "no problems",
     ]

@@ -309,7 +309,14 @@ async def test_models_listing(aiohttp_client: Any) -> None:
     async with client.get("/v1/models") as resp:
         data = await resp.json()
     assert data["object"] == "list"
-    assert [m["id"] for m in data["data"]] == ["gpt-4o", "gpt-4o-mini"]
+    assert [m["id"] for m in data["data"]] == [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-6.2-astra",
+        "gpt-6.2-sol",
+        "gpt-6.1-terra",
+        "gpt-6-luna",
+    ]
     assert data["data"][0] == {
         "id": "gpt-4o",
         "object": "model",

@@ -4,7 +4,10 @@
 three wire protocols, each in its real shapes (JSON answers, SSE streams, error objects):
 
 - OpenAI Chat Completions: ``POST /v1/chat/completions`` (``Authorization: Bearer``), and
-  ``GET /v1/models``.
+  ``GET /v1/models``; the Responses API, ``POST /v1/responses`` (whole and streamed, the full
+  event sequence), which the GPT-6 models need for tools with reasoning (on chat, ``gpt-6*``
+  ids refuse ``max_tokens`` and function tools with an effort other than ``none``, as
+  OpenAI does).
 - Anthropic Messages: ``POST /v1/messages`` (``x-api-key``; ``anthropic-version`` required),
   streaming named events (``message_start`` ... ``message_stop``).
 - Gemini v1beta: ``POST /v1beta/models/{model}:generateContent`` and
@@ -14,6 +17,10 @@ three wire protocols, each in its real shapes (JSON answers, SSE streams, error 
 The OpenAI routes also answer without the ``/v1`` prefix, as does ``/messages``. Anthropic and
 Gemini requests are validated as strictly as the real APIs (role order, tool call/result
 pairing, empty content, unknown fields...), so a buggy translator gets the provider's own 400.
+The current reasoning families (Claude 5.x, Gemini 3.x/4) are as strict as their providers
+about reasoning: sampling parameters and forced tools refused (Claude), thinking levels each
+model accepts (Gemini), and a tool loop whose thinking block or thought signature did not
+come back is refused with the provider's 400.
 
 Every API answers ``"Mock answer from {model}: "`` plus the first 12 words of the last user
 text (cut to the max-tokens limit), or a call of the requested/first tool with arguments
