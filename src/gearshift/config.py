@@ -23,6 +23,7 @@ import msgspec
 
 from gearshift import config_checks as checks
 from gearshift.config_checks import ConfigError as ConfigError
+from gearshift.serve.store import StoreSpec
 
 Capability = Literal["tools", "vision", "json_schema", "streaming"]
 # Every number has a lower and an upper bound: TOML (and YAML) can write inf and nan, and
@@ -185,6 +186,19 @@ class ModelSpec(_Strict, frozen=True):
     api: Literal["chat", "responses"] = "chat"
 
 
+class EmbeddingSpec(_Strict, frozen=True):
+    """An embedding model (``POST /v1/embeddings``): no tier, no routing; USD per 1M input
+    tokens."""
+
+    name: str
+    provider: str
+    price_in: Price
+    upstream_id: str | None = None
+    enabled: bool = True
+    source: str | None = None
+    checked: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+
+
 class ServerSpec(_Strict, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
@@ -216,6 +230,18 @@ class ThresholdSpec(_Strict, frozen=True):
     frontier: Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
+class StickySpec(_Strict, frozen=True):
+    """Sticky routing (``routing/sticky.py``): a conversation's turns stay on the model that
+    served its previous turn, so the provider's prompt cache keeps hitting, unless the
+    required tier rises above it. ``ttl``: seconds a session is remembered after its last
+    answer; ``max_sessions``: sessions remembered per process (least recently answered
+    forgotten first; about 250 bytes each: 25 MB at the default)."""
+
+    enabled: bool = True
+    ttl: Seconds = 3600.0
+    max_sessions: Count = 100_000
+
+
 class RoutingSpec(_Strict, frozen=True):
     """How requests are routed. ``auto`` (and ``auto_aliases``) choose freely; a concrete
     model is the ceiling; ``gearshift/<tier>`` asks for a tier."""
@@ -229,6 +255,7 @@ class RoutingSpec(_Strict, frozen=True):
     allow_upgrade: bool = False  # may a concrete request go to a higher tier than its model?
     expected_output_tokens: Tokens = 400  # for cost estimates without max_tokens
     baseline_model: str | None = None  # what `auto` is compared with; default: the priciest
+    sticky: StickySpec = msgspec.field(default_factory=StickySpec)
 
 
 class BreakerSpec(_Strict, frozen=True):
@@ -282,6 +309,11 @@ class ConfigFile(_Strict, frozen=True):
     price_file: str | None = None
     providers: list[AnyProviderSpec] = []
     models: list[ModelSpec] = []
+    # Models POST /v1/embeddings passes requests to (no routing), on OpenAI-compatible
+    # providers; priced per input token.
+    embeddings: list[EmbeddingSpec] = []
+    # The Responses API's store (previous_response_id, retrieve, delete): embedded SQLite.
+    store: StoreSpec = msgspec.field(default_factory=StoreSpec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +373,8 @@ class Config:
     # PROMETHEUS_MULTIPROC_DIR, set by `serve --workers` for its workers: metrics are
     # summed over every worker through it.
     metrics_dir: str | None = None
+    embeddings: Mapping[str, Model] = field(default_factory=dict)
+    store: StoreSpec = field(default_factory=StoreSpec)
 
     def redacted(self) -> dict[str, object]:
         """The resolved configuration as plain data with every secret replaced by ``***``."""
@@ -509,9 +543,11 @@ def resolve(
         base = base or default_catalog()
         provider_specs = _merge(list(base.providers), list(raw.providers), "providers", source)
         model_specs = _merge(list(base.models), list(raw.models), "models", source)
+        embedding_specs = _merge(list(base.embeddings), list(raw.embeddings), "embeddings", source)
     else:
         provider_specs = _merge([], list(raw.providers), "providers", source)
         model_specs = _merge([], list(raw.models), "models", source)
+        embedding_specs = _merge([], list(raw.embeddings), "embeddings", source)
 
     keys = [Secret(k) for k in checks.proxy_keys_from_env(environ)]
     for i, ref in enumerate(raw.server.api_keys):
@@ -628,6 +664,51 @@ def resolve(
             why_not=why_not,
         )
 
+    embeddings: dict[str, Model] = {}
+    for espec, where in embedding_specs:
+        assert isinstance(espec, EmbeddingSpec)
+        checks.check_name(espec.name, f"{where}.name")
+        if espec.name in models:
+            raise ConfigError(f"{where}.name: {espec.name!r} is also a chat model's name")
+        provider = providers.get(espec.provider)
+        if provider is None:
+            raise ConfigError(f"{where}.provider: unknown provider {espec.provider!r}")
+        if provider.kind != "openai":
+            raise ConfigError(
+                f"{where}.provider: embeddings are passed to OpenAI-compatible providers only "
+                f"({espec.provider!r} is {provider.kind!r})"
+            )
+        why_not = None
+        if not espec.enabled:
+            why_not = "disabled in the configuration"
+        elif provider.name in unusable and not assume_keys:
+            why_not = f"provider {provider.name!r}: {unusable[provider.name]}"
+        elif provider.api_key is None and not assume_keys and not _has_credential(provider):
+            why_not = (
+                f"provider {provider.name!r} has no API key ({provider.spec.api_key or 'none set'})"
+            )
+        spec = ModelSpec(
+            name=espec.name,
+            provider=espec.provider,
+            tier=raw.routing.tiers[0],
+            price_in=espec.price_in,
+            price_out=0.0,
+            upstream_id=espec.upstream_id,
+            capabilities=[],
+            source=espec.source,
+            checked=espec.checked,
+        )
+        embeddings[espec.name] = Model(
+            name=espec.name,
+            upstream_id=espec.upstream_id or espec.name,
+            provider=provider,
+            tier=spec.tier,
+            tier_rank=0,
+            spec=spec,
+            offered=why_not is None,
+            why_not=why_not,
+        )
+
     for key in ("default_model", "baseline_model"):
         name = getattr(raw.routing, key)
         if name is not None and name not in models:
@@ -650,6 +731,8 @@ def resolve(
         offered=tuple(_with_variants([m for m in models.values() if m.offered], ranks)),
         reliability=raw.reliability,
         metrics_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        embeddings=embeddings,
+        store=raw.store,
     )
 
 

@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler
 from gearshift.mock.anthropic import _Anthropic, anthropic_models
 from gearshift.mock.flow import _INVALID, MOCK_STATE, MockSettings, MockState, _json
 from gearshift.mock.gemini import _Gemini, _gemini_models
-from gearshift.mock.openai import _err, _models, _OpenAI
+from gearshift.mock.openai import _err, _models, _OpenAI, embeddings
 from gearshift.mock.openai_responses import _Responses
 
 _SETTING_NAMES = frozenset(f.name for f in fields(MockSettings))
@@ -96,6 +96,7 @@ def create_mock_app(settings: MockSettings | None = None) -> web.Application:
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", openai.handle)
         app.router.add_post(f"{prefix}/responses", responses.handle)
+        app.router.add_post(f"{prefix}/embeddings", embeddings)
         app.router.add_get(f"{prefix}/models", _v1_models)
         app.router.add_post(f"{prefix}/messages", anthropic.handle)
     for method in ("generateContent", "streamGenerateContent"):

@@ -10,6 +10,8 @@ whose id starts with ``gpt-6`` are as strict as OpenAI's: ``max_tokens`` is a 40
 
 from __future__ import annotations
 
+import hashlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,6 +23,7 @@ from gearshift.mock.flow import (
     _TOOL_ARGUMENTS,
     MOCK_STATE,
     MockSettings,
+    RecordedRequest,
     _Api,
     _chunks,
     _is_int,
@@ -297,3 +300,50 @@ async def _models(request: web.Request) -> web.Response:
         return _json(problem, 401)
     model = {"object": "model", "created": _MODEL_CREATED, "owned_by": "mock"}
     return _json({"object": "list", "data": [{"id": m, **model} for m in MODEL_IDS]})
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    """``POST /v1/embeddings``: OpenAI's list of ``embedding`` objects, one per input (a
+    string, a list of strings, or token arrays), each a small deterministic unit vector
+    (``dimensions`` long, default 8) drawn from the input's hash; usage counts four
+    characters a token. Recorded like the chat requests."""
+    state = request.app[MOCK_STATE]
+    problem = _auth_error(request, state.settings)
+    if problem is not None:
+        return _json(problem, 401)
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        return _json(_embedding_error("'model' and 'input' are required."), 400)
+    state.requests.append(
+        RecordedRequest(
+            path=request.path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            query=request.query_string,
+        )
+    )
+    raw = body.get("input")
+    inputs = [raw] if isinstance(raw, str) else raw
+    if not isinstance(inputs, list) or not inputs:
+        return _json(_embedding_error("'input' must be a string or a non-empty array."), 400)
+    size = body.get("dimensions", 8)
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 4096:
+        return _json(_embedding_error("'dimensions' must be an integer from 1 to 4096."), 400)
+    data, tokens = [], 0
+    for i, item in enumerate(inputs):
+        text = item if isinstance(item, str) else " ".join(str(t) for t in item)
+        tokens += max(1, len(text) // 4)
+        seed = hashlib.sha256(text.encode()).digest()
+        vector = [(seed[j % 32] - 127.5) / 127.5 for j in range(size)]
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        data.append({"object": "embedding", "index": i, "embedding": [v / norm for v in vector]})
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return _json({"object": "list", "data": data, "model": body["model"], "usage": usage})
+
+
+def _embedding_error(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error", "param": "input",
+                      "code": None}}  # fmt: skip

@@ -41,7 +41,7 @@ class Metrics:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._dir = config.metrics_dir
-        self._models = frozenset(config.models)
+        self._models = frozenset(config.models) | frozenset(config.embeddings)
         self._requested = (
             self._models
             | frozenset(config.routing.auto_aliases)
@@ -73,6 +73,22 @@ class Metrics:
             "gearshift_tokens",
             "Tokens by kind (prompt, cached, cache_write, completion, reasoning).",
             ["model", "kind"],
+            registry=r,
+        )
+        # The prompt cache's share is ``gearshift_tokens{kind="cached"}`` over
+        # ``{kind="prompt"}``; these split both by how stickiness went, to show what it buys.
+        self.sticky = Counter(
+            "gearshift_sticky",
+            "Requests with a session, by how sticky routing went: hit (the session's model "
+            "answered again), miss (it went first, another answered or none), moved (it no "
+            "longer met the request), new (no model on record).",
+            ["result"],
+            registry=r,
+        )
+        self.sticky_tokens = Counter(
+            "gearshift_sticky_tokens",
+            "Prompt and cached prompt tokens of requests with a session, by sticky result.",
+            ["result", "kind"],
             registry=r,
         )
         self.overhead = Histogram(
@@ -171,6 +187,12 @@ class Metrics:
             for kind, n in a.tokens.by_kind():
                 if n:
                     child(self.tokens, model, kind).inc(n)
+        sticky = ex.sticky
+        if sticky is not None:
+            child(self.sticky, sticky).inc()
+            if a is not None:
+                child(self.sticky_tokens, sticky, "prompt").inc(a.tokens.prompt)
+                child(self.sticky_tokens, sticky, "cached").inc(a.tokens.cached)
 
     def breaker_changed(self, breaker: Breaker, old: int) -> None:
         provider, _, model = breaker.name.partition("/")

@@ -167,7 +167,7 @@ def encode_request(request: ChatRequest, model: Model) -> Outbound:
     provider = model.provider
     return Outbound(
         url=cached(provider, "anthropic.url", _url),
-        headers=cached(provider, "anthropic.headers", _headers),
+        headers=_with_beta(cached(provider, "anthropic.headers", _headers), request.hints),
         body=orjson.dumps(out),
     )
 
@@ -246,15 +246,31 @@ def _is_carried(call: Any) -> bool:
 
 
 def _thinking_of(state: Mapping[str, Any] | None, upstream_id: str) -> list[Any]:
-    """The thinking blocks of a carried state when made by ``upstream_id`` (the id is the
-    client's: anything but thinking blocks is ignored)."""
-    if state is None or state.get("m") != upstream_id or not isinstance(state.get("a"), list):
+    """The thinking blocks of a carried state when made by ``upstream_id``, or sent back by a
+    Messages-API client (``m`` empty: the client saw the blocks and returns them; the model
+    is the one sticky routing keeps the conversation on). The id is the client's: anything
+    but thinking blocks is ignored."""
+    if (
+        state is None
+        or state.get("m") not in (upstream_id, "")
+        or not isinstance(state.get("a"), list)
+    ):
         return []
     return [b for b in state["a"] if isinstance(b, dict) and b.get("type") in THINKING]
 
 
 def _url(provider: Provider) -> str:
     return provider.base_url + "/messages"
+
+
+def _with_beta(headers: Mapping[str, str], hints: Mapping[str, Any]) -> Mapping[str, str]:
+    """The provider's headers, plus the ``anthropic-beta`` a Messages-API client sent
+    (``hints["anthropic_beta"]``, set by the inbound Messages route): betas go to Anthropic
+    only; other providers never see them."""
+    beta = hints.get("anthropic_beta")
+    if not isinstance(beta, str) or not beta or not beta.isprintable() or len(beta) > 1024:
+        return headers
+    return {**headers, "anthropic-beta": beta}
 
 
 def models_request(provider: Provider, page: str | None) -> Outbound:

@@ -3,7 +3,9 @@
 ``plan`` picks the required tier — an explicit hint, else the classifier's score and
 thresholds — and orders the offered models that meet it (and the request's context window
 and capabilities) by estimated cost. A concrete requested model is the ceiling; a pin sends
-the request to it alone. Pure: no I/O; ``route.Router`` runs the plan.
+the request to it alone. A conversation's previous model (``prefer``, from
+``routing/sticky.py``) goes first when it still qualifies. Pure: no I/O; ``route.Router``
+runs the plan.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class Plan:
     # What the request would have run on without routing: the requested model, or for
     # `auto` the configured baseline (default the most capable offered model).
     baseline: Model | None = None
+    # Sticky routing: "hit" (the conversation's previous model qualified and goes first),
+    # "moved" (it no longer qualifies: the usual order), "new" (no previous model); None
+    # when stickiness does not apply (a pin, a single default model).
+    sticky: str | None = None
 
     def cost_on(self, model: Model) -> float:
         """The estimated cost of this request on ``model`` (e.g. the one that answered)."""
@@ -152,7 +158,12 @@ def estimate_cost(model: Model, tokens_in: int, tokens_out: int) -> float:
     return (tokens_in * model.spec.price_in + out * model.spec.price_out) / 1e6
 
 
-def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None = None) -> Plan:
+def plan(
+    request: ChatRequest,
+    policy: Policy,
+    headers: Mapping[str, str] | None = None,
+    prefer: str | None = None,
+) -> Plan:
     """Choose and order the targets for ``request``.
 
     Required tier: header ``x-gearshift-tier``, else ``gearshift.tier`` in the body, else a
@@ -161,6 +172,12 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
     ``allow_upgrade``); ``x-gearshift-route: pin`` (or ``gearshift.serve.router = "pin"``) sends
     the request to the requested model only. Candidates meet the tier, the context window
     and the capabilities the request uses; the cheapest estimated cost goes first.
+
+    ``prefer``: the label of the model that served the conversation's previous turn. When it
+    is one of the candidates it goes first, the others after it in cost order (its
+    fallbacks), ``sticky`` is "hit" and ``reason`` ends in ``sticky``; when it is not (the
+    tier rose above it, it lacks a capability, it is no longer offered) the plan is the
+    usual one and ``sticky`` "moved". A pin ignores it.
     """
     config = policy.config
     headers = headers or {}
@@ -238,6 +255,15 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
             m.effort is not None,
         )
     )
+    reasons = ",".join(decision.reasons) or "classifier"
+    sticky = "new"
+    if prefer is not None:
+        sticky = "moved"
+        for i, model in enumerate(candidates):
+            if model.label == prefer:
+                candidates.insert(0, candidates.pop(i))
+                sticky, reasons = "hit", f"{reasons},sticky"
+                break
     baseline = ceiling or policy.baseline or candidates[-1]
     below: list[Model] = []
     if config.reliability.degrade and need_rank > 0:
@@ -253,7 +279,7 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
         requested=name,
         tier=policy.tiers[need_rank],
         targets=candidates,
-        reason=",".join(decision.reasons) or "classifier",
+        reason=reasons,
         decision=decision,
         est_cost_usd=estimate_cost(candidates[0], tokens_in, tokens_out),
         baseline_cost_usd=estimate_cost(baseline, tokens_in, tokens_out),
@@ -261,6 +287,7 @@ def plan(request: ChatRequest, policy: Policy, headers: Mapping[str, str] | None
         output_tokens=tokens_out,
         below=below,
         baseline=baseline,
+        sticky=sticky,
     )
 
 

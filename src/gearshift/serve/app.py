@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 from aiohttp import web
@@ -33,8 +33,11 @@ from gearshift.inbound.chat import ChatRequest, Limits, parse_chat
 from gearshift.observe import Observation, stats
 from gearshift.observe.access import AccessLog, BatchWriter
 from gearshift.observe.metrics import CONTENT_TYPE, Metrics
+from gearshift.observe.sticky import Sticky
+from gearshift.providers import Completion
 from gearshift.routing import policy
 from gearshift.routing.classify import Rules, load_rules
+from gearshift.routing.sticky import Sessions
 from gearshift.serve import relay
 from gearshift.serve.breaker import Breakers
 from gearshift.serve.clock import Clock, SystemClock
@@ -56,6 +59,7 @@ METRICS = web.AppKey("metrics", Metrics)
 STATS = web.AppKey("stats", stats.Stats)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
 DRAINING = web.AppKey("draining", asyncio.Event)
+SESSIONS = web.AppKey("sessions", Sessions)
 LIMITS = web.AppKey("limits", Limits)
 LARGE_BODIES = web.AppKey("large_bodies", asyncio.Semaphore)
 _LARGE_BODY = 1 << 20  # bodies above 1 MiB (or of unknown length) pass the gate
@@ -107,11 +111,34 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
     response.headers["server"] = SERVER_NAME  # never Python's or aiohttp's versions
 
 
+def anthropic_error(error: GearshiftError, headers: dict[str, str] | None = None) -> web.Response:
+    """An error in the Anthropic Messages API's shape and status codes (its clients parse
+    ``{"type": "error", "error": {"type", "message"}}``)."""
+    from gearshift.inbound import messages
+
+    status, body = messages.error_body(error)
+    all_headers = error.headers()
+    if headers:
+        all_headers.update(headers)
+    return web.Response(
+        status=status, body=body, content_type="application/json", headers=all_headers
+    )
+
+
+def _renderer(path: str) -> RenderError:
+    """How an error on ``path`` is shaped: Anthropic's for the Messages API, else OpenAI's."""
+    if path.startswith(("/v1/messages", "/messages")):
+        return anthropic_error
+    return error_response
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes an OpenAI-shaped error; nothing leaks a traceback."""
+    """Every failure becomes an error in the client's format (OpenAI's shape, or Anthropic's
+    on the Messages API); nothing leaks a traceback."""
     request_id = _request_id(request.headers.get("x-request-id"))
     request[REQUEST_ID] = request_id
+    error_response = _renderer(request.path)
     try:
         response = await handler(request)
     except GearshiftError as exc:
@@ -250,6 +277,30 @@ async def _read_body(request: web.Request, config: Config) -> bytes | bytearray:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await serve(request, parse_chat, _chat_answer, error_response)
+
+
+# What an inbound format (chat, Responses, Anthropic Messages) gives ``serve``: how to read
+# its request into gearshift's chat request, how to answer (whole or streamed) from what the
+# router returns, and how to render an error after routing, in the client's own shape.
+Parse = Callable[[bytes | bytearray, Limits], Any]
+Respond = Callable[[web.Request, Any, Exchange, Any], Awaitable[web.StreamResponse]]
+RenderError = Callable[..., web.Response]  # (error, headers=None)
+
+
+async def serve(
+    request: web.Request,
+    parse: Parse,
+    respond: Respond,
+    render_error: RenderError,
+    *,
+    body: bytes | bytearray | None = None,
+) -> web.StreamResponse:
+    """One routed request of any inbound format: read and parse (``parse`` returns the
+    format's request; its ``chat`` attribute, or itself, is the ChatRequest; ``body``: the
+    bytes when the handler read them already), plan, run, answer. Errors before routing are
+    raised (the errors middleware renders them in the path's format); after routing
+    ``render_error`` renders them with the decision headers."""
     config = request.app[CONFIG]
     length = request.content_length
     if (length or 0) > config.server.max_body_bytes:
@@ -258,8 +309,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     observation = request.app[OBSERVATION]
     observation.begin(ex)
     try:
-        chat = await _read_chat(request, config, length)
-        return await _chat(request, chat, ex)
+        if body is not None:  # read already (the format needed a look first)
+            parsed = parse(body, request.app[LIMITS])
+        else:
+            parsed = await _read_chat(request, config, length, parse)
+        chat: ChatRequest = parsed if isinstance(parsed, ChatRequest) else parsed.chat
+        answer = await _route(request, chat, ex)
+        if isinstance(answer, GearshiftError):
+            return render_error(answer, relay.decision_headers(ex))
+        return await respond(request, parsed, ex, answer)
     except GearshiftError as exc:  # refused before routing (bad body, unknown model …)
         ex.status = exc.status
         raise
@@ -275,12 +333,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         asyncio.get_running_loop().call_soon(observation.finish, ex)
 
 
-async def _read_chat(request: web.Request, config: Config, length: int | None) -> ChatRequest:
+async def _read_chat(request: web.Request, config: Config, length: int | None, parse: Parse) -> Any:
     """The body read and parsed; its bytes are not kept. Large bodies (over 1 MiB, or of
     unknown length) are read and parsed a few at a time (``server.large_body_parses``): six
     30 MB uploads at once cost no more memory than two."""
     if length is not None and length <= _LARGE_BODY:
-        return parse_chat(await _read_body(request, config), request.app[LIMITS])
+        return parse(await _read_body(request, config), request.app[LIMITS])
     gate = request.app[LARGE_BODIES]
     try:  # waiting for a slot counts against the body's time too: never a hang
         async with asyncio.timeout(config.server.body_timeout):
@@ -292,33 +350,60 @@ async def _read_chat(request: web.Request, config: Config, length: int | None) -
             "Too many large request bodies are being read; try again.", code="request_timeout"
         ) from None
     try:
-        return parse_chat(await _read_body(request, config), request.app[LIMITS])
+        return parse(await _read_body(request, config), request.app[LIMITS])
     finally:
         gate.release()
 
 
-async def _chat(request: web.Request, chat: ChatRequest, ex: Exchange) -> web.StreamResponse:
+async def _route(
+    request: web.Request, chat: ChatRequest, ex: Exchange
+) -> Completion | relay.Relay | GearshiftError:
+    """Plan and run ``chat``: the answer, or the error the router ended with (the caller
+    renders it in its format, with the decision headers)."""
     ex.requested, ex.stream = chat.model, chat.stream
     if request.app[CONFIG].server.log_prompts:
         ex.prompt = orjson.dumps(chat.body.get("messages")).decode()
     ex.budget = _budget(request)
     began = time.perf_counter()
-    ex.plan = policy.plan(chat, request.app[POLICY], request.headers)
+    ex.session, ex.previous = request.app[SESSIONS].find(chat.body, request.headers)
+    ex.plan = policy.plan(chat, request.app[POLICY], request.headers, prefer=ex.previous)
     ex.decision_s = time.perf_counter() - began
     try:
         answer = await request.app[ROUTER].run(chat, ex)
     except GearshiftError as exc:
         ex.status = exc.status
         _log_attempts(ex)
-        return error_response(exc, relay.decision_headers(ex))
+        return exc
     _log_attempts(ex)
+    return answer
+
+
+async def _chat_answer(
+    request: web.Request, chat: ChatRequest, ex: Exchange, answer: Completion | relay.Relay
+) -> web.StreamResponse:
     if isinstance(answer, relay.Relay):
-        return await _stream(request, answer, ex)
+        return await stream_answer(request, answer, ex)
     headers = relay.whole(ex, chat, answer)
     return web.Response(body=answer.body, content_type="application/json", headers=headers)
 
 
-async def _stream(request: web.Request, stream: relay.Relay, ex: Exchange) -> web.StreamResponse:
+class StreamEncoder(Protocol):
+    """An inbound format's stream: chat SSE pieces in, the client's own events out."""
+
+    def feed(self, piece: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+async def stream_answer(
+    request: web.Request,
+    stream: relay.Relay,
+    ex: Exchange,
+    encoder: StreamEncoder | None = None,
+) -> web.StreamResponse:
+    """Write a routed stream to the client: the relay's chat pieces, or what ``encoder``
+    makes of them (another inbound format's events; ``end`` closes a cut stream in its own
+    way)."""
     streams = request.app[STREAMS]
     streams.add(stream)
     try:
@@ -333,9 +418,17 @@ async def _stream(request: web.Request, stream: relay.Relay, ex: Exchange) -> we
         )
         await response.prepare(request)
         async for piece in stream.pieces():
+            if encoder is not None:
+                piece = encoder.feed(piece)
+                if not piece:
+                    continue
             began = time.perf_counter()
             await response.write(piece)
             ex.client_s += time.perf_counter() - began
+        if encoder is not None:
+            tail = encoder.end()
+            if tail:
+                await response.write(tail)
         await response.write_eof()
     except ConnectionResetError:
         # The client went away mid-stream: nobody to answer; the finally drops upstream.
@@ -484,8 +577,9 @@ def create_app(
     app[STATS] = stats_ = stats.Stats()
     writer = BatchWriter(access_log) if access_log is not None else None
     app[ACCESS_LOG] = access = AccessLog(config, writer)
-    app[OBSERVATION] = Observation([metrics_, stats_, access])
     clock = clock or SystemClock()
+    app[SESSIONS] = sessions = Sessions(config.routing.sticky, clock.now)
+    app[OBSERVATION] = Observation([metrics_, stats_, access, Sticky(sessions)])
     breakers = Breakers(config.reliability.breaker, clock, metrics_.breaker_changed)
     app[ROUTER] = Router(
         app[TRANSPORT], config.reliability, clock=clock, rng=rng, breakers=breakers
@@ -512,4 +606,7 @@ def create_app(
     app.router.add_get("/", status_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    from gearshift.serve import formats  # it imports this module's handlers
+
+    formats.add_routes(app)
     return app

@@ -8,6 +8,8 @@ a request has one answer: this one.
 =====================  ==========================================================
 what was asked         ``request_id``, ``requested``, ``stream``, ``prompt``, ``budget``
 the decision           ``plan`` (tier, score, targets, estimates), ``decision_s``
+the conversation       ``session`` (its key), ``previous`` (the label of the model that
+                       served its previous turn), both before the plan; ``sticky``
 every attempt          ``attempts`` (one ``Attempt`` each, in order; the router)
 who served             ``served_by``, ``degraded``, ``upstream_request_id``, ``dropped``,
                        ``effort``
@@ -59,6 +61,8 @@ class Exchange:
     budget: float = math.inf  # the seconds the client allows (``x-gearshift-timeout``)
     plan: Plan | None = None
     decision_s: float | None = None  # None: refused before the routing decision
+    session: str | None = None  # the conversation's key (routing/sticky.py); None: none, or off
+    previous: str | None = None  # the label of the model that served its previous turn
     attempts: list[Attempt] = field(default_factory=list)
     served_by: Model | None = None
     degraded: str | None = None  # "<required>-><served>" when a lower tier served it
@@ -81,6 +85,19 @@ class Exchange:
     @property
     def score(self) -> str:
         return self.plan.score if self.plan is not None else "-"
+
+    @property
+    def sticky(self) -> str | None:
+        """How stickiness went: "hit" (the conversation's previous model answered again),
+        "miss" (it went first but another model answered, or none did), "moved" (it no
+        longer qualified), "new" (no previous model); None without a session or when it
+        did not apply (a pin)."""
+        if self.session is None or self.plan is None or self.plan.sticky is None:
+            return None
+        if self.plan.sticky != "hit":
+            return self.plan.sticky
+        served = self.served_by
+        return "hit" if served is not None and served.label == self.previous else "miss"
 
     @property
     def model(self) -> str | None:
