@@ -308,6 +308,7 @@ class StreamEncoder:
         "_model",
         "_open",
         "_out",
+        "_pieces",
         "_output",
         "_part",
         "_request",
@@ -330,6 +331,9 @@ class StreamEncoder:
         self._open: int | None = None  # the output_index of the open item
         self._part: dict[str, Any] | None = None  # the open message's open part
         self._calls: dict[int, int] = {}  # chat tool-call index → output_index
+        # The open text part's and each call's pieces, joined when read (a string grown by
+        # += in a dict is copied whole every time: quadratic over a long answer).
+        self._pieces: dict[int, list[str]] = {}  # -1: the open part; else an output_index
         self._finish: str | None = None
         self._usage: dict[str, Any] | None = None
         self._extra: Any = None  # the usage chunk's gearshift object
@@ -455,8 +459,8 @@ class StreamEncoder:
             self._emit("response.content_part.added", **at, content_index=self._k(), part=empty)
         if not piece:
             return
+        self._pieces.setdefault(-1, []).append(piece)
         if kind == "output_text":
-            part["text"] += piece
             self._emit(
                 "response.output_text.delta",
                 **at,
@@ -465,7 +469,6 @@ class StreamEncoder:
                 logprobs=[],
             )
         else:
-            part["refusal"] += piece
             self._emit("response.refusal.delta", **at, content_index=self._k(), delta=piece)
 
     def _k(self) -> int:
@@ -497,7 +500,7 @@ class StreamEncoder:
         if not isinstance(piece, str) or not piece:
             return
         item = self._output[index]
-        item["arguments"] += piece
+        self._pieces.setdefault(index, []).append(piece)
         if index == self._open:
             self._emit(
                 "response.function_call_arguments.delta",
@@ -506,7 +509,22 @@ class StreamEncoder:
                 delta=piece,
             )
 
+    def _joined(self) -> None:
+        """The pieces so far written into the open part and the calls (before they are read:
+        closing, a final or failed Response)."""
+        for key, pieces in self._pieces.items():
+            if not pieces:
+                continue
+            if key == -1:
+                if self._part is not None:
+                    field = "text" if self._part["type"] == "output_text" else "refusal"
+                    self._part[field] += "".join(pieces)
+            else:
+                self._output[key]["arguments"] += "".join(pieces)
+            pieces.clear()
+
     def _close_part(self) -> None:
+        self._joined()
         part, self._part = self._part, None
         if part is None:
             return
@@ -523,6 +541,7 @@ class StreamEncoder:
         self._emit("response.content_part.done", **at, content_index=k, part=part)
 
     def _close(self, status: str) -> None:
+        self._joined()
         index, item = self._open, None
         if index is not None:
             item = self._output[index]
@@ -559,6 +578,7 @@ class StreamEncoder:
         self._emit(f"response.{status}", response=final)
 
     def _fail(self, error: Any) -> None:
+        self._joined()
         if not self._seq:
             self._start()
         failed = self._response("failed", self._output, self._usage, error=failure(error))
