@@ -4,7 +4,8 @@
 three wire protocols, each in its real shapes (JSON answers, SSE streams, error objects):
 
 - OpenAI Chat Completions: ``POST /v1/chat/completions`` (``Authorization: Bearer``), and
-  ``GET /v1/models``; the Responses API, ``POST /v1/responses`` (whole and streamed, the full
+  ``GET /v1/models``, ``POST /v1/embeddings`` (small deterministic vectors); the Responses
+  API, ``POST /v1/responses`` (whole and streamed, the full
   event sequence), which the GPT-6 models need for tools with reasoning (on chat, ``gpt-6*``
   ids refuse ``max_tokens`` and function tools with an effort other than ``none``, as
   OpenAI does).
