@@ -106,3 +106,50 @@ def test_a_state_that_is_not_ours_is_ignored_not_an_error() -> None:
 
     bomb = base64.urlsafe_b64encode(zlib.compress(b"[" + b" " * (2 << 20) + b"]")).decode()
     assert carry.unwrap("c" + carry.MARK + bomb) == ("c", None)
+
+
+def test_carried_state_is_bounded_per_request_not_only_per_id() -> None:
+    """A client picks its tool-call ids: a few hundred small ids that each inflate to the
+    per-id bound must not become a body of hundreds of MB for the upstream."""
+    import base64
+    import zlib
+
+    blob = zlib.compress(orjson.dumps({"m": "", "a": [{"type": "thinking", "x": " " * 200_000}]}))
+    wrapped = "toolu_1" + carry.MARK + base64.urlsafe_b64encode(blob).decode().rstrip("=")
+    assert carry.unwrap(wrapped)[1] is not None  # one is within the per-id bound
+    budget = carry.Budget()
+    kept = sum(carry.unwrap(wrapped, budget)[1] is not None for _ in range(200))
+    assert 10 <= kept <= 21  # 4 MiB of state in all, then ignored
+    assert budget.left <= 0
+
+
+def test_anthropic_upstream_body_stays_small_under_a_carry_bomb() -> None:
+    import base64
+    import zlib
+
+    from gearshift.config import load
+    from gearshift.providers import anthropic
+
+    blob = zlib.compress(
+        orjson.dumps(
+            {"m": "", "a": [{"type": "thinking", "thinking": " " * 250_000, "signature": "s"}]}
+        )
+    )
+    calls = [
+        {
+            "id": f"t{i}" + carry.MARK + base64.urlsafe_b64encode(blob).decode().rstrip("="),
+            "type": "function",
+            "function": {"name": "f", "arguments": "{}"},
+        }
+        for i in range(200)
+    ]
+    messages = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        *({"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in calls),
+    ]
+    raw = orjson.dumps({"model": "auto", "max_tokens": 64, "messages": messages})
+    assert len(raw) < 2_000_000
+    model = load(None, environ={"ANTHROPIC_API_KEY": "k"}).models["claude-haiku-5-5"]
+    out = anthropic.encode_request(parse_chat(raw), model)
+    assert len(out.body) < 8_000_000  # was 200 x 250 KB = 50 MB before the budget

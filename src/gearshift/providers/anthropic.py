@@ -220,6 +220,7 @@ def _uncarried(
     state made for another model is dropped."""
     out: list[Any] = []
     blocks: dict[tuple[int, int], list[Any]] = {}
+    budget = carry.Budget()  # one for all the ids of the request
     for i, m in enumerate(messages):
         if isinstance(m, dict):
             calls = m.get("tool_calls")
@@ -227,7 +228,7 @@ def _uncarried(
                 plain = []
                 for j, call in enumerate(calls):
                     if _is_carried(call):
-                        call_id, state = carry.unwrap(call["id"])
+                        call_id, state = carry.unwrap(call["id"], budget)
                         kept = _thinking_of(state, upstream_id)
                         if kept:
                             blocks[(i, j)] = kept

@@ -30,7 +30,19 @@ import orjson
 
 MARK = ".gs1."
 MARK_BYTES = MARK.encode()
-_MAX_STATE = 1 << 20  # bytes of JSON a state may inflate to
+_MAX_STATE = 256 << 10  # bytes of JSON one id's state may inflate to
+_MAX_REQUEST = 4 << 20  # ... and all the ids of one request together (``Budget``)
+
+
+class Budget:
+    """What the states of one request may inflate to, all ids together: the ids are the
+    client's, and a few hundred small ones must not become gigabytes (state past the budget
+    is ignored, as a malformed one is)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, total: int = _MAX_REQUEST) -> None:
+        self.left = total
 
 
 def wrap(call_id: str, model: str, state: Mapping[str, Any]) -> str:
@@ -40,15 +52,21 @@ def wrap(call_id: str, model: str, state: Mapping[str, Any]) -> str:
     return f"{call_id}{MARK}{blob}"
 
 
-def unwrap(call_id: str) -> tuple[str, dict[str, Any] | None]:
-    """The original id and the state it carries (None: none, or unreadable)."""
+def unwrap(call_id: str, budget: Budget | None = None) -> tuple[str, dict[str, Any] | None]:
+    """The original id and the state it carries (None: none, unreadable, or past the
+    request's ``budget``: pass one ``Budget`` for all the ids of a request)."""
     head, sep, blob = call_id.partition(MARK)
     if not sep:
         return call_id, None
+    limit = _MAX_STATE if budget is None else min(_MAX_STATE, budget.left)
+    if limit <= 0:
+        return head, None
     try:
         packed = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
         inflate = zlib.decompressobj()
-        raw = inflate.decompress(packed, _MAX_STATE)
+        raw = inflate.decompress(packed, limit)
+        if budget is not None:
+            budget.left -= len(raw)
         if inflate.unconsumed_tail or not inflate.eof:
             return head, None
         state = orjson.loads(raw)
@@ -93,4 +111,4 @@ def plain_messages(messages: Any) -> Any:
     return out
 
 
-__all__ = ["MARK", "MARK_BYTES", "plain_id", "plain_messages", "unwrap", "wrap"]
+__all__ = ["MARK", "MARK_BYTES", "Budget", "plain_id", "plain_messages", "unwrap", "wrap"]

@@ -479,13 +479,14 @@ def _signatures(messages: list[Any], model: str) -> dict[tuple[int, int], str]:
     assistant tool calls (``providers.carry``), by (message, call) position. A signature is
     valid only for the model that made it: another model's are left out."""
     out: dict[tuple[int, int], str] = {}
+    budget = carry.Budget()  # one for all the ids of the request
     for i, m in enumerate(messages):
         calls = m.get("tool_calls") if isinstance(m, dict) else None
         for j, call in enumerate(calls if isinstance(calls, list) else ()):
             call_id = call.get("id") if isinstance(call, dict) else None
             if not isinstance(call_id, str) or carry.MARK not in call_id:
                 continue
-            state = carry.unwrap(call_id)[1]
+            state = carry.unwrap(call_id, budget)[1]
             if state is not None and state["m"] == model and isinstance(state.get("g"), str):
                 out[(i, j)] = state["g"]
     return out

@@ -90,7 +90,9 @@ def encode_body(request: ChatRequest, model: Model) -> bytes:
         out["text"] = text
     limit = shapes.max_output(body)
     if limit is not None:
-        out["max_output_tokens"] = limit
+        # The Responses API refuses fewer than 16 ("integer_below_min_value"); a probe with
+        # max_tokens 1, routed here, gets up to 16 rather than a 400 another model never sees.
+        out["max_output_tokens"] = max(_MIN_OUTPUT, limit)
     effort = reasoning.effort_for(body, model)
     if effort is not None:
         out["reasoning"] = {"effort": effort}
@@ -139,7 +141,11 @@ def _refuse(body: Mapping[str, Any], provider: str) -> None:
             raise _unsupported(f"{name!r}", name, provider)
 
 
+_MIN_OUTPUT = 16  # the Responses API's least max_output_tokens
+
+
 def _input(messages: list[Any], model: Model, carried: bool) -> list[dict[str, Any]]:
+    budget = carry.Budget() if carried else None  # one for all the ids of the request
     items: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
@@ -149,7 +155,7 @@ def _input(messages: list[Any], model: Model, carried: bool) -> list[dict[str, A
             parts = _parts(m.get("content"), model.provider.name)
             items.append({"type": "message", "role": role, "content": parts})
         elif role == "assistant":
-            items += _assistant(m, i, model, carried)
+            items += _assistant(m, i, model, budget)
         elif role == "tool":
             content = m.get("content")
             output = content if isinstance(content, str) else _parts(content, model.provider.name)
@@ -187,7 +193,9 @@ def _parts(content: Any, provider: str) -> list[dict[str, Any]]:
     return out
 
 
-def _assistant(m: Mapping[str, Any], i: int, model: Model, carried: bool) -> list[dict[str, Any]]:
+def _assistant(
+    m: Mapping[str, Any], i: int, model: Model, budget: carry.Budget | None
+) -> list[dict[str, Any]]:
     """An assistant turn: the reasoning it carries for this model, its text, its calls."""
     content = m.get("content")
     if isinstance(content, list):
@@ -213,8 +221,8 @@ def _assistant(m: Mapping[str, Any], i: int, model: Model, carried: bool) -> lis
                 param=where,
                 code="invalid_value",
             )
-        if carried:
-            call_id, state = carry.unwrap(call_id)
+        if budget is not None:
+            call_id, state = carry.unwrap(call_id, budget)
             if state is not None and state["m"] == model.upstream_id:
                 restored += _reasoning_items(state.get(CARRY_KEY))
         arguments = fn.get("arguments")
