@@ -185,3 +185,75 @@ async def test_an_anthropic_beta_header_reaches_anthropic_only(
     assert anthropic_call.api == "anthropic"
     assert anthropic_call.headers["anthropic-beta"] == "output-300k-2026-03-24"
     assert "anthropic-beta" not in openai_call.headers
+
+
+async def test_a_tiny_max_tokens_is_served_by_a_responses_api_model(
+    client: TestClient, mock_upstream: TestServer
+) -> None:
+    """The Responses API refuses max_output_tokens below 16: a probe with max_tokens 1
+    routed to a GPT-6 model gets 16 there, not a 400 no other model would give."""
+    body = {"model": "gpt-6-luna", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+    resp = await client.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    (sent,) = state(mock_upstream).requests
+    assert sent.path == "/v1/responses"
+    assert sent.body["max_output_tokens"] == 16
+
+
+async def test_a_store_that_cannot_open_never_costs_an_answer(
+    aiohttp_client: ClientFactory, mock_upstream: TestServer, tmp_path: Any
+) -> None:
+    base = str(mock_upstream.make_url(""))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    config_file = tmp_path / "g.toml"
+    config_file.write_text(f"[store]\npath = '{blocker / 'responses.sqlite3'}'\n")
+    env = {"OPENAI_API_KEY": "sk-http-0123456789", "GEARSHIFT_OPENAI_BASE_URL": base + "/v1"}
+    client = await aiohttp_client(create_app(load(config_file, environ=env, kinds=REGISTRY.keys())))
+    for store in (True, False):  # answered either way; only the keeping fails (logged)
+        resp = await client.post(
+            "/v1/responses", json={"model": "auto", "input": "hi", "store": store}
+        )
+        assert resp.status == 200, await resp.text()
+    for method, path in (("GET", "/v1/responses/resp_1"), ("DELETE", "/v1/responses/resp_1")):
+        resp = await client.request(method, path)
+        assert resp.status == 503
+        assert (await resp.json())["error"]["code"] == "store_unavailable"
+    resp = await client.post(
+        "/v1/responses", json={"model": "auto", "input": "hi", "previous_response_id": "resp_1"}
+    )
+    assert resp.status == 503
+
+
+async def test_a_session_name_does_not_cross_proxy_keys(
+    aiohttp_client: ClientFactory, mock_upstream: TestServer
+) -> None:
+    base = str(mock_upstream.make_url(""))
+    env = {
+        "OPENAI_API_KEY": "sk-http-0123456789",
+        "ANTHROPIC_API_KEY": "sk-ant-http-0123456789",
+        "GEMINI_API_KEY": "g-http-0123456789",
+        "GEARSHIFT_OPENAI_BASE_URL": base + "/v1",
+        "GEARSHIFT_ANTHROPIC_BASE_URL": base + "/v1",
+        "GEARSHIFT_GEMINI_BASE_URL": base + "/v1beta",
+        "GEARSHIFT_API_KEYS": "team-a-key-01,team-b-key-02",
+    }
+    client = await aiohttp_client(create_app(load(None, environ=env, kinds=REGISTRY.keys())))
+    turn = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    a = {"authorization": "Bearer team-a-key-01", "x-gearshift-session": "s1"}
+    b = {"authorization": "Bearer team-b-key-02", "x-gearshift-session": "s1"}
+    resp = await client.post(
+        "/v1/chat/completions", json=turn, headers={**a, "x-gearshift-tier": "frontier"}
+    )
+    assert resp.status == 200
+    frontier = resp.headers["x-gearshift-model"]
+    resp = await client.post(
+        "/v1/chat/completions", json=turn, headers={**a, "x-gearshift-tier": "light"}
+    )
+    assert resp.headers["x-gearshift-model"] == frontier  # team A's session holds
+    assert "sticky" in resp.headers["x-gearshift-reason"]
+    resp = await client.post(
+        "/v1/chat/completions", json=turn, headers={**b, "x-gearshift-tier": "light"}
+    )
+    assert resp.headers["x-gearshift-model"] != frontier  # team B has no such session
+    assert "sticky" not in resp.headers["x-gearshift-reason"]

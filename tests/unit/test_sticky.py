@@ -174,9 +174,28 @@ def test_a_first_turn_keyed_by_its_opening_has_no_previous_model() -> None:
     assert s.find({"messages": _turns("hi", "hello!", "and now?")}, {}) == (key, "mid")
     tool_loop = [*_turns("hi"), {"role": "assistant", "content": None}]
     assert s.find({"messages": tool_loop}, {}) == (key, "mid")
-    # A key the client gave names its session on every turn, the first too.
+    # A session the client named is read on every turn, the first too ...
+    s.put(s.key({"prompt_cache_key": "k", **first}, {}), "big")
+    assert s.find({"prompt_cache_key": "k", **first}, {})[1] == "big"
+    s.put(s.key(first, {"x-gearshift-session": "c1"}), "big")
+    assert s.find(first, {"x-gearshift-session": "c1"})[1] == "big"
+    # ... but ``user`` names a person: their new conversation is routed afresh, its later
+    # turns stay.
     s.put(s.key({"user": "u", **first}, {}), "big")
-    assert s.find({"user": "u", **first}, {})[1] == "big"
+    assert s.find({"user": "u", **first}, {})[1] is None
+    later = {"user": "u", "messages": _turns("hi", "hello!", "and now?")}
+    assert s.find(later, {})[1] == "big"
+
+
+def test_sessions_are_never_shared_between_proxy_keys() -> None:
+    s = _sessions()
+    body = {"messages": _turns("hi", "hello!", "and now?")}
+    headers = {"x-gearshift-session": "shared-name"}
+    s.put(s.key(body, headers, owner="team-a"), "big")
+    assert s.find(body, headers, owner="team-a")[1] == "big"
+    assert s.find(body, headers, owner="team-b")[1] is None
+    s.put(s.key(body, {}, owner="team-a"), "big")
+    assert s.find(body, {}, owner="team-b")[1] is None
 
 
 def test_disabled_sessions_have_no_key() -> None:

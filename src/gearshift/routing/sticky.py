@@ -16,7 +16,13 @@ The session key, first found:
    conversation, which repeats them, has the same key. A first turn (nothing after that
    user message) is recorded but has no previous model: an entry under its key belongs to
    another conversation that began the same way (the same question asked again, a batch
-   of identical requests), which has no cache of this one to keep.
+   of identical requests), which has no cache of this one to keep. The same holds for a
+   key from ``user``, which names a person, not a conversation: their new conversation is
+   routed afresh, and its later turns stay where its first went.
+
+Every key is scoped to the proxy key that asks (``owner``, a digest): two teams that send
+the same ``user`` or open with the same prompt never share a session, nor learn from a
+decision header that the other had one.
 
 Keys are 128-bit BLAKE2b digests, tagged by where they came from: no user id or prompt text
 is kept, and a key's memory does not depend on what the client sent. The map is an LRU
@@ -79,31 +85,41 @@ class Sessions:
         return len(self._map)
 
     def find(
-        self, body: Mapping[str, Any], headers: Mapping[str, str]
+        self, body: Mapping[str, Any], headers: Mapping[str, str], owner: str = ""
     ) -> tuple[str | None, str | None]:
         """The request's session key and the label of the model that answered the session
-        last (``key`` then ``get``; a first turn keyed by its opening has none)."""
-        key, later = self._key(body, headers)
+        last (``key`` then ``get``; a first turn keyed by its opening or by ``user`` has
+        none). ``owner``: who is asking (a digest of the proxy key): sessions are never
+        shared between keys."""
+        key, later = self._key(body, headers, owner)
         return key, self.get(key) if later else None
 
-    def key(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> str | None:
+    def key(
+        self, body: Mapping[str, Any], headers: Mapping[str, str], owner: str = ""
+    ) -> str | None:
         """The request's session key (see the module docstring), or None when stickiness is
         off or the request has nothing to key on. Reads bounded prefixes only."""
-        return self._key(body, headers)[0]
+        return self._key(body, headers, owner)[0]
 
-    def _key(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> tuple[str | None, bool]:
-        """The key, and whether a previous turn may exist (False: a first turn keyed by its
-        opening)."""
+    def _key(
+        self, body: Mapping[str, Any], headers: Mapping[str, str], owner: str
+    ) -> tuple[str | None, bool]:
+        """The key, and whether a previous turn may exist. False for a first turn keyed by
+        its opening or by ``user``: those name a person or a prompt, not a conversation, and
+        a new conversation is routed afresh (the session header and ``prompt_cache_key``
+        are the client's own word: always looked up)."""
         if not self.enabled:
             return None, False
         value = headers.get(HEADER)
         if value:
-            return _digest(b"h", value), True
-        for field, tag in (("prompt_cache_key", b"k"), ("user", b"u")):
-            value = body.get(field)
-            if isinstance(value, str) and value:
-                return _digest(tag, value), True
-        return _opening(body.get("messages"))
+            return _digest(b"h", value, owner), True
+        value = body.get("prompt_cache_key")
+        if isinstance(value, str) and value:
+            return _digest(b"k", value, owner), True
+        value = body.get("user")
+        if isinstance(value, str) and value:
+            return _digest(b"u", value, owner), _later(body.get("messages"))
+        return _opening(body.get("messages"), owner)
 
     def get(self, key: str | None) -> str | None:
         """The label of the model that last answered session ``key``, if within ``ttl``."""
@@ -139,18 +155,28 @@ class Sessions:
             entries.popitem(last=False)
 
 
-def opening_key(messages: object) -> str | None:
+def opening_key(messages: object, owner: str = "") -> str | None:
     """The digest of a conversation's opening: its messages up to and including the first
     user message (system and developer prompts, any prefilled turns), each reduced to role,
     length, and the head and tail of its text. None when there are no messages."""
-    return _opening(messages)[0]
+    return _opening(messages, owner)[0]
 
 
-def _opening(messages: object) -> tuple[str | None, bool]:
+def _later(messages: object) -> bool:
+    """Whether messages follow the first user message (a later turn of a conversation)."""
+    if not isinstance(messages, list):
+        return False
+    for i, message in enumerate(messages[:_OPENING_MESSAGES]):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return len(messages) > i + 1
+    return len(messages) > _OPENING_MESSAGES
+
+
+def _opening(messages: object, owner: str = "") -> tuple[str | None, bool]:
     """``opening_key``, and whether messages follow the opening (a later turn)."""
     if not isinstance(messages, list) or not messages:
         return None, False
-    h = hashlib.blake2b(b"c", digest_size=16)
+    h = hashlib.blake2b(b"c\x00" + _utf8(owner), digest_size=16)
     seen = 0
     for message in messages[:_OPENING_MESSAGES]:
         seen += 1
@@ -191,8 +217,8 @@ def _edges(h: Any, text: str) -> None:
         h.update(_utf8(text[-_EDGE:]))
 
 
-def _digest(tag: bytes, value: str) -> str:
-    data = _utf8(value[:_KEY_CHARS])
+def _digest(tag: bytes, value: str, owner: str = "") -> str:
+    data = _utf8(owner) + b"\x00" + _utf8(value[:_KEY_CHARS])
     return hashlib.blake2b(tag + b"\x00" + data, digest_size=16).hexdigest()
 
 

@@ -192,6 +192,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
+def _owner(request: web.Request) -> str:
+    """Who is asking, as a digest of the proxy key presented (never the key itself)."""
+    return hashlib.blake2b(
+        _presented_key(request).encode("utf-8", "surrogateescape"), digest_size=12
+    ).hexdigest()
+
+
 def _presented_key(request: web.Request) -> str:
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
@@ -365,7 +372,10 @@ async def _route(
         ex.prompt = orjson.dumps(chat.body.get("messages")).decode()
     ex.budget = _budget(request)
     began = time.perf_counter()
-    ex.session, ex.previous = request.app[SESSIONS].find(chat.body, request.headers)
+    sessions = request.app[SESSIONS]
+    if sessions.enabled:  # a session belongs to one proxy key: never shared between keys
+        owner = _owner(request) if request.app[KEY_DIGESTS] else ""
+        ex.session, ex.previous = sessions.find(chat.body, request.headers, owner)
     ex.plan = policy.plan(chat, request.app[POLICY], request.headers, prefer=ex.previous)
     ex.decision_s = time.perf_counter() - began
     try:

@@ -12,6 +12,7 @@ retrieve, delete, input items; scoped to the proxy key), and errors in each API'
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gearshift.config import Config, Model
+from gearshift.config import Config, ConfigError, Model
 from gearshift.errors import BadRequest, GearshiftError, NotFound, ProtocolError
 from gearshift.inbound import messages, responses
 from gearshift.inbound.chat import Limits
@@ -45,6 +46,7 @@ from gearshift.serve.app import (
 from gearshift.serve.exchange import Exchange
 from gearshift.serve.store import ResponseStore, StoredResponse, open_store, owner_of
 
+log = logging.getLogger("gearshift")
 STORE = web.AppKey("responses_store", dict)  # {"store": ResponseStore} once opened
 JSON = "application/json"
 
@@ -53,7 +55,7 @@ def add_routes(app: web.Application) -> None:
     """The Responses, Messages, count-tokens and embeddings routes, and the store's
     lifetime (opened on first use, so a gearshift that never serves the Responses API never
     touches the disk; closed with the app)."""
-    app[STORE] = {}
+    app[STORE] = {"lock": asyncio.Lock()}
     app.cleanup_ctx.append(_store_ctx)
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/responses", create_response)
@@ -68,17 +70,42 @@ def add_routes(app: web.Application) -> None:
 # ---------------------------------------------------------------- Responses API
 
 
-_OPENING = asyncio.Lock()
+_RETRY_OPEN = 60.0  # seconds before a store that failed to open is tried again
 
 
 async def _store(app: web.Application) -> ResponseStore:
+    """The store, opened on first use (``asyncio.to_thread``: opening may block on an
+    integrity check or a busy file). A store that cannot be opened is logged once per
+    minute and answered as a 503 ``store_unavailable`` by what needs it; an answer never
+    waits on it (``_keep``)."""
     held = app[STORE]
-    if "store" not in held:
-        async with _OPENING:
-            if "store" not in held:  # opening may block (integrity check, a busy file)
-                held["store"] = await asyncio.to_thread(open_store, app[CONFIG].store)
-    store: ResponseStore = held["store"]
-    return store
+    store: ResponseStore | None = held.get("store")
+    if store is not None:
+        return store
+    async with held["lock"]:
+        if held.get("store") is not None:
+            opened: ResponseStore = held["store"]
+            return opened
+        failed = held.get("failed")
+        if failed is not None and time.monotonic() - failed < _RETRY_OPEN:
+            raise _unavailable()
+        try:
+            store = await asyncio.to_thread(open_store, app[CONFIG].store)
+        except ConfigError as exc:
+            held["failed"] = time.monotonic()
+            log.error("the Responses store cannot be opened: %s", exc)
+            raise _unavailable() from None
+        held["store"] = store
+        return store
+
+
+def _unavailable() -> GearshiftError:
+    return GearshiftError(
+        "gearshift's Responses store is unavailable (its log says why): stored responses "
+        "cannot be continued, retrieved or deleted now.",
+        status=503,
+        code="store_unavailable",
+    )
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -89,7 +116,6 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
-    store = await _store(request.app)
     owner = owner_of(_presented_key(request))
     history: list[dict[str, Any]] | None = None
     # The previous response's conversation is looked up before parsing: the body is read
@@ -97,10 +123,10 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     body = await _read_limited(request)
     previous = responses.previous_id(body)
     if previous is not None:
-        stored = await store.get(owner, previous)
+        stored = await (await _store(request.app)).get(owner, previous)
         if stored is None:
             raise BadRequest(  # OpenAI's answer: 400, not 404
-                f"Previous response with id '{previous}' not found.",
+                f"Previous response with id '{_shown(previous)}' not found.",
                 param="previous_response_id",
                 code="previous_response_not_found",
             )
@@ -118,18 +144,18 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             encoder = responses.StreamEncoder(parsed, response_id, served)
             reply = await stream_answer(request, answer, ex, encoder)
             if encoder.final is not None:
-                await _keep(store, owner, parsed, history, encoder.final)
+                await _keep(request.app, owner, parsed, history, encoder.final)
             return reply
         headers = relay.whole(ex, parsed.chat, answer)
         doc = responses.encode(answer.body, parsed, response_id, served)
-        await _keep(store, owner, parsed, history, doc)
+        await _keep(request.app, owner, parsed, history, doc)
         return web.Response(body=orjson.dumps(doc), content_type=JSON, headers=headers)
 
     return await serve(request, parse, respond, error_response, body=body)
 
 
 async def _keep(
-    store: ResponseStore,
+    app: web.Application,
     owner: str,
     parsed: Any,
     history: list[dict[str, Any]] | None,
@@ -144,6 +170,10 @@ async def _keep(
     if parsed.instructions and messages_ and messages_[0].get("role") in ("system", "developer"):
         messages_ = messages_[1:]
     conversation = [*messages_, responses.assistant_message(response)]
+    try:
+        store = await _store(app)
+    except GearshiftError:  # logged; the answer goes out unstored
+        return
     await store.put(
         owner,
         response["id"],
@@ -161,7 +191,7 @@ async def _stored(request: web.Request) -> StoredResponse:
     store = await _store(request.app)
     stored = await store.get(owner_of(_presented_key(request)), response_id)
     if stored is None:
-        raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+        raise NotFound(f"Response with id '{_shown(response_id)}' not found.", param="response_id")
     return stored
 
 
@@ -174,7 +204,7 @@ async def delete_response(request: web.Request) -> web.Response:
     response_id = request.match_info["id"]
     store = await _store(request.app)
     if not await store.delete(owner_of(_presented_key(request)), response_id):
-        raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+        raise NotFound(f"Response with id '{_shown(response_id)}' not found.", param="response_id")
     doc = {"id": response_id, "object": "response", "deleted": True}
     return web.Response(body=orjson.dumps(doc), content_type=JSON)
 
@@ -212,6 +242,11 @@ async def input_items(request: web.Request) -> web.Response:
         "has_more": len(items) > limit,
     }
     return web.Response(body=orjson.dumps(doc), content_type=JSON)
+
+
+def _shown(response_id: str) -> str:
+    """An id as an error message quotes it: the client's, so at most 100 characters."""
+    return response_id if len(response_id) <= 100 else response_id[:100] + "…"
 
 
 # ---------------------------------------------------------------- Anthropic Messages API
