@@ -4,6 +4,7 @@ worker replaced, SIGTERM drains a stream in flight and everything exits 0."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -62,6 +63,7 @@ async def test_two_workers_share_a_port_sum_their_metrics_and_survive_a_kill(
         sys.executable, "-m", "gearshift", "serve", "--config", CATALOG_2024, "--workers", "2",
         "--port", str(unused_port), "--no-access-log",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own process group: a failure kills the workers too
     )  # fmt: skip
     base = f"http://127.0.0.1:{unused_port}"
     try:
@@ -109,7 +111,9 @@ async def test_two_workers_share_a_port_sum_their_metrics_and_survive_a_kill(
         assert "Traceback" not in text
     finally:
         if proc.returncode is None:
-            proc.kill()
+            # The whole group: a worker left alive would hold the pipes, and wait() with it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
 
 
