@@ -96,6 +96,24 @@ def data_payload(raw: bytes) -> bytes | None:
     return None if event is None else event.data
 
 
+def named_data(raw: bytes) -> bytes | None:
+    """The data of an event framed exactly as Anthropic's and OpenAI's Responses streams
+    frame them (``event: <name>``, one ``data: <json>`` line, a blank line; ``\n`` line
+    ends), without ``parse``'s line loop; None for any other framing, which ``parse`` reads
+    (the same data for these)."""
+    lines = raw.split(b"\n")
+    if (
+        len(lines) == 4
+        and not lines[2]
+        and not lines[3]
+        and lines[1].startswith(b"data: ")
+        and lines[0].startswith(b"event: ")
+        and b"\r" not in raw
+    ):
+        return lines[1][6:]
+    return None
+
+
 def encode(data: bytes, name: str | None = None) -> bytes:
     """Frame ``data`` (one line of JSON) as an SSE event."""
     if name is None:

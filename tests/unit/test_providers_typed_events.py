@@ -16,7 +16,7 @@ from gearshift import sse
 from gearshift.config import catalog_2024, load
 from gearshift.errors import ProtocolError, RateLimited
 from gearshift.inbound.chat import parse_chat
-from gearshift.providers import anthropic, anthropic_stream, gemini
+from gearshift.providers import anthropic, gemini
 
 CONFIG = load(None, environ={"ANTHROPIC_API_KEY": "a", "GEMINI_API_KEY": "g"}, base=catalog_2024())
 HAIKU = CONFIG.models["claude-3-haiku"]
@@ -248,9 +248,9 @@ def test_the_anthropic_framing_shortcut_reads_what_sse_parse_reads(
     pieces: list[bytes], ends: list[bytes]
 ) -> None:
     raw = b"".join(p + e for p, e in zip(pieces, ends, strict=False)) + b"\n\n"
-    data = anthropic_stream._data(raw)
+    data = sse.named_data(raw)
     if data is not None:
         parsed = sse.parse(raw)
         assert parsed is not None
         assert parsed.data == data
-    assert anthropic_stream._data(b"event: ping\ndata: {}\n\n") == b"{}"
+    assert sse.named_data(b"event: ping\ndata: {}\n\n") == b"{}"

@@ -191,23 +191,6 @@ class _Head(msgspec.Struct):
 _HEAD = msgspec.json.Decoder(_Head)
 
 
-def _data(raw: bytes) -> bytes | None:
-    """The data of an event framed exactly as Anthropic frames them (``event: <name>``, one
-    ``data: <json>`` line, a blank line; ``\n`` line ends), without ``sse.parse``'s line
-    loop; None for any other framing, which ``sse.parse`` reads (the same data for these)."""
-    lines = raw.split(b"\n")
-    if (
-        len(lines) == 4
-        and not lines[2]
-        and not lines[3]
-        and lines[1].startswith(b"data: ")
-        and lines[0].startswith(b"event: ")
-        and b"\r" not in raw
-    ):
-        return lines[1][6:]
-    return None
-
-
 # ---------------------------------------------------------------- the decoder
 
 
@@ -255,7 +238,7 @@ class StreamDecoder:
         return b""
 
     def feed(self, raw_event: bytes) -> bytes:
-        data = _data(raw_event)
+        data = sse.named_data(raw_event)
         event: Any = None
         if data is not None:
             try:

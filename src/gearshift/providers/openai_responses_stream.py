@@ -180,22 +180,6 @@ class _Event(msgspec.Struct):
 _EVENT = msgspec.json.Decoder(_Event)
 
 
-def _data(raw: bytes) -> bytes | None:
-    """The data of an event framed as OpenAI frames them (``event: <type>``, one ``data:``
-    line, a blank line), without ``sse.parse``'s line loop; None for other framings."""
-    lines = raw.split(b"\n")
-    if (
-        len(lines) == 4
-        and not lines[2]
-        and not lines[3]
-        and lines[1].startswith(b"data: ")
-        and lines[0].startswith(b"event: ")
-        and b"\r" not in raw
-    ):
-        return lines[1][6:]
-    return None
-
-
 class StreamDecoder:
     """Responses events → chat chunks (see the module docstring)."""
 
@@ -227,7 +211,7 @@ class StreamDecoder:
     def feed(self, raw_event: bytes) -> bytes:
         if self._terminal:
             return b""
-        data = _data(raw_event)
+        data = sse.named_data(raw_event)
         if data is None:
             parsed = sse.parse(raw_event)
             if parsed is None:  # a comment: a keep-alive, once the stream has started
