@@ -49,6 +49,18 @@ _MATH_UNICODE = "√∫∑∏≤≥≠±π∞"
 # newline to the next; ``(?m)^`` would try every position). Matched against "\n" + ask.
 _LIST_LINE = re.compile(r"\n\s*(?:\d{1,2}[.)]|[-*•]|\([a-z]\))(?=\s)")
 _OPTION_LINE = re.compile(r"\n\s*\(?[a-d][.)](?=\s)")
+_FILE_NAME = re.compile(
+    r"\b[\w/-]+\.(?:py|js|jsx|ts|tsx|go|rs|java|kt|c|cc|cpp|h|hpp|cs|rb|php|swift|scala|sql"
+    r"|ya?ml|toml|json|sh|tf|proto|vue)\b"
+)
+# Beyond ASCII (only asks that are not pure ASCII pay for these): words are runs of letters,
+# ' and - in any script; scripts written without spaces between words (Chinese, Japanese) and
+# Korean, whose words carry their particles, are read as overlapping pairs of characters
+# ("word pieces": 要約してください -> 要約, 約し, して, ...), so that a term or a lexicon
+# entry of two characters is found wherever it occurs.
+_SPACELESS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_SPACELESS_RUN = re.compile(f"[{_SPACELESS}]+")
+_UNICODE_WORD = re.compile(f"(?:[^\\W\\d_{_SPACELESS}]|['\\-])+")
 
 
 class WindowSpec(Protocol):
@@ -70,6 +82,9 @@ class Text:
     ask_b: bytes = b""
     system: str = ""
     prev: str = ""
+    # A long paste's instruction: the ask's first or last paragraph when it is short (a
+    # reading task's ask, whose verbs say whether it is mechanical or a judgment); else "".
+    instr: str = ""
     ask_len: int = 0
     system_len: int = 0
     total_chars: int = 0
@@ -117,19 +132,83 @@ def read_text(body: Mapping[str, Any], window: WindowSpec) -> Text:
         out.ask_b = out.ask.encode("utf-8", "surrogatepass")
         if len(users) > 1:
             out.prev = _window(users[-2], window.prev_head)
+        if out.ask_len >= 1500:
+            out.instr = _instruction(out.ask)
+    return out
+
+
+def _instruction(ask: str) -> str:
+    first = ask.find("\n\n")
+    if first < 0:
+        return ask if len(ask) < 300 else ""
+    if first < 300:
+        return ask[:first]
+    last = ask.rfind("\n\n") + 2
+    return ask[last:] if len(ask) - last < 300 else ""
+
+
+def tokens(text: str) -> list[bytes]:
+    """The word tokens of a lower-cased window, in order (bytes, for set lookups): runs of
+    a-z, ' and - for ASCII text (one ``translate`` and ``split``); for other text, runs of
+    letters of any script, and pairs of characters for scripts written without spaces."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) == len(text):
+        return data.translate(_WORD_TABLE).split()
+    return _unicode_tokens(text)
+
+
+# Pairs of characters read per window at most: the first 120 and the last 40 characters of
+# its spaceless runs (a window of such text holds ~700 pairs, ~0.2 µs each to cut and look
+# up: the cap keeps a Japanese request's decision within a few times an English one's).
+_PAIRS_HEAD, _PAIRS_TAIL = 120, 40
+
+
+def _unicode_tokens(text: str) -> list[bytes]:
+    out = [w.encode("utf-8", "surrogatepass") for w in _UNICODE_WORD.findall(text)]
+    runs = _SPACELESS_RUN.findall(text)
+    if sum(map(len, runs)) > _PAIRS_HEAD + _PAIRS_TAIL:
+        runs = _capped(runs)
+    for run in runs:
+        # Every character of these scripts is 3 bytes of UTF-8: pairs are 6-byte slices at
+        # steps of 3 of one encoded run (no per-pair encode).
+        data = run.encode()
+        if len(run) < 3:
+            out.append(data)
+        else:
+            out += [data[i : i + 6] for i in range(0, len(data) - 3, 3)]
+    return out
+
+
+def _capped(runs: list[str]) -> list[str]:
+    """The parts of ``runs`` within their first ``_PAIRS_HEAD`` and last ``_PAIRS_TAIL``
+    characters (counted over the runs together)."""
+    total = sum(map(len, runs))
+    tail_from = total - _PAIRS_TAIL
+    out: list[str] = []
+    at = 0
+    for run in runs:
+        end = at + len(run)
+        if at < _PAIRS_HEAD:
+            out.append(run[: _PAIRS_HEAD - at])
+        if end > tail_from:
+            out.append(run[max(0, tail_from - at) :])
+        at = end
     return out
 
 
 def word_set(text: str) -> set[bytes]:
-    """The distinct word tokens of a lower-cased window (bytes, for set lookups)."""
+    """The distinct word tokens of a lower-cased window (see ``tokens``)."""
     if not text:
         return set()
-    return set(text.encode("utf-8", "surrogatepass").translate(_WORD_TABLE).split())
+    return set(tokens(text))
 
 
 def lexicon_words(text: str) -> set[str]:
-    """The words a lexicon may learn: tokens of 2+ characters starting with a letter."""
-    return {w.decode() for w in word_set(text) if len(w) > 1 and 97 <= w[0] <= 122}
+    """The words a lexicon may learn: tokens of 2+ bytes starting with a letter (a-z or
+    the lead byte of a character beyond ASCII)."""
+    return {
+        w.decode() for w in word_set(text) if len(w) > 1 and (97 <= w[0] <= 122 or w[0] >= 0xC0)
+    }
 
 
 def _log_scale(n: float, unit: float) -> float:
@@ -175,6 +254,8 @@ COUNTERS: tuple[str, ...] = (
     "options",
     "non_ascii",
     "doc_short_ask",
+    "spaceless",
+    "code_files",
 )
 
 
@@ -196,10 +277,16 @@ def counters(t: Text) -> tuple[float, ...]:
             if classes.count(b"`") >= 3:
                 fences = min(ask.count("```"), 4) / 4.0
         numbers = min(len(ask_b.translate(_DIGITS_TABLE).split()), 16) / 16.0
-    non_ascii = 0.0
-    if not ask.isascii():
+    non_ascii = spaceless = 0.0
+    if size != len(ask):
         math_ = min(1.0, math_ + sum(ask.count(c) for c in _MATH_UNICODE) / len(ask) * 10)
         non_ascii = min(1.0, (size - len(ask)) / max(1, len(ask)) * 3)
+        spaceless = min(1.0, sum(map(len, _SPACELESS_RUN.findall(ask))) / len(ask) * 2)
+    files = 0.0
+    # File names (`app/models.py`, `Cart.tsx`): a change across files. Read in pasted code
+    # blocks only (the regex costs ~25 µs on a window of code).
+    if fences >= 0.5 and "." in ask:
+        files = min(len(set(_FILE_NAME.findall(ask))), 4) / 4.0
     list_items = options = 0.0
     if "\n" in ask:  # the regexes only run on asks of several lines (most asks are one)
         lined = "\n" + ask
@@ -230,19 +317,26 @@ def counters(t: Text) -> tuple[float, ...]:
         options,
         non_ascii,
         _doc_with_short_ask(t),
+        spaceless,
+        files,
     )
 
 
 class Found:
     """The word sets of each window, computed once per request."""
 
-    __slots__ = ("ask", "prev", "system", "t")
+    __slots__ = ("_instr", "ask", "prev", "system", "t")
 
     def __init__(self, t: Text) -> None:
         self.t = t
-        self.ask = set(t.ask_b.translate(_WORD_TABLE).split()) if t.ask_b else set()
+        ask_b = t.ask_b
+        if len(ask_b) == len(t.ask):  # ASCII: the common case, without a call
+            self.ask = set(ask_b.translate(_WORD_TABLE).split()) if ask_b else set()
+        else:
+            self.ask = set(_unicode_tokens(t.ask))
         self.system = word_set(t.system) if t.system else set()
         self.prev = word_set(t.prev) if t.prev else set()
+        self._instr: set[bytes] | None = None
 
     def scope(self, scope: str) -> tuple[str, set[bytes]]:
         t = self.t
@@ -252,6 +346,10 @@ class Found:
             return t.system, self.system
         if scope == "prev":
             return t.prev, self.prev
+        if scope == "instr":
+            if self._instr is None:
+                self._instr = word_set(t.instr)
+            return t.instr, self._instr
         return t.system + "\n" + t.prev + "\n" + t.ask, self.ask | self.system | self.prev
 
 
@@ -264,7 +362,7 @@ class TermRule(Protocol):
     def scope(self) -> str: ...
 
 
-SCOPES = ("ask", "system", "prev", "any")
+SCOPES = ("ask", "system", "prev", "instr", "any")
 
 
 class Terms:
@@ -315,13 +413,13 @@ class _ScopeTerms:
         if term.startswith("^"):
             self.starts.append((rule, term[1:]))
             return
-        tokens = term.encode("utf-8", "surrogatepass").translate(_WORD_TABLE).split()
-        if not tokens:
+        found = tokens(term)  # as a request's words are found, in any script
+        if not found:
             self.symbols.append((rule, term))  # e.g. "%": a plain substring test
-        elif len(tokens) == 1:
-            self.words.setdefault(tokens[0], []).append(rule)
+        elif len(found) == 1 and (term.isascii() or found[0].decode() == term):
+            self.words.setdefault(found[0], []).append(rule)
         else:  # a phrase: all of its words in the window (cheap), then the phrase itself
-            self.phrases.setdefault(tokens[0], []).append((rule, frozenset(tokens[1:]), term))
+            self.phrases.setdefault(found[0], []).append((rule, frozenset(found[1:]), term))
 
     def freeze(self) -> None:
         self.word_keys = frozenset(self.words)
