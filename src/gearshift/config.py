@@ -251,6 +251,15 @@ class RoutingSpec(_Strict, frozen=True):
     default_model: str | None = None  # what `auto` serves when classifier = false
     auto_aliases: list[str] = msgspec.field(default_factory=lambda: ["auto", "gearshift/auto"])
     rules: str | None = None  # a rule table from `gearshift calibrate`; default: shipped
+    # The knob: the highest probability, as the table's calibrated risk, that a request sent
+    # below the frontier tier is answered worse than the frontier would (frontier from this
+    # risk, standard from half of it). Or a named preset of the table: safe | balanced |
+    # thrifty. At most one of max_risk, preset and thresholds (score cut-offs) is set.
+    max_risk: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    preset: Literal["safe", "balanced", "thrifty"] | None = None
+    # How far an uncertain request's accepted risk is cut (most of its words unknown to the
+    # table); None: the table's own (0.5 in the shipped one); 0 turns leaning off.
+    uncertainty_lean: Annotated[float, msgspec.Meta(ge=0, lt=1)] | None = None
     thresholds: ThresholdSpec | None = None
     allow_upgrade: bool = False  # may a concrete request go to a higher tier than its model?
     expected_output_tokens: Tokens = 400  # for cost estimates without max_tokens
@@ -713,14 +722,22 @@ def resolve(
         name = getattr(raw.routing, key)
         if name is not None and name not in models:
             raise ConfigError(f"{source}: $.routing.{key}: unknown model {name!r}")
+    knobs = [k for k in ("max_risk", "preset", "thresholds") if getattr(raw.routing, k) is not None]
+    if len(knobs) > 1:
+        raise ConfigError(
+            f"{source}: $.routing: set one of max_risk, preset and thresholds, not "
+            + " and ".join(knobs)
+        )
     t = raw.routing.thresholds
     if t is not None and t.standard > t.frontier:
         raise ConfigError(f"{source}: $.routing.thresholds: standard must be <= frontier")
     for alias in [*raw.routing.auto_aliases, *(f"gearshift/{t}" for t in raw.routing.tiers)]:
         if alias in models:
             raise ConfigError(f"{source}: $.routing.auto_aliases: {alias!r} is also a model name")
-    if raw.routing.rules is not None:  # loaded as `serve` will, so that it cannot fail there
-        checks.check_rules(raw.routing.rules, f"{source}: $.routing.rules")
+    if raw.routing.rules is not None or raw.routing.preset is not None:
+        # Loaded as `serve` will, so that it cannot fail there.
+        where = "rules" if raw.routing.rules is not None else "preset"
+        checks.check_rules(raw.routing.rules, f"{source}: $.routing.{where}", raw.routing.preset)
     return Config(
         server=msgspec.structs.replace(raw.server, api_keys=["***"] * len(raw.server.api_keys)),
         routing=raw.routing,

@@ -118,16 +118,19 @@ def proxy_keys_from_env(environ: Mapping[str, str]) -> list[str]:
     return keys
 
 
-def check_rules(path: str, where: str) -> None:
-    """Load the rule table at ``path`` (and the lexicons file beside it) as ``serve`` will;
-    a relative path is taken from the working directory, as ``load_rules`` does."""
+def check_rules(path: str | None, where: str, preset: str | None = None) -> None:
+    """Load the rule table at ``path`` (and the lexicons file beside it; None: the shipped
+    one) as ``serve`` will, and check that it has the risk ``preset`` the configuration
+    names; a relative path is taken from the working directory, as ``load_rules`` does."""
     from gearshift.routing.classify import RulesError, load_rules  # classify is heavy
 
     try:
-        load_rules(path)
+        rules = load_rules(path)
+        if preset is not None:
+            rules.preset_risk(preset)
     except RulesError as exc:
         hint = ""
-        if not Path(path).is_absolute():
+        if path is not None and not Path(path).is_absolute():
             hint = f" (a relative path is taken from the working directory, {Path.cwd()})"
         raise ConfigError(f"{where}: {exc}{hint}") from None
 

@@ -30,6 +30,7 @@ async def test_a_simple_request_for_gpt4o_is_served_by_gpt4o_mini(
     assert resp.headers["x-gearshift-model"] == "gpt-4o-mini"
     assert resp.headers["x-gearshift-tier"] == "light"
     assert 0 <= float(resp.headers["x-gearshift-score"]) < 0.5
+    assert 0 <= float(resp.headers["x-gearshift-risk"]) <= 1
     assert resp.headers["x-gearshift-reason"]
     assert float(resp.headers["x-gearshift-est-cost-usd"]) < float(
         resp.headers["x-gearshift-requested-cost-usd"]
@@ -60,6 +61,7 @@ async def test_hints_from_the_sdk_shapes(gateway: TestClient, mock_state: MockSt
     )
     assert resp.headers["x-gearshift-model"] == "gpt-4o"
     assert resp.headers["x-gearshift-score"] == "hint"
+    assert resp.headers["x-gearshift-risk"] == "hint"
     resp = await _post(
         gateway, {"model": "auto", "messages": easy, "gearshift": {"tier": "frontier"}}
     )

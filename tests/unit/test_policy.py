@@ -235,6 +235,41 @@ def test_configured_thresholds_override_the_table() -> None:
     assert plan(_req(text="hi"), policy).tier == "frontier"
 
 
+def _risky(score: float) -> Rules:
+    """``_fixed`` with a risk map (score s -> risk s / 2) and presets."""
+    from gearshift.routing.classify import RiskMap
+
+    fixed = _fixed(score)
+    risk = RiskMap(
+        scores=[0.0, 1.0], risks=[0.0, 0.5], presets={"safe": 0.05, "balanced": 0.2}, lean=0.0
+    )
+    return Rules(msgspec.structs.replace(fixed.spec, risk=risk), "risky")
+
+
+def test_max_risk_moves_the_thresholds_through_the_calibration() -> None:
+    # Score 0.5 is risk 0.25: below frontier at max_risk 0.3 (frontier from score 0.6), at
+    # frontier with max_risk 0.2 (from score 0.4); standard from half the risk.
+    assert plan(_req(), _policy("[routing]\nmax_risk = 0.3\n", _risky(0.5))).tier == "standard"
+    assert plan(_req(), _policy("[routing]\nmax_risk = 0.2\n", _risky(0.5))).tier == "frontier"
+    assert plan(_req(), _policy("[routing]\nmax_risk = 0.6\n", _risky(0.5))).tier == "light"
+
+
+def test_a_preset_is_a_risk_of_the_table() -> None:
+    assert plan(_req(), _policy('[routing]\npreset = "safe"\n', _risky(0.3))).tier == "frontier"
+    assert plan(_req(), _policy('[routing]\npreset = "balanced"\n', _risky(0.3))).tier == (
+        "standard"
+    )
+    with pytest.raises(Exception, match="no risk preset 'thrifty'"):
+        _policy('[routing]\npreset = "thrifty"\n', _risky(0.3))
+
+
+def test_one_knob_at_a_time() -> None:
+    from gearshift.config import ConfigError
+
+    with pytest.raises(ConfigError, match="set one of max_risk, preset and thresholds"):
+        _policy('[routing]\nmax_risk = 0.2\npreset = "safe"\n')
+
+
 def test_hint_values_are_checked_and_case_insensitive() -> None:
     policy = _policy(rules=_fixed(0.1))
     with pytest.raises(BadRequest):

@@ -26,7 +26,8 @@ from typing import Any
 
 import orjson
 
-from gearshift.routing.classify import Rules, RulesFile, Thresholds
+from gearshift.offline.languages import language_of
+from gearshift.routing.classify import RiskMap, Rules, RulesFile, Thresholds
 
 
 @dataclass(slots=True)
@@ -41,6 +42,8 @@ class Example:
     weak_score: float
     strong_score: float
     category: str = ""
+    judged: bool = False  # a tier by judgment ("tiers" schema), not a measured outcome
+    language: str = "en"  # the row's ``language``, else a guess (offline/languages.py)
 
 
 def example_from_row(row: dict[str, Any], dataset: str, line: int) -> Example:
@@ -61,6 +64,7 @@ def example_from_row(row: dict[str, Any], dataset: str, line: int) -> Example:
             float(1 - strong),
             1.0,
             str(row.get("task") or row.get("category") or ""),
+            judged=True,
         )
     messages: list[dict[str, Any]] = []
     if row.get("previous_user_turn"):
@@ -72,8 +76,12 @@ def example_from_row(row: dict[str, Any], dataset: str, line: int) -> Example:
     if not isinstance(row["weak_suffices"], bool) or not isinstance(row["prompt"], str):
         raise ValueError(f"line {line}: weak_suffices must be a boolean, prompt a string")
     strong = 0 if row["weak_suffices"] else 1
-    # The turns of one conversation ("81/turn1", "81/turn2") stay in one fold.
-    group = rid.split("/")[0] if "/turn" in rid else rid
+    # The turns of one conversation ("81/turn1", "81/turn2") stay in one fold, and so do
+    # the rows of one prompt answered by several weak models (alpaca_eval, m_ifeval).
+    if "/turn" in rid:
+        group = rid.split("/")[0]
+    else:
+        group = str(row.get("previous_user_turn") or "") + "\n--\n" + row["prompt"]
     return Example(
         rid,
         dataset,
@@ -96,7 +104,9 @@ def load_examples(paths: Iterable[str | Path]) -> list[Example]:
                 if not isinstance(row, dict):
                     raise ValueError(f"{p}:{i}: a row must be a JSON object")
                 try:
-                    out.append(example_from_row(row, p.stem, i))
+                    example = example_from_row(row, p.stem, i)
+                    example.language = language_of(row, example.body)
+                    out.append(example)
                 except (KeyError, ValueError, TypeError) as exc:
                     raise ValueError(f"{p}:{i}: {exc}") from None
     return out
@@ -284,6 +294,11 @@ class FitOptions:
     min_rows: int = 3
     max_words: int = 3000
     target_quality: float = 0.9
+    # When set, thresholds come from held-out risk instead: the frontier threshold is the
+    # highest whose out-of-fold frontier recall on the judged sets reaches it (see
+    # ``risk_and_thresholds``), and the table gets its risk map and presets.
+    target_recall: float | None = None
+    inner_folds: int = 3
     dataset_effects: bool = True
     dataset_weights: dict[str, float] = field(default_factory=dict)  # default 1 each
 
@@ -365,9 +380,121 @@ def fit(
         ),
         seed.source,
     )
+    if options.target_recall is not None:
+        return with_risk(fitted, seed, examples, options, feats)
     scores = [fitted.score(e.body)[0] for e in examples]
     t = choose_thresholds(scores, examples, options.target_quality)
     return fitted.with_thresholds(t.standard, t.frontier)
+
+
+# Presets: a frontier recall each, on the judged sets, held out while fitting.
+PRESET_RECALLS = {"safe": 0.98, "balanced": 0.95, "thrifty": 0.9}
+
+
+def with_risk(
+    fitted: Rules,
+    seed: Rules,
+    examples: Sequence[Example],
+    options: FitOptions,
+    feats: Sequence[dict[str, float]],
+) -> Rules:
+    """``fitted`` with a risk map and thresholds from out-of-fold scores: ``inner_folds``
+    refits on the training rows give every row a score from a table that did not see it;
+    isotonic regression of those scores against the labels (each dataset weighted as in the
+    fit) is the risk map; the frontier threshold is the highest whose out-of-fold recall of
+    frontier rows on the judged sets reaches ``target_recall``, and the presets are the
+    risks at the recalls of ``PRESET_RECALLS``; standard starts at half the frontier risk."""
+    import msgspec
+
+    inner = FitOptions(**{**_options_dict(options), "target_recall": None})
+    assignment = folds(examples, options.inner_folds, seed=11)
+    oof = [0.0] * len(examples)
+    for fold in range(options.inner_folds):
+        keep = [i for i, f in enumerate(assignment) if f != fold]
+        table = fit(seed, [examples[i] for i in keep], inner, [feats[i] for i in keep])
+        for i, f in enumerate(assignment):
+            if f == fold:
+                oof[i] = table.score(examples[i].body)[0]
+    weights = sample_weights(examples, options.dataset_weights)
+    xs, ys = isotonic(oof, [e.strong for e in examples], weights)
+    judged = [i for i, e in enumerate(examples) if e.judged] or list(range(len(examples)))
+    recall_weights = sample_weights([examples[i] for i in judged])
+
+    def threshold(recall: float) -> float:
+        return recall_threshold(
+            [oof[i] for i in judged], [examples[i].strong for i in judged], recall_weights, recall
+        )
+
+    mapped = Rules(
+        msgspec.structs.replace(fitted.spec, risk=RiskMap(scores=xs, risks=ys, presets={})),
+        fitted.source,
+    )
+    target = options.target_recall if options.target_recall is not None else 0.95
+    presets = {
+        name: round(max(1e-4, mapped.risk(threshold(r))), 4) for name, r in PRESET_RECALLS.items()
+    }
+    frontier = threshold(target)
+    risk = RiskMap(scores=xs, risks=ys, presets=presets)
+    out = Rules(msgspec.structs.replace(fitted.spec, risk=risk), fitted.source)
+    standard = min(frontier, out.score_at_risk(out.risk(frontier) / 2))
+    return out.with_thresholds(round(standard, 4), round(frontier, 4))
+
+
+def _options_dict(options: FitOptions) -> dict[str, Any]:
+    return {name: getattr(options, name) for name in FitOptions.__dataclass_fields__}
+
+
+def recall_threshold(
+    scores: Sequence[float], labels: Sequence[int], weights: Sequence[float], recall: float
+) -> float:
+    """The highest threshold whose weighted recall of ``labels == 1`` (score >= threshold)
+    reaches ``recall``."""
+    positives = sorted(
+        ((s, w) for s, y, w in zip(scores, labels, weights, strict=True) if y), reverse=True
+    )
+    total = sum(w for _, w in positives)
+    if not total:
+        return 1.0
+    got = 0.0
+    for s, w in positives:
+        got += w
+        if got >= recall * total - 1e-12:
+            return s
+    return 0.0
+
+
+def isotonic(
+    scores: Sequence[float], labels: Sequence[int], weights: Sequence[float], knots: int = 24
+) -> tuple[list[float], list[float]]:
+    """Weighted isotonic regression (pool adjacent violators) of ``labels`` on ``scores``,
+    as at most ``knots`` (score, risk) points: each pooled block's weighted mean score and
+    its rate, rising; blocks are merged to equal weight when there are more than ``knots``."""
+    order = sorted(range(len(scores)), key=scores.__getitem__)
+    blocks: list[list[float]] = []  # [weight, weighted score sum, weighted label sum]
+    for i in order:
+        w = weights[i]
+        blocks.append([w, w * scores[i], w * labels[i]])
+        while len(blocks) > 1 and blocks[-2][2] / blocks[-2][0] >= blocks[-1][2] / blocks[-1][0]:
+            w2, s2, y2 = blocks.pop()
+            blocks[-1][0] += w2
+            blocks[-1][1] += s2
+            blocks[-1][2] += y2
+    total = sum(b[0] for b in blocks)
+    merged: list[list[float]] = []
+    for b in blocks:  # equal-weight groups of neighbouring blocks (rates stay rising)
+        if merged and merged[-1][0] < total / knots:
+            merged[-1] = [m + v for m, v in zip(merged[-1], b, strict=True)]
+        else:
+            merged.append(list(b))
+    xs: list[float] = []
+    ys: list[float] = []
+    for w, sw, yw in merged:
+        x, y = round(sw / w, 6), round(yw / w, 6)
+        if xs and x <= xs[-1]:
+            continue
+        xs.append(x)
+        ys.append(max(y, ys[-1]) if ys else y)
+    return xs, ys
 
 
 def replace_weight(rule: Any, weight: float) -> Any:
@@ -427,7 +554,7 @@ def cross_val_scores(
         for i, (e, f) in enumerate(zip(examples, assignment, strict=True)):
             if f == fold:
                 scores[i] = rules.score(e.body)[0]
-                routed[i] = scores[i] >= rules.spec.thresholds.frontier
+                routed[i] = rules.decide(e.body).tier == "frontier"
     return scores, routed
 
 

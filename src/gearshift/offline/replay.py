@@ -26,6 +26,8 @@ def decide_one(raw: bytes, policy: Policy, headers: dict[str, str] | None = None
     return {
         "requested": p.requested,
         "score": None if d is None else d.score,
+        "risk": None if d is None or d.hinted else d.risk,
+        "uncertain": None if d is None or d.hinted else d.uncertain,
         "tier": p.tier,
         "model": p.targets[0].name,
         "effort": p.targets[0].effort,

@@ -18,8 +18,10 @@ A TOML with the maps inline (the older single-file form) still loads.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import hashlib
+import itertools
 import math
 import re
 from collections.abc import Collection, Iterable, Mapping
@@ -76,6 +78,24 @@ class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     frontier: float = 0.5
 
 
+class RiskMap(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a score means: knots of a monotone piecewise-linear map from score to the
+    probability that the cheap model falls short (isotonic regression on held-out scores,
+    fitted by ``gearshift calibrate``); ``presets`` name risks (``safe``, ``balanced``,
+    ``thrifty``) and ``lean`` is how far an uncertain request's accepted risk is cut.
+    Empty: the score is read as the risk itself."""
+
+    scores: list[float] = []
+    risks: list[float] = []
+    presets: dict[str, float] = {}
+    lean: float = 0.5
+    min_words: int = 4  # a request with fewer words in its windows is never "uncertain"
+    min_known: float = 0.5  # ... nor one with at least this share known to the lexicons
+
+
+PRESETS = ("safe", "balanced", "thrifty")
+
+
 class Window(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ask_head: int = 700
     ask_tail: int = 300
@@ -98,6 +118,7 @@ class RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     semantic: dict[str, float] = {}
     semantic_weight: float = 0.0
     prev_lexicon_scale: float = 0.5
+    risk: RiskMap = RiskMap()
     provenance: dict[str, str] = {}
 
 
@@ -133,6 +154,8 @@ class Decision:
     reasons: tuple[str, ...]
     hinted: bool = False
     image: bool = False  # the request carries an image (so it needs a vision model)
+    risk: float = 0.0  # the calibrated probability that the cheap model falls short
+    uncertain: bool = False  # most of the request's words are unknown to the table
 
 
 class Rules:
@@ -171,6 +194,7 @@ class Rules:
         if min(w.ask_head, w.ask_tail, w.system_head, w.prev_head, w.lead) < 0:
             raise RulesError(f"{source}: window sizes must not be negative")
         _check_thresholds(spec.thresholds, source)
+        _check_risk(spec.risk, source)
         self.spec = spec
         self.source = source
         self._terms = Terms(spec.patterns)
@@ -195,6 +219,74 @@ class Rules:
         self._prev_scale = spec.prev_lexicon_scale
         self._semantic_weight = spec.semantic_weight if self._semantic else 0.0
         self._lead_chars = spec.window.lead
+        self._risk_scores = tuple(spec.risk.scores)
+        self._risk_values = tuple(spec.risk.risks)
+        self._min_words = spec.risk.min_words
+        self._min_known = spec.risk.min_known
+        self._uncertain = self._leaned(spec.thresholds)
+
+    # ------------------------------------------------------------------ risk
+
+    def risk(self, score: float) -> float:
+        """The calibrated probability that the cheap model falls short at ``score``."""
+        xs, ys = self._risk_scores, self._risk_values
+        if not xs:
+            return score
+        i = bisect.bisect_right(xs, score)
+        if i == 0:
+            return ys[0]
+        if i == len(xs):
+            return ys[-1]
+        x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+        return y0 + (y1 - y0) * (score - x0) / (x1 - x0) if x1 > x0 else y1
+
+    def score_at_risk(self, risk: float) -> float:
+        """The lowest score whose risk is at least ``risk`` (1.0 when none reaches it)."""
+        xs, ys = self._risk_scores, self._risk_values
+        if not xs:
+            return min(1.0, max(0.0, risk))
+        if risk <= ys[0]:
+            return xs[0] if risk == ys[0] else 0.0
+        for i in range(1, len(xs)):
+            if ys[i] >= risk:
+                y0, y1, x0, x1 = ys[i - 1], ys[i], xs[i - 1], xs[i]
+                return x0 + (x1 - x0) * (risk - y0) / (y1 - y0) if y1 > y0 else x0
+        return 1.0
+
+    def preset_risk(self, name: str) -> float:
+        """The risk a named preset stands for in this table (``RulesError`` if it has none)."""
+        try:
+            return self.spec.risk.presets[name]
+        except KeyError:
+            raise RulesError(
+                f"{self.source}: no risk preset {name!r} (it has: "
+                f"{', '.join(sorted(self.spec.risk.presets)) or 'none'})"
+            ) from None
+
+    def with_risk(self, max_risk: float) -> Rules:
+        """The same table with the tier thresholds stated as risks: frontier when the risk is
+        at least ``max_risk``, standard from half of it."""
+        if not 0.0 < max_risk <= 1.0:
+            raise RulesError(f"{self.source}: max_risk must be within (0, 1]")
+        frontier = self.score_at_risk(max_risk)
+        standard = min(frontier, self.score_at_risk(max_risk / 2))
+        return self.with_thresholds(round(standard, 6), round(frontier, 6))
+
+    def with_lean(self, lean: float) -> Rules:
+        """The same table with another ``lean`` for uncertain requests (0: none)."""
+        risk = msgspec.structs.replace(self.spec.risk, lean=lean)
+        _check_risk(risk, self.source)
+        other = copy.copy(self)
+        other.spec = msgspec.structs.replace(self.spec, risk=risk)
+        other._uncertain = other._leaned(other.spec.thresholds)
+        return other
+
+    def _leaned(self, t: Thresholds) -> tuple[float, float]:
+        """Thresholds for an uncertain request: the risk it may take cut by ``lean``."""
+        keep = 1.0 - self.spec.risk.lean
+        frontier = self.score_at_risk(self.risk(t.frontier) * keep)
+        standard = self.score_at_risk(self.risk(t.standard) * keep)
+        return min(standard, t.standard), min(frontier, t.frontier)
 
     def with_thresholds(self, standard: float, frontier: float) -> Rules:
         """The same table with other tier thresholds; it shares this one's compiled (read-only)
@@ -203,6 +295,7 @@ class Rules:
         _check_thresholds(thresholds, self.source)
         other = copy.copy(self)
         other.spec = msgspec.structs.replace(self.spec, thresholds=thresholds)
+        other._uncertain = other._leaned(thresholds)
         return other
 
     def features(self, body: Mapping[str, Any]) -> tuple[Text, dict[str, float]]:
@@ -230,11 +323,25 @@ class Rules:
         return sum(map(self._semantic.__getitem__, words)) / len(words)
 
     def score(self, body: Mapping[str, Any]) -> tuple[float, Text, list[tuple[float, Any]]]:
+        """The score, the text windows, and the contributions a reason may name (see
+        ``_evaluate``)."""
+        score, t, parts, _ = self._evaluate(body)
+        return score, t, parts
+
+    def uncertain(self, body: Mapping[str, Any]) -> bool:
+        """Whether the table has little to go on for ``body`` (most words unknown to it)."""
+        return self._evaluate(body)[3]
+
+    def _evaluate(
+        self, body: Mapping[str, Any]
+    ) -> tuple[float, Text, list[tuple[float, Any]], bool]:
         """The score, the text windows, and the contributions a reason may name:
         (weight * value, feature) for every non-zero counter and rule, and the three
         strongest words of each lexicon (the others are summed). A feature is a counter name,
         a rule index (int), or a word (bytes; prefixed ``p:`` when it came from the previous
-        turn) — names are built only for the few ``decide`` reports."""
+        turn) — names are built only for the few ``decide`` reports; and whether the request
+        is uncertain: ``min_words`` or more words, less than ``min_known`` of them known to
+        the semantic lexicon (a language or a vocabulary the table has little data for)."""
         t = read_text(body, self._window)
         parts: list[tuple[float, Any]] = [
             (weight * value, name)
@@ -270,14 +377,18 @@ class Rules:
                 z += sum(map(lead.__getitem__, hit))
                 top = sorted(hit, key=lambda w: -abs(lead[w]))[:3]
                 parts += [(lead[w], b"h:" + w) for w in top]
+        uncertain = False
         if self._semantic_weight:
-            words = (main | found.prev if found.prev else main) & self._semantic_keys
+            every = main | found.prev if found.prev else main
+            words = every & self._semantic_keys
+            if len(every) >= self._min_words:
+                uncertain = len(words) < self._min_known * len(every)
             if words:
                 value = sum(map(self._semantic.__getitem__, words)) / len(words)
                 if value:
                     parts.append((self._semantic_weight * value, "semantic"))
                     z += self._semantic_weight * value
-        return _sigmoid(z), t, parts
+        return _sigmoid(z), t, parts, uncertain
 
     def _strongest(self, words: set[bytes]) -> list[bytes]:
         if len(words) <= 3:
@@ -293,7 +404,10 @@ class Rules:
         return str(feature)
 
     def tier_for(
-        self, score: float, tiers: tuple[str, ...] = ("light", "standard", "frontier")
+        self,
+        score: float,
+        tiers: tuple[str, ...] = ("light", "standard", "frontier"),
+        thresholds: tuple[float, float] | None = None,
     ) -> str:
         """The weakest tier whose threshold ``score`` stays under; tiers ordered weakest first.
 
@@ -301,34 +415,46 @@ class Rules:
         those names, below them the weakest tier (higher tiers only by hint). A list without
         those names spreads the score over its tiers.
         """
-        t = self.spec.thresholds
+        if thresholds is None:
+            standard, frontier = self.spec.thresholds.standard, self.spec.thresholds.frontier
+        else:
+            standard, frontier = thresholds
         if "frontier" in tiers:
-            if score >= t.frontier:
+            if score >= frontier:
                 return "frontier"
-            if score >= t.standard and "standard" in tiers:
+            if score >= standard and "standard" in tiers:
                 return "standard"
             return tiers[0]
-        if score >= t.frontier:
+        if score >= frontier:
             return tiers[-1]
-        if score < t.standard or len(tiers) < 3:
+        if score < standard or len(tiers) < 3:
             return tiers[0]
-        span = (score - t.standard) / max(1e-9, t.frontier - t.standard)
+        span = (score - standard) / max(1e-9, frontier - standard)
         return tiers[1 + min(len(tiers) - 3, int(span * (len(tiers) - 2)))]
 
     def decide(
         self, body: Mapping[str, Any], tiers: tuple[str, ...] = ("light", "standard", "frontier")
     ) -> Decision:
         """Classify a request body: score, tier, prompt tokens (estimated), top reasons."""
-        score, t, parts = self.score(body)
+        score, t, parts, uncertain = self._evaluate(body)
         # The three largest contributions; the key is a C method, not a Python lambda.
         magnitude = [abs(c) for c, _ in parts]
         top = sorted(range(len(parts)), key=magnitude.__getitem__, reverse=True)[:3]
         reasons = tuple(
             f"{self.feature_name(parts[i][1])}{'+' if parts[i][0] > 0 else '-'}" for i in top
         )
+        tier = self.tier_for(score, tiers)
+        if uncertain:
+            # Little to go on: the thresholds of a smaller accepted risk; said when it moved.
+            leaned = self.tier_for(score, tiers, self._uncertain)
+            if leaned != tier:
+                tier = leaned
+                reasons = ("uncertain+", *reasons[:2])
         return Decision(
             score=round(score, 4),
-            tier=self.tier_for(score, tiers),
+            tier=tier,
+            risk=round(self.risk(score), 4),
+            uncertain=uncertain,
             tokens=tokens.estimate_chars(
                 t.total_chars + _tool_chars(body), ascii=t.ask.isascii() and t.system.isascii()
             ),
@@ -347,6 +473,44 @@ def _tool_chars(body: Mapping[str, Any]) -> int:
 def _check_thresholds(t: Thresholds, source: str) -> None:
     if not 0.0 <= t.standard <= t.frontier <= 1.0:
         raise RulesError(f"{source}: thresholds must satisfy 0 <= standard <= frontier <= 1")
+
+
+def _encode_risk(r: RiskMap) -> list[str]:
+    if r == RiskMap():
+        return []
+    out = [
+        "",
+        "# What a score means: the probability that the cheap model falls short, as knots of",
+        "# a piecewise-linear map (isotonic regression on held-out scores); presets are risks.",
+        "[risk]",
+        "scores = [" + ", ".join(repr(v) for v in r.scores) + "]",
+        "risks = [" + ", ".join(repr(v) for v in r.risks) + "]",
+        f"lean = {r.lean!r}",
+        f"min_words = {r.min_words}",
+        f"min_known = {r.min_known!r}",
+    ]
+    if r.presets:
+        out += ["", "[risk.presets]"] + [f"{_q(k)} = {v!r}" for k, v in r.presets.items()]
+    return out
+
+
+def _check_risk(r: RiskMap, source: str) -> None:
+    if len(r.scores) != len(r.risks):
+        raise RulesError(f"{source}: risk.scores and risk.risks must have the same length")
+    pairs = list(zip(r.scores, r.risks, strict=True))
+    if any(not (0.0 <= v <= 1.0) for pair in pairs for v in pair) or any(
+        b[0] <= a[0] or b[1] < a[1] for a, b in itertools.pairwise(pairs)
+    ):
+        raise RulesError(
+            f"{source}: risk knots must lie in [0, 1], scores rising and risks not falling"
+        )
+    for name, value in r.presets.items():
+        if not 0.0 < value <= 1.0:
+            raise RulesError(f"{source}: risk.presets.{name} must be within (0, 1]")
+    if not 0.0 <= r.lean < 1.0 or not 0.0 <= r.min_known <= 1.0 or r.min_words < 1:
+        raise RulesError(
+            f"{source}: risk.lean must be within [0, 1), min_known within [0, 1], min_words >= 1"
+        )
 
 
 def _bounded(values: Collection[float]) -> bool:
@@ -494,6 +658,7 @@ def encode_rules(
         "[thresholds]",
         f"standard = {t.standard!r}",
         f"frontier = {t.frontier!r}",
+        *_encode_risk(spec.risk),
         "",
         "[window]",
         f"ask_head = {w.ask_head}",

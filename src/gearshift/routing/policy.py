@@ -58,6 +58,13 @@ class Plan:
             return "hint" if self.decision else "none"
         return f"{self.decision.score:.4f}"
 
+    @property
+    def risk(self) -> str:
+        """The calibrated risk that a cheap model falls short, for ``x-gearshift-risk``."""
+        if self.decision is None or self.decision.hinted:
+            return "hint" if self.decision else "none"
+        return f"{self.decision.risk:.4f}"
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -85,9 +92,7 @@ class Policy:
                 (m for m in config.offered if m.effort is None),
                 key=lambda m: (m.tier_rank, m.spec.price_out, m.spec.price_in),
             )
-        if config.routing.thresholds is not None:
-            t = config.routing.thresholds
-            rules = rules.with_thresholds(t.standard, t.frontier)
+        rules = tuned(rules, config)
         smallest = min((m.spec.context_window for m in config.offered), default=0)
         smallest_out = min((m.spec.max_output for m in config.offered), default=0)
         rank = {t: i for i, t in enumerate(tiers)}
@@ -114,6 +119,23 @@ class Policy:
         if fits_all and len(self._shapes) < 1024:
             self._shapes[(need, top, needs)] = found[:]
         return found
+
+
+def tuned(rules: Rules, config: Config) -> Rules:
+    """The table as the configuration sets it: ``uncertainty_lean``, then one of
+    ``thresholds`` (score cut-offs), ``max_risk`` or ``preset`` (risks, through the table's
+    calibration); none of them: the table's own thresholds."""
+    routing = config.routing
+    if routing.uncertainty_lean is not None:
+        rules = rules.with_lean(routing.uncertainty_lean)
+    if routing.thresholds is not None:
+        t = routing.thresholds
+        return rules.with_thresholds(t.standard, t.frontier)
+    if routing.max_risk is not None:
+        return rules.with_risk(routing.max_risk)
+    if routing.preset is not None:
+        return rules.with_risk(rules.preset_risk(routing.preset))
+    return rules
 
 
 def _hinted_tier(request: ChatRequest, headers: Mapping[str, str], policy: Policy) -> str | None:

@@ -96,6 +96,7 @@ def decision_headers(ex: Exchange) -> dict[str, str]:
         "x-gearshift-provider": model.provider.name,
         "x-gearshift-tier": plan.tier,
         "x-gearshift-score": plan.score,
+        "x-gearshift-risk": plan.risk,
         "x-gearshift-reason": plan.reason,
         "x-gearshift-attempts": str(ex.calls),
         "x-gearshift-est-cost-usd": f"{plan.cost_on(model):.8f}",
