@@ -370,7 +370,16 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from gearshift.offline.evaluate import evaluate_files
 
-    return evaluate_files(args.files, args.rules, as_json=args.json, plot=args.plot)
+    return evaluate_files(
+        args.files,
+        args.rules,
+        as_json=args.json,
+        plot=args.plot,
+        curve=args.curve,
+        recall=args.recall,
+        config_path=args.config,
+        by_language=args.by_language,
+    )
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -391,6 +400,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         out=args.out,
         seed=args.seed,
         target_quality=args.target_quality,
+        target_recall=args.target_recall,
         cv=args.cv,
         lodo=args.lodo,
         weights=weights,
@@ -504,6 +514,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--rules", help="rule table to measure (default: shipped)")
     ev.add_argument("--json", action="store_true", help="machine-readable output")
     ev.add_argument("--plot", help="write the cost/quality curve to this PNG (matplotlib)")
+    ev.add_argument(
+        "--curve",
+        action="store_true",
+        help="print the cost/quality curve per file (PGR, recalls, bill at strong shares 0..1)",
+    )
+    ev.add_argument(
+        "--recall",
+        type=float,
+        metavar="R",
+        help="print per file the savings at frontier recall >= R (e.g. 0.95)",
+    )
+    ev.add_argument("--config", help="catalog for the costs (default: the built-in catalog)")
+    ev.add_argument(
+        "--by-language",
+        action="store_true",
+        help="print recall of each class per file and language (the row's `language`, "
+        "else a guess)",
+    )
     ev.set_defaults(func=cmd_eval)
 
     cal = sub.add_parser("calibrate", help="fit the rule table's weights and thresholds")
@@ -515,10 +543,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal.add_argument("--seed", help="table whose features to refit (default: shipped)")
     cal.add_argument(
+        "--target-recall",
+        type=float,
+        help="thresholds from held-out risk: frontier where the out-of-fold frontier recall "
+        "on the judged (tier-labeled) sets reaches R (default 0.95); the table gets a risk "
+        "map and presets",
+    )
+    cal.add_argument(
         "--target-quality",
         type=float,
-        default=0.9,
-        help="share of the weak-to-strong quality gap to keep (default 0.9)",
+        help="instead: the frontier threshold that keeps this share of the weak-to-strong "
+        "quality gap over all sets (the first tables' rule; no risk map)",
     )
     cal.add_argument("--cv", type=int, default=5, help="cross-validation folds (0: none)")
     cal.add_argument(
