@@ -253,8 +253,8 @@ class RoutingSpec(_Strict, frozen=True):
     rules: str | None = None  # a rule table from `gearshift calibrate`; default: shipped
     # The knob: the highest probability, as the table's calibrated risk, that a request sent
     # below the frontier tier is answered worse than the frontier would (frontier from this
-    # risk, standard from half of it). Or a named preset of the table: safe | balanced |
-    # thrifty. At most one of max_risk, preset and thresholds (score cut-offs) is set.
+    # risk, standard from the table's share of it). Or a named preset of the table: safe |
+    # balanced | thrifty. At most one of max_risk, preset and thresholds (cut-offs) is set.
     max_risk: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     preset: Literal["safe", "balanced", "thrifty"] | None = None
     # How far an uncertain request's accepted risk is cut (most of its words unknown to the

@@ -399,11 +399,14 @@ def with_risk(
     feats: Sequence[dict[str, float]],
 ) -> Rules:
     """``fitted`` with a risk map and thresholds from out-of-fold scores: ``inner_folds``
-    refits on the training rows give every row a score from a table that did not see it;
-    isotonic regression of those scores against the labels (each dataset weighted as in the
-    fit) is the risk map; the frontier threshold is the highest whose out-of-fold recall of
-    frontier rows on the judged sets reaches ``target_recall``, and the presets are the
-    risks at the recalls of ``PRESET_RECALLS``; standard starts at half the frontier risk."""
+    refits on the training rows give every row a score from a table that did not see it.
+    On the judged sets (tier labels, the product's own question; each set weighted equally):
+    the isotonic regression of those scores against the labels is the risk map; the frontier
+    threshold is the highest whose out-of-fold recall of frontier rows reaches
+    ``target_recall``; the presets are the risks at the recalls of ``PRESET_RECALLS``;
+    standard starts where that recall is halfway to 1 (it catches half of what the frontier
+    threshold lets through), kept as a share of the frontier risk (``risk.standard``) for
+    ``max_risk`` and the presets."""
     import msgspec
 
     inner = FitOptions(**{**_options_dict(options), "target_recall": None})
@@ -415,10 +418,11 @@ def with_risk(
         for i, f in enumerate(assignment):
             if f == fold:
                 oof[i] = table.score(examples[i].body)[0]
-    weights = sample_weights(examples, options.dataset_weights)
-    xs, ys = isotonic(oof, [e.strong for e in examples], weights)
     judged = [i for i, e in enumerate(examples) if e.judged] or list(range(len(examples)))
     recall_weights = sample_weights([examples[i] for i in judged])
+    xs, ys = isotonic(
+        [oof[i] for i in judged], [examples[i].strong for i in judged], recall_weights
+    )
 
     def threshold(recall: float) -> float:
         return recall_threshold(
@@ -434,9 +438,13 @@ def with_risk(
         name: round(max(1e-4, mapped.risk(threshold(r))), 4) for name, r in PRESET_RECALLS.items()
     }
     frontier = threshold(target)
-    risk = RiskMap(scores=xs, risks=ys, presets=presets)
+    # Standard catches half of what the frontier threshold lets through.
+    standard = min(frontier, threshold(1.0 - (1.0 - target) / 2))
+    share = mapped.risk(standard) / max(1e-6, mapped.risk(frontier))
+    risk = RiskMap(
+        scores=xs, risks=ys, presets=presets, standard=round(min(1.0, max(0.05, share)), 4)
+    )
     out = Rules(msgspec.structs.replace(fitted.spec, risk=risk), fitted.source)
-    standard = min(frontier, out.score_at_risk(out.risk(frontier) / 2))
     return out.with_thresholds(round(standard, 4), round(frontier, 4))
 
 

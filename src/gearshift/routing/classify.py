@@ -88,6 +88,9 @@ class RiskMap(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     scores: list[float] = []
     risks: list[float] = []
     presets: dict[str, float] = {}
+    # Standard starts at this share of the frontier risk (fitted: where the held-out recall
+    # of frontier rows reaches halfway between the frontier target and 1).
+    standard: float = 0.5
     lean: float = 0.5
     min_words: int = 4  # a request with fewer words in its windows is never "uncertain"
     min_known: float = 0.5  # ... nor one with at least this share known to the lexicons
@@ -265,11 +268,11 @@ class Rules:
 
     def with_risk(self, max_risk: float) -> Rules:
         """The same table with the tier thresholds stated as risks: frontier when the risk is
-        at least ``max_risk``, standard from half of it."""
+        at least ``max_risk``, standard from the table's share of it (``risk.standard``)."""
         if not 0.0 < max_risk <= 1.0:
             raise RulesError(f"{self.source}: max_risk must be within (0, 1]")
         frontier = self.score_at_risk(max_risk)
-        standard = min(frontier, self.score_at_risk(max_risk / 2))
+        standard = min(frontier, self.score_at_risk(max_risk * self.spec.risk.standard))
         return self.with_thresholds(round(standard, 6), round(frontier, 6))
 
     def with_lean(self, lean: float) -> Rules:
@@ -485,6 +488,7 @@ def _encode_risk(r: RiskMap) -> list[str]:
         "[risk]",
         "scores = [" + ", ".join(repr(v) for v in r.scores) + "]",
         "risks = [" + ", ".join(repr(v) for v in r.risks) + "]",
+        f"standard = {r.standard!r}",
         f"lean = {r.lean!r}",
         f"min_words = {r.min_words}",
         f"min_known = {r.min_known!r}",
@@ -507,6 +511,8 @@ def _check_risk(r: RiskMap, source: str) -> None:
     for name, value in r.presets.items():
         if not 0.0 < value <= 1.0:
             raise RulesError(f"{source}: risk.presets.{name} must be within (0, 1]")
+    if not 0.0 < r.standard <= 1.0:
+        raise RulesError(f"{source}: risk.standard must be within (0, 1]")
     if not 0.0 <= r.lean < 1.0 or not 0.0 <= r.min_known <= 1.0 or r.min_words < 1:
         raise RulesError(
             f"{source}: risk.lean must be within [0, 1), min_known within [0, 1], min_words >= 1"
