@@ -75,7 +75,9 @@ def test_the_shipped_table_keeps_its_word_maps_in_msgpack() -> None:
     assert 'lexicons = "rules.lexicons.msgpack"' in text
     assert "[semantic]" not in text
     assert "[lexicon]" not in text
-    assert len(text) < 20_000, "the TOML is the part people read"
+    # The part people read: weights, and the term rules' terms in eleven languages (~4,400
+    # terms, which reviewers do check); the ~94k words' maps stay in the msgpack file.
+    assert len(text) < 80_000, "the TOML is the part people read"
     assert (PACKAGE / "rules.lexicons.msgpack").is_file()
     assert len(SHIPPED.spec.semantic) > 30_000
 
