@@ -179,3 +179,59 @@ def test_a_seed_with_fewer_features_fits_only_those() -> None:
     assert fitted.spec.counters["ask_chars"] > 0
     scores = [fitted.score(e.body)[0] for e in rows]
     assert cal.auc(scores, [e.strong for e in rows]) == 1.0
+
+
+def test_fit_with_a_target_recall_writes_a_risk_map_presets_and_thresholds() -> None:
+    pytest.importorskip("numpy")
+    seed = load_rules()
+    rows = []
+    for i in range(60):
+        hard = i % 3 == 0
+        text = (
+            "prove the theorem rigorously about primes"
+            if hard
+            else "translate this greeting into french"
+        )
+        for ds in ("one", "two"):
+            rows.append(
+                cal.Example(
+                    f"{ds}{i}",
+                    ds,
+                    f"{ds}{i}",
+                    {"messages": [{"role": "user", "content": f"{text} {i}"}]},
+                    int(hard),
+                    float(not hard),
+                    1.0,
+                    judged=True,
+                )
+            )
+    fitted = cal.fit(seed, rows, cal.FitOptions(target_recall=0.95, min_rows=2))
+    risk = fitted.spec.risk
+    assert risk.scores, "a risk map was fitted"
+    assert risk.risks == sorted(risk.risks)
+    assert set(risk.presets) == {"safe", "balanced", "thrifty"}
+    assert risk.presets["safe"] <= risk.presets["balanced"] <= risk.presets["thrifty"]
+    assert 0 < risk.standard <= 1
+    t = fitted.spec.thresholds
+    assert 0 < t.standard <= t.frontier < 1
+    # Separable data: every frontier row is at or above the threshold, and reads risky.
+    hard = [fitted.score(e.body)[0] for e in rows if e.strong]
+    easy = [fitted.score(e.body)[0] for e in rows if not e.strong]
+    assert min(hard) >= t.frontier
+    assert fitted.risk(min(hard)) > fitted.risk(max(easy))
+
+
+def test_rows_of_one_prompt_share_a_group() -> None:
+    row = {
+        "prompt": "Write a haiku.",
+        "previous_user_turn": "",
+        "weak_score": 1,
+        "strong_score": 1,
+        "weak_suffices": True,
+    }
+    a = cal.example_from_row({**row, "id": "alpaca/3/gpt35"}, "alpaca_eval", 1)
+    b = cal.example_from_row({**row, "id": "alpaca/3/claude"}, "alpaca_eval", 2)
+    c = cal.example_from_row({**row, "id": "alpaca/4/gpt35", "prompt": "Other."}, "x", 3)
+    assert a.group == b.group != c.group
+    turn = cal.example_from_row({**row, "id": "81/turn2"}, "mt_bench", 4)
+    assert turn.group == "81"
