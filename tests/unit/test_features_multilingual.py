@@ -127,3 +127,12 @@ def test_pairs_are_read_from_the_head_and_tail_of_long_spaceless_text() -> None:
     assert "翻訳" in pieces
     assert "証明" not in pieces
     assert len(tokens(head + middle + tail)) <= 160
+
+
+def test_opening_terms_match_as_before_with_many_prefixes() -> None:
+    openings = ["^what is", "^was ist", "^qu'est-ce que", "^что такое", "^w", "^wa"]
+    assert _fires(openings, "What is a monad?")
+    assert _fires(["^was ist"], "  Was ist ein Monad?")
+    assert _fires(["^что такое"], "Что такое монада?")
+    assert _fires(["^w"], "why not")  # a one-character opening still counts
+    assert not _fires(["^was ist", "^what is"], "Tell me what is a monad")

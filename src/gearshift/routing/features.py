@@ -405,6 +405,10 @@ class _ScopeTerms:
     phrases: dict[bytes, list[tuple[int, frozenset[bytes], str]]] = field(default_factory=dict)
     symbols: list[tuple[int, str]] = field(default_factory=list)
     starts: list[tuple[int, str]] = field(default_factory=list)
+    # ``starts`` by their first two characters: a window's opening picks its few candidates
+    # (the look-up openings of eleven languages are ~130 prefixes).
+    starts_by_head: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    short_starts: bool = False
     regexes: list[tuple[int, re.Pattern[str]]] = field(default_factory=list)
     word_keys: frozenset[bytes] = frozenset()
     phrase_keys: frozenset[bytes] = frozenset()
@@ -424,6 +428,10 @@ class _ScopeTerms:
     def freeze(self) -> None:
         self.word_keys = frozenset(self.words)
         self.phrase_keys = frozenset(self.phrases)
+        for rule, prefix in self.starts:
+            if len(prefix) >= 2:
+                self.starts_by_head.setdefault(prefix[:2], []).append((rule, prefix))
+        self.short_starts = any(len(prefix) < 2 for _, prefix in self.starts)
 
     def match(self, text: str, words: set[bytes], hits: set[int]) -> None:
         for word in words & self.word_keys:
@@ -437,9 +445,15 @@ class _ScopeTerms:
                 hits.add(rule)
         if self.starts:
             head = text.lstrip()
-            for rule, prefix in self.starts:
-                if head.startswith(prefix):
-                    hits.add(rule)
+            candidates = self.starts_by_head.get(head[:2])
+            if candidates:
+                for rule, prefix in candidates:
+                    if head.startswith(prefix):
+                        hits.add(rule)
+            if self.short_starts:  # prefixes of fewer than two characters (rare)
+                for rule, prefix in self.starts:
+                    if len(prefix) < 2 and head.startswith(prefix):
+                        hits.add(rule)
         for rule, regex in self.regexes:
             if regex.search(text):
                 hits.add(rule)
