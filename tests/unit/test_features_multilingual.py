@@ -136,3 +136,9 @@ def test_opening_terms_match_as_before_with_many_prefixes() -> None:
     assert _fires(["^что такое"], "Что такое монада?")
     assert _fires(["^w"], "why not")  # a one-character opening still counts
     assert not _fires(["^was ist", "^what is"], "Tell me what is a monad")
+
+
+def test_symbols_and_punctuation_beyond_ascii_split_words() -> None:
+    words = {w.decode() for w in word_set("«citation» — prix 5€ ¿qué? x×y, fin… 👍ok 、。")}
+    assert {"citation", "prix", "qué", "fin", "ok", "x", "y"} <= words
+    assert not any(c in "«»—€¿×…👍、。" for w in words for c in w)
