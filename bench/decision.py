@@ -1,6 +1,6 @@
 """Micro-benchmark: the routing decision (classifier + planner) by prompt size.
 
-    python -m bench.decision [--repeat N] [--catalog default|2024]
+    python -m bench.decision [--repeat N] [--catalog default|2024] [--language en|de|ja]
 
 For each size, a realistic prompt (an instruction around pasted prose) is parsed once, then
 ``policy.plan`` (features, table, tier, candidates, cost order) runs ``repeat`` times; the
@@ -29,12 +29,30 @@ PROSE = (
     "freight and hiring. "
 )
 SIZES = [10, 100, 1_000, 10_000, 100_000]  # approximate prompt tokens
+# The same request in other languages (--language): the ask and the prose, and how many
+# characters a token is, roughly.
+LANGUAGES = {
+    "en": ("Summarize the key risks in the text below in three bullet points.\n\n", PROSE, 4),
+    "de": (
+        "Fasse die wichtigsten Risiken im folgenden Text in drei Stichpunkten zusammen.\n\n",
+        "Der Quartalsbericht zeigt in allen Regionen Umsatzwachstum, am stärksten in den "
+        "nördlichen Märkten, während die Kosten wegen Fracht und Einstellungen schneller "
+        "stiegen als geplant. ",
+        4,
+    ),
+    "ja": (
+        "次の報告書の主なリスクを三つの箇条書きで要約してください。\n\n",
+        "四半期報告書によると、すべての地域で売上が伸び、特に北部市場で大きく成長した一方、"
+        "運賃と採用の影響でコストが計画より速く増加した。",
+        1,
+    ),
+}
 
 
-def body_of(tokens: int, model: str = "gpt-6.2-astra") -> bytes:
-    chars = tokens * 4
-    ask = "Summarize the key risks in the text below in three bullet points.\n\n"
-    text = (PROSE * (chars // len(PROSE) + 1))[: max(0, chars - len(ask))]
+def body_of(tokens: int, model: str = "gpt-6.2-astra", language: str = "en") -> bytes:
+    ask, prose, per_token = LANGUAGES[language]
+    chars = tokens * per_token
+    text = (prose * (chars // len(prose) + 1))[: max(0, chars - len(ask))]
     return orjson.dumps(
         {
             "model": model,
@@ -50,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2000)
     parser.add_argument("--catalog", choices=("default", "2024"), default="default")
+    parser.add_argument("--language", choices=sorted(LANGUAGES), default="en")
     args = parser.parse_args()
     config = load(
         None,
@@ -63,7 +82,7 @@ def main() -> None:
     )
     print(f"{'tokens':>8} {'chars':>8} {'median µs':>10} {'p99 µs':>9} {'tier':>9}")
     for size in SIZES:
-        raw = body_of(size, "gpt-4o" if args.catalog == "2024" else "gpt-6.2-astra")
+        raw = body_of(size, "gpt-4o" if args.catalog == "2024" else "gpt-6.2-astra", args.language)
         request = parse_chat(raw)
         repeat = max(50, args.repeat // max(1, size // 1000))
         for _ in range(20):
