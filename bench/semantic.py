@@ -76,6 +76,10 @@ def embed_words(vocab: Sequence[str], embedder: str = "e5") -> Any:
 
         return np.hstack([_standardised(embed_words(vocab, "e5")), _standardised(_minilm(vocab))])
     if embedder == "minilm":
+        try:
+            import sentence_transformers  # noqa: F401
+        except ImportError:  # the numpy port (bench/minilm.py): same model, no torch
+            return _minilm(vocab)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from all_minilm_l6_v2 import extract_model
         from sentence_transformers import SentenceTransformer
