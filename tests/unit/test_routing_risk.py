@@ -8,7 +8,7 @@ import itertools
 import msgspec
 import pytest
 
-from gearshift.offline import calibrate as cal
+from gearshift.offline.risk import isotonic, recall_threshold
 from gearshift.routing.classify import (
     RiskMap,
     Rules,
@@ -131,7 +131,7 @@ def test_decision_carries_the_risk() -> None:
 
 
 def test_isotonic_pools_violators_and_rises() -> None:
-    xs, ys = cal.isotonic([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1], [1, 1, 1, 1], knots=10)
+    xs, ys = isotonic([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1], [1, 1, 1, 1], knots=10)
     # (0.2: 1) and (0.3: 0) violate the order: pooled to 0.5 at their mean score 0.25.
     assert xs == [0.1, 0.25, 0.4]
     assert ys == [0.0, 0.5, 1.0]
@@ -140,7 +140,7 @@ def test_isotonic_pools_violators_and_rises() -> None:
 def test_isotonic_merges_to_at_most_the_knots() -> None:
     scores = [i / 100 for i in range(100)]
     labels = [1 if i >= 50 else 0 for i in range(100)]
-    xs, ys = cal.isotonic(scores, labels, [1.0] * 100, knots=4)
+    xs, ys = isotonic(scores, labels, [1.0] * 100, knots=4)
     assert len(xs) <= 5
     assert all(a < b for a, b in itertools.pairwise(xs))
     assert all(a <= b for a, b in itertools.pairwise(ys))
@@ -150,7 +150,7 @@ def test_recall_threshold_is_the_highest_that_keeps_the_recall() -> None:
     scores = [0.9, 0.8, 0.7, 0.6, 0.2]
     labels = [1, 1, 0, 1, 1]
     weights = [1.0] * 5
-    assert cal.recall_threshold(scores, labels, weights, 0.5) == 0.8
-    assert cal.recall_threshold(scores, labels, weights, 0.75) == 0.6
-    assert cal.recall_threshold(scores, labels, weights, 1.0) == 0.2
-    assert cal.recall_threshold(scores, [0] * 5, weights, 0.9) == 1.0
+    assert recall_threshold(scores, labels, weights, 0.5) == 0.8
+    assert recall_threshold(scores, labels, weights, 0.75) == 0.6
+    assert recall_threshold(scores, labels, weights, 1.0) == 0.2
+    assert recall_threshold(scores, [0] * 5, weights, 0.9) == 1.0

@@ -30,6 +30,7 @@ import orjson
 from gearshift.config import Config
 from gearshift.inbound.chat import content_text
 from gearshift.offline import calibrate as cal
+from gearshift.offline.risk import recall_threshold
 from gearshift.routing.classify import Rules
 from gearshift.routing.tokens import estimate_chars
 
@@ -311,7 +312,7 @@ def savings_at_recall(
     if not 0.0 < recall <= 1.0:
         raise ValueError("recall must be within (0, 1]")
     labels = [e.strong for e in examples]
-    threshold = cal.recall_threshold(scores, labels, [1.0] * len(labels), recall)
+    threshold = recall_threshold(scores, labels, [1.0] * len(labels), recall)
     figures = cal.threshold_report(scores, examples, threshold)
     out = {
         "recall_target": recall,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import bisect
 import copy
 import hashlib
-import itertools
 import math
 import re
 from collections.abc import Collection, Iterable, Mapping
@@ -46,13 +45,13 @@ from gearshift.routing.features import (
     read_text,
     word_set,
 )
+from gearshift.routing.risk import PRESETS as PRESETS
+from gearshift.routing.risk import RiskMap as RiskMap
+from gearshift.routing.risk import RulesError as RulesError
+from gearshift.routing.risk import check_risk, encode_risk
 
 # Far beyond any fitted weight; bounds the sum, so a score can never overflow to NaN.
 _MAX_WEIGHT = 1e6
-
-
-class RulesError(Exception):
-    """A rules table that cannot be used; the message names the file and the problem."""
 
 
 class PatternRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -76,27 +75,6 @@ class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     standard: float = 0.35
     frontier: float = 0.5
-
-
-class RiskMap(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What a score means: knots of a monotone piecewise-linear map from score to the
-    probability that the cheap model falls short (isotonic regression on held-out scores,
-    fitted by ``gearshift calibrate``); ``presets`` name risks (``safe``, ``balanced``,
-    ``thrifty``) and ``lean`` is how far an uncertain request's accepted risk is cut.
-    Empty: the score is read as the risk itself."""
-
-    scores: list[float] = []
-    risks: list[float] = []
-    presets: dict[str, float] = {}
-    # Standard starts at this share of the frontier risk (fitted: where the held-out recall
-    # of frontier rows reaches halfway between the frontier target and 1).
-    standard: float = 0.5
-    lean: float = 0.5
-    min_words: int = 4  # a request with fewer words in its windows is never "uncertain"
-    min_known: float = 0.5  # ... nor one with at least this share known to the lexicons
-
-
-PRESETS = ("safe", "balanced", "thrifty")
 
 
 class Window(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -197,7 +175,7 @@ class Rules:
         if min(w.ask_head, w.ask_tail, w.system_head, w.prev_head, w.lead) < 0:
             raise RulesError(f"{source}: window sizes must not be negative")
         _check_thresholds(spec.thresholds, source)
-        _check_risk(spec.risk, source)
+        check_risk(spec.risk, source)
         self.spec = spec
         self.source = source
         self._terms = Terms(spec.patterns)
@@ -278,7 +256,7 @@ class Rules:
     def with_lean(self, lean: float) -> Rules:
         """The same table with another ``lean`` for uncertain requests (0: none)."""
         risk = msgspec.structs.replace(self.spec.risk, lean=lean)
-        _check_risk(risk, self.source)
+        check_risk(risk, self.source)
         other = copy.copy(self)
         other.spec = msgspec.structs.replace(self.spec, risk=risk)
         other._uncertain = other._leaned(other.spec.thresholds)
@@ -478,47 +456,6 @@ def _check_thresholds(t: Thresholds, source: str) -> None:
         raise RulesError(f"{source}: thresholds must satisfy 0 <= standard <= frontier <= 1")
 
 
-def _encode_risk(r: RiskMap) -> list[str]:
-    if r == RiskMap():
-        return []
-    out = [
-        "",
-        "# What a score means: the probability that the cheap model falls short, as knots of",
-        "# a piecewise-linear map (isotonic regression on held-out scores); presets are risks.",
-        "[risk]",
-        "scores = [" + ", ".join(repr(v) for v in r.scores) + "]",
-        "risks = [" + ", ".join(repr(v) for v in r.risks) + "]",
-        f"standard = {r.standard!r}",
-        f"lean = {r.lean!r}",
-        f"min_words = {r.min_words}",
-        f"min_known = {r.min_known!r}",
-    ]
-    if r.presets:
-        out += ["", "[risk.presets]"] + [f"{_q(k)} = {v!r}" for k, v in r.presets.items()]
-    return out
-
-
-def _check_risk(r: RiskMap, source: str) -> None:
-    if len(r.scores) != len(r.risks):
-        raise RulesError(f"{source}: risk.scores and risk.risks must have the same length")
-    pairs = list(zip(r.scores, r.risks, strict=True))
-    if any(not (0.0 <= v <= 1.0) for pair in pairs for v in pair) or any(
-        b[0] <= a[0] or b[1] < a[1] for a, b in itertools.pairwise(pairs)
-    ):
-        raise RulesError(
-            f"{source}: risk knots must lie in [0, 1], scores rising and risks not falling"
-        )
-    for name, value in r.presets.items():
-        if not 0.0 < value <= 1.0:
-            raise RulesError(f"{source}: risk.presets.{name} must be within (0, 1]")
-    if not 0.0 < r.standard <= 1.0:
-        raise RulesError(f"{source}: risk.standard must be within (0, 1]")
-    if not 0.0 <= r.lean < 1.0 or not 0.0 <= r.min_known <= 1.0 or r.min_words < 1:
-        raise RulesError(
-            f"{source}: risk.lean must be within [0, 1), min_known within [0, 1], min_words >= 1"
-        )
-
-
 def _bounded(values: Collection[float]) -> bool:
     """Every value finite and within ±_MAX_WEIGHT, checked in C loops (the semantic lexicon
     has ~38k): a NaN or an infinity makes the sum non-finite, and bounded values cannot
@@ -664,7 +601,7 @@ def encode_rules(
         "[thresholds]",
         f"standard = {t.standard!r}",
         f"frontier = {t.frontier!r}",
-        *_encode_risk(spec.risk),
+        *encode_risk(spec.risk),
         "",
         "[window]",
         f"ask_head = {w.ask_head}",
