@@ -72,29 +72,30 @@ def test_rows_of_both_schemas_load(tmp_path) -> None:  # type: ignore[no-untyped
     assert (second.strong, second.weak_score, second.strong_score) == (0, 1.0, 1.0)
 
 
-def test_fit_learns_a_separable_signal() -> None:
-    pytest.importorskip("numpy")
-    seed = load_rules()
+def _separable(n: int, every: int, judged: bool = False) -> list[cal.Example]:
+    """``n`` rows in each of two datasets; every ``every``-th is a hard proof, the rest easy."""
     rows = []
-    for i in range(40):
-        hard = i % 2 == 0
+    for i in range(n):
+        hard = i % every == 0
         text = (
             "prove the theorem rigorously about primes"
             if hard
             else "translate this greeting into french"
         )
         for ds in ("one", "two"):
+            body = {"messages": [{"role": "user", "content": f"{text} {i}"}]}
             rows.append(
                 cal.Example(
-                    f"{ds}{i}",
-                    ds,
-                    f"{ds}{i}",
-                    {"messages": [{"role": "user", "content": f"{text} {i}"}]},
-                    int(hard),
-                    float(not hard),
-                    1.0,
+                    f"{ds}{i}", ds, f"{ds}{i}", body, int(hard), float(not hard), 1.0, judged=judged
                 )
             )
+    return rows
+
+
+def test_fit_learns_a_separable_signal() -> None:
+    pytest.importorskip("numpy")
+    seed = load_rules()
+    rows = _separable(40, every=2)
     fitted = cal.fit(seed, rows, cal.FitOptions(target_quality=0.9))
     scores = [fitted.score(e.body)[0] for e in rows]
     assert cal.auc(scores, [e.strong for e in rows]) == 1.0
@@ -184,27 +185,7 @@ def test_a_seed_with_fewer_features_fits_only_those() -> None:
 def test_fit_with_a_target_recall_writes_a_risk_map_presets_and_thresholds() -> None:
     pytest.importorskip("numpy")
     seed = load_rules()
-    rows = []
-    for i in range(60):
-        hard = i % 3 == 0
-        text = (
-            "prove the theorem rigorously about primes"
-            if hard
-            else "translate this greeting into french"
-        )
-        for ds in ("one", "two"):
-            rows.append(
-                cal.Example(
-                    f"{ds}{i}",
-                    ds,
-                    f"{ds}{i}",
-                    {"messages": [{"role": "user", "content": f"{text} {i}"}]},
-                    int(hard),
-                    float(not hard),
-                    1.0,
-                    judged=True,
-                )
-            )
+    rows = _separable(60, every=3, judged=True)
     fitted = cal.fit(seed, rows, cal.FitOptions(target_recall=0.95, min_rows=2))
     risk = fitted.spec.risk
     assert risk.scores, "a risk map was fitted"
