@@ -47,8 +47,9 @@ from gearshift.offline.evaluate import (
     print_languages,
     print_table,
 )
-from gearshift.routing.classify import Rules, load_rules, write_rules
+from gearshift.routing.classify import Rules, load_rules
 from gearshift.routing.features import lexicon_words, read_text
+from gearshift.routing.tablefile import write_rules
 
 
 def window_words(rules: Rules, examples: Sequence[cal.Example]) -> list[list[str]]:

@@ -31,10 +31,9 @@ from gearshift.routing import classify
 from gearshift.routing.classify import (
     Rules,
     decode_rules,
-    encode_rules,
-    lexicons_path,
     load_rules,
 )
+from gearshift.routing.tablefile import encode_rules, lexicons_path
 
 SHIPPED = Path(classify.__file__).parent / "rules.toml"
 

@@ -16,10 +16,9 @@ from gearshift.routing.classify import (
     RulesFile,
     Thresholds,
     decode_rules,
-    encode_rules,
     load_rules,
-    write_rules,
 )
+from gearshift.routing.tablefile import encode_rules, write_rules
 
 SHIPPED = load_rules()
 

@@ -16,8 +16,8 @@ from gearshift.routing.classify import (
     RulesFile,
     Thresholds,
     decode_rules,
-    encode_rules,
 )
+from gearshift.routing.tablefile import encode_rules
 
 RISK = RiskMap(
     scores=[0.1, 0.5, 0.9],

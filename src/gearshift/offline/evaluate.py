@@ -17,7 +17,8 @@ import orjson
 
 from gearshift.offline import calibrate as cal
 from gearshift.offline import report as rep
-from gearshift.routing.classify import Rules, RulesError, load_rules, write_rules
+from gearshift.routing.classify import Rules, RulesError, load_rules
+from gearshift.routing.tablefile import write_rules
 
 
 def _by_dataset(examples: Sequence[cal.Example]) -> dict[str, list[int]]:

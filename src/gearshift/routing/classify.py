@@ -23,7 +23,7 @@ import copy
 import hashlib
 import math
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -48,7 +48,7 @@ from gearshift.routing.features import (
 from gearshift.routing.risk import PRESETS as PRESETS
 from gearshift.routing.risk import RiskMap as RiskMap
 from gearshift.routing.risk import RulesError as RulesError
-from gearshift.routing.risk import check_risk, encode_risk
+from gearshift.routing.risk import check_risk
 
 # Far beyond any fitted weight; bounds the sum, so a score can never overflow to NaN.
 _MAX_WEIGHT = 1e6
@@ -535,112 +535,3 @@ def _shipped() -> Rules:
     package = resources.files("gearshift.routing")
     data = package.joinpath("rules.toml").read_bytes()
     return Rules(decode_rules(data, "<shipped rules>", package), "<shipped rules>")
-
-
-def lexicons_path(path: str | Path) -> Path:
-    """Where ``write_rules`` puts the lexicons of a table at ``path``: beside it, named
-    after it (``my.toml`` → ``my.lexicons.msgpack``)."""
-    path = Path(path)
-    return path.with_name(path.stem + ".lexicons.msgpack")
-
-
-def write_rules(spec: RulesFile, path: str | Path, header: Iterable[str] = ()) -> Path:
-    """Write the table to ``path`` (TOML, naming its lexicons file) and its word maps to
-    ``lexicons_path(path)`` (msgpack); returns the latter."""
-    data = encode_lexicons(spec)
-    sibling = lexicons_path(path)
-    sibling.write_bytes(data)
-    digest = hashlib.sha256(data).hexdigest()
-    Path(path).write_bytes(
-        encode_rules(spec, header, lexicons=sibling.name, lexicons_sha256=digest)
-    )
-    return sibling
-
-
-def encode_lexicons(spec: RulesFile) -> bytes:
-    """The msgpack file of ``spec``'s word maps, words sorted (a table has one encoding).
-    Floats are written as 64-bit doubles, so every weight reads back exactly."""
-    return msgspec.msgpack.encode(
-        Lexicons(**{name: dict(sorted(getattr(spec, name).items())) for name in _LEXICON_FIELDS})
-    )
-
-
-def _q(text: str) -> str:
-    # JSON string escapes are valid TOML basic-string escapes.
-    return msgspec.json.encode(text).decode()
-
-
-def encode_rules(
-    spec: RulesFile, header: Iterable[str] = (), lexicons: str = "", lexicons_sha256: str = ""
-) -> bytes:
-    """Readable TOML for a rules table, with ``header`` lines as comments on top. Given a
-    ``lexicons`` file name (and its digest), the word maps are left to that file (see
-    ``write_rules``); otherwise they are written inline."""
-    out = [f"# {line}" for line in header]
-    out += [
-        f"version = {spec.version}",
-        f"bias = {spec.bias!r}",
-        f"prev_lexicon_scale = {spec.prev_lexicon_scale!r}",
-        # Written only when used, so that tables without one stay readable by older builds.
-        *([f"semantic_weight = {spec.semantic_weight!r}"] if spec.semantic else []),
-    ]
-    if lexicons:
-        out += [
-            "",
-            f"# The word maps ({len(spec.lexicon)} lexicon words, {len(spec.lead_lexicon)} "
-            f"lead-lexicon words, {len(spec.semantic)} semantic word scores)",
-            "# are in this msgpack file beside this one; the digest ties the two files together.",
-            f"lexicons = {_q(lexicons)}",
-            f"lexicons_sha256 = {_q(lexicons_sha256)}",
-        ]
-    out += ["", "[provenance]"]
-    out += [f"{_q(k)} = {_q(v)}" for k, v in spec.provenance.items()]
-    t, w = spec.thresholds, spec.window
-    out += [
-        "",
-        "[thresholds]",
-        f"standard = {t.standard!r}",
-        f"frontier = {t.frontier!r}",
-        *encode_risk(spec.risk),
-        "",
-        "[window]",
-        f"ask_head = {w.ask_head}",
-        f"ask_tail = {w.ask_tail}",
-        f"system_head = {w.system_head}",
-        f"prev_head = {w.prev_head}",
-        f"lead = {w.lead}",
-        "",
-        "# Hand-made structural counters (see classify.COUNTERS) and their fitted weights.",
-        "[counters]",
-    ]
-    out += [f"{name} = {weight!r}" for name, weight in spec.counters.items()]
-    for rule in spec.patterns:
-        out += ["", "[[patterns]]", f"id = {_q(rule.id)}", f"scope = {_q(rule.scope)}"]
-        if rule.terms:
-            out.append("terms = [" + ", ".join(_q(term) for term in rule.terms) + "]")
-        if rule.pattern:
-            out.append(f"pattern = {_q(rule.pattern)}")
-        out.append(f"weight = {rule.weight!r}")
-    if lexicons:
-        return ("\n".join(out) + "\n").encode()
-    out += [
-        "",
-        "# Learned lexicon: word present in the ask or system prompt -> weight.",
-        "[lexicon]",
-    ]
-    out += [f"{_q(word)} = {weight!r}" for word, weight in sorted(spec.lexicon.items())]
-    out += [
-        "",
-        "# Learned lead lexicon: word in the opening of the ask -> weight.",
-        "[lead_lexicon]",
-    ]
-    out += [f"{_q(word)} = {weight!r}" for word, weight in sorted(spec.lead_lexicon.items())]
-    if spec.semantic:
-        out += [
-            "",
-            "# Semantic lexicon: word -> score distilled from sentence embeddings; the",
-            "# feature is the mean over the window's words, times semantic_weight.",
-            "[semantic]",
-        ]
-        out += [f"{_q(word)} = {score!r}" for word, score in sorted(spec.semantic.items())]
-    return ("\n".join(out) + "\n").encode()
