@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from labeled import write_labeled
 
 import gearshift
 from gearshift.cli import main
@@ -97,25 +98,7 @@ def test_classify_summary_from_stdin(
 
 
 def _labeled(tmp_path: Path) -> Path:
-    rows = []
-    for i in range(30):
-        hard = i % 3 == 0
-        text = (
-            f"Prove the lemma about group {i} rigorously, step by step."
-            if hard
-            else f"Translate sentence number {i} into French, please."
-        )
-        rows.append(
-            {
-                "id": f"r{i}",
-                "task": "x",
-                "tier": "frontier" if hard else "light",
-                "request": {"model": "gpt-4o", "messages": [{"role": "user", "content": text}]},
-            }
-        )
-    path = tmp_path / "mine.jsonl"
-    path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
-    return path
+    return write_labeled(tmp_path, 30, 3)
 
 
 def test_eval_reports_per_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

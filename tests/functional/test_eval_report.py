@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from labeled import write_labeled
 
 from gearshift.cli import main
 from gearshift.config import load
@@ -193,25 +194,12 @@ def test_tier_costs_picks_the_cheapest_plain_model_of_each_tier() -> None:
 
 
 def _labeled(tmp_path: Path) -> Path:
-    rows = []
-    for i in range(40):
-        hard = i % 4 == 0
-        text = (
-            f"Prove the lemma about group {i} rigorously, step by step, and check each case."
-            if hard
-            else f"Translate sentence number {i} into French, please."
-        )
-        rows.append(
-            {
-                "id": f"r{i}",
-                "task": "x",
-                "tier": "frontier" if hard else "light",
-                "request": {"model": "gpt-4o", "messages": [{"role": "user", "content": text}]},
-            }
-        )
-    path = tmp_path / "mine.jsonl"
-    path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
-    return path
+    return write_labeled(
+        tmp_path,
+        40,
+        4,
+        "Prove the lemma about group {i} rigorously, step by step, and check each case.",
+    )
 
 
 def test_gearshift_eval_json_has_calibration_curve_and_savings(
