@@ -40,15 +40,21 @@ async def _pids(base: str, want: int, tries: int = 200) -> set[int]:
     return seen
 
 
-async def _requests_total(base: str) -> float:
-    async with aiohttp.ClientSession() as session, session.get(base + "/metrics") as resp:
-        text = await resp.text()
-    return sum(
-        s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == "gearshift_requests_total"
-    )
+async def _requests_total(base: str, want: float) -> float:
+    """The summed ``gearshift_requests_total`` once it reaches ``want`` (a worker's tally
+    reaches the shared files within ``flush_interval``; a scrape flushes only its own)."""
+    while True:
+        async with aiohttp.ClientSession() as session, session.get(base + "/metrics") as resp:
+            text = await resp.text()
+        total = sum(
+            s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == "gearshift_requests_total"
+        )
+        if total >= want:
+            return total
+        await asyncio.sleep(0.05)  # a poll interval
 
 
 async def test_two_workers_share_a_port_sum_their_metrics_and_survive_a_kill(
@@ -78,7 +84,7 @@ async def test_two_workers_share_a_port_sum_their_metrics_and_survive_a_kill(
                 for _ in range(20):
                     async with session.post(base + "/v1/chat/completions", json=BODY) as resp:
                         assert resp.status == 200
-            assert await _requests_total(base) == 20  # one scrape, both workers' counters
+            assert await _requests_total(base, 20) == 20  # one scrape, both workers' counters
 
             victim = min(pids)
             os.kill(victim, signal.SIGKILL)
@@ -90,7 +96,7 @@ async def test_two_workers_share_a_port_sum_their_metrics_and_survive_a_kill(
                 session.post(base + "/v1/chat/completions", json=BODY) as resp,
             ):
                 assert resp.status == 200
-            assert await _requests_total(base) == 21  # the dead worker's counts are kept
+            assert await _requests_total(base, 21) == 21  # the dead worker's counts are kept
 
             # SIGTERM to the supervisor while a stream is in flight: it finishes, all exit 0.
             mock_upstream.app[MOCK_STATE].settings.chunk_delay_ms = 40
