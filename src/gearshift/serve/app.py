@@ -11,7 +11,6 @@ import logging
 import math
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, BinaryIO, Protocol
 
@@ -42,6 +41,7 @@ from gearshift.serve import relay
 from gearshift.serve.breaker import Breakers
 from gearshift.serve.clock import Clock, SystemClock
 from gearshift.serve.exchange import Exchange
+from gearshift.serve.ids import new_id
 from gearshift.serve.router import Router
 from gearshift.serve.server import SERVER_NAME, GuardedHandler
 from gearshift.serve.transport import HTTPTransport, Transport
@@ -104,7 +104,7 @@ def _request_id(offered: str | None) -> str:
         kept = "".join(c for c in offered[:256] if ord(c) in _ID_CHARS)[:128]
         if kept:
             return kept
-    return uuid.uuid4().hex
+    return new_id()
 
 
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
@@ -133,13 +133,16 @@ def _renderer(path: str) -> RenderError:
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes an error in the client's format (OpenAI's shape, or Anthropic's
-    on the Messages API); nothing leaks a traceback."""
+async def front_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one middleware (each layer is a coroutine per request): the request id, the proxy
+    key check, and every failure as an error in the client's format (OpenAI's shape, or
+    Anthropic's on the Messages API); nothing leaks a traceback."""
     request_id = _request_id(request.headers.get("x-request-id"))
     request[REQUEST_ID] = request_id
     error_response = _renderer(request.path)
     try:
+        if request.app[KEY_DIGESTS]:
+            _authorize(request)
         response = await handler(request)
     except GearshiftError as exc:
         response = error_response(exc)
@@ -171,8 +174,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _authorize(request: web.Request) -> None:
     """Proxy keys, when configured: ``Authorization: Bearer`` or ``x-api-key``."""
     digests = request.app[KEY_DIGESTS]
     if digests and request.path not in _OPEN_PATHS:
@@ -189,7 +191,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 "'Authorization: Bearer <key>'.",
                 code="invalid_api_key",
             )
-    return await handler(request)
 
 
 def _owner(request: web.Request) -> str:
@@ -541,8 +542,9 @@ async def _transport_ctx(app: web.Application) -> AsyncIterator[None]:
     await transport.close()
 
 
-async def _access_log_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _flush_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
+    app[METRICS].flush()  # the last tally (a worker's file outlives it)
     writer = app[ACCESS_LOG].writer
     if writer is not None:
         writer.flush()  # the last batch of lines
@@ -574,7 +576,7 @@ def create_app(
     if rules is None:
         rules = load_rules(config.routing.rules)
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware],
+        middlewares=[front_middleware],
         client_max_size=config.server.max_body_bytes,
     )
     app[CONFIG] = config
@@ -605,7 +607,7 @@ def create_app(
     app.on_response_prepare.append(_server_header)
     app.on_shutdown.append(_draining)
     app.cleanup_ctx.append(_transport_ctx)
-    app.cleanup_ctx.append(_access_log_ctx)
+    app.cleanup_ctx.append(_flush_ctx)
     for prefix in ("/v1", ""):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions)
         app.router.add_get(f"{prefix}/models", list_models)

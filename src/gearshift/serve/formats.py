@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -44,6 +43,7 @@ from gearshift.serve.app import (
     stream_answer,
 )
 from gearshift.serve.exchange import Exchange
+from gearshift.serve.ids import new_id
 from gearshift.serve.store import ResponseStore, StoredResponse, open_store, owner_of
 
 log = logging.getLogger("gearshift")
@@ -138,7 +138,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     async def respond(
         request: web.Request, parsed: Any, ex: Exchange, answer: Completion | relay.Relay
     ) -> web.StreamResponse:
-        response_id = "resp_" + uuid.uuid4().hex
+        response_id = "resp_" + new_id()
         served = ex.served_by.name if ex.served_by is not None else parsed.chat.model
         if isinstance(answer, relay.Relay):
             encoder = responses.StreamEncoder(parsed, response_id, served)
@@ -256,7 +256,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     async def respond(
         request: web.Request, chat: Any, ex: Exchange, answer: Completion | relay.Relay
     ) -> web.StreamResponse:
-        message_id = "msg_" + uuid.uuid4().hex[:24]
+        message_id = "msg_" + new_id()[8:]
         if isinstance(answer, relay.Relay):
             encoder = messages.StreamEncoder(chat, message_id, chat.model)
             return await stream_answer(request, answer, ex, encoder)
