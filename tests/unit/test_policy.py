@@ -96,6 +96,33 @@ def test_auto_chooses_the_cheapest_model_that_meets_the_tier() -> None:
     assert p.score == "0.9000"
 
 
+def test_equal_costs_go_higher_tier_first_then_in_catalog_order() -> None:
+    same = """
+[[models]]
+name = "twin-b"
+provider = "a"
+tier = "light"
+price_in = 0.1
+price_out = 0.4
+[[models]]
+name = "twin-a"
+provider = "a"
+tier = "light"
+price_in = 0.1
+price_out = 0.4
+[[models]]
+name = "twin-standard"
+provider = "a"
+tier = "standard"
+price_in = 0.1
+price_out = 0.4
+"""
+    names = _names(plan(_req(), _policy(same, rules=_fixed(0.1))))
+    # tiny, twin-b and twin-a cost the same: the standard twin first (a higher tier for the
+    # same price), then the catalog's order, not the names'.
+    assert names[:4] == ["twin-standard", "tiny", "twin-b", "twin-a"]
+
+
 def test_the_plan_never_drops_below_the_required_tier() -> None:
     for score in (0.05, 0.35, 0.65, 0.95):
         p = plan(_req(), _policy(rules=_fixed(score)))

@@ -269,14 +269,19 @@ def plan(
             code="no_model_available",
         )
     # Cheapest first (estimate_cost's order, without the call per model); ties: higher
-    # tier, then the model at its default effort before a variant.
-    candidates.sort(
-        key=lambda m: (
+    # tier, then the model at its default effort before a variant, then catalog order (a
+    # stable sort's). Keys as tuples of numbers: compared in C, no call per model.
+    keyed = [
+        (
             m.spec.price_in * tokens_in + m.spec.price_out * tokens_out * m.output_factor,
             -m.tier_rank,
             m.effort is not None,
+            i,
         )
-    )
+        for i, m in enumerate(candidates)
+    ]
+    keyed.sort()
+    candidates = [candidates[k[3]] for k in keyed]
     reasons = ",".join(decision.reasons) or "classifier"
     sticky = "new"
     if prefer is not None:

@@ -77,11 +77,18 @@ def upstream_request_id(headers: Mapping[str, str], provider: Provider) -> str |
     return value[:_ID_LIMIT] or None
 
 
-def settle(ex: Exchange, chat: ChatRequest, model: Model, completion_tokens: int) -> Account:
-    """The request's cost and baseline, from the upstream's usage or, without it, estimated
-    (the prompt counted, the answer from ``completion_tokens``)."""
+def settle(
+    ex: Exchange,
+    chat: ChatRequest,
+    model: Model,
+    completion_tokens: int,
+    counted: Tokens | None = None,
+) -> Account:
+    """The request's cost and baseline, from the upstream's usage (``counted``, when the
+    caller read it already) or, without it, estimated (the prompt counted, the answer from
+    ``completion_tokens``)."""
     assert ex.plan is not None
-    tokens = Tokens.from_usage(ex.usage) or Tokens.estimate(chat.body, completion_tokens)
+    tokens = counted or Tokens.from_usage(ex.usage) or Tokens.estimate(chat.body, completion_tokens)
     ex.account = a = account(model, ex.plan.baseline or model, tokens)
     return a
 
@@ -120,8 +127,8 @@ def whole(ex: Exchange, chat: ChatRequest, completion: Completion) -> dict[str, 
     served = ex.served_by
     assert served is not None
     ex.usage = completion.usage
-    counted = Tokens.from_usage(ex.usage) is not None
-    a = settle(ex, chat, served, 0 if counted else answer_tokens(completion.body))
+    counted = Tokens.from_usage(ex.usage)
+    a = settle(ex, chat, served, 0 if counted else answer_tokens(completion.body), counted)
     headers = decision_headers(ex)
     headers["x-gearshift-cost-usd"] = f"{a.cost_usd:.10f}"
     headers["x-gearshift-baseline-usd"] = f"{a.baseline_usd:.10f}"

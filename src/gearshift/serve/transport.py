@@ -244,11 +244,17 @@ class HTTPTransport:
     async def _post(self, provider: Provider, out: Outbound, first_byte: float | None) -> Whole:
         """Send a non-streaming request and read the whole answer (bounded by ``total``,
         and its headers by ``first_byte`` when given)."""
+        session = self._session(provider)
         with translated(provider.name, "request"):
-            async with asyncio.timeout(first_byte):
-                response = await self._session(provider).post(
+            if first_byte is None:  # the usual case: the provider's total bounds it all
+                response = await session.post(
                     out.url, data=out.body, headers=out.headers, allow_redirects=False
                 )
+            else:
+                async with asyncio.timeout(first_byte):
+                    response = await session.post(
+                        out.url, data=out.body, headers=out.headers, allow_redirects=False
+                    )
             async with response:
                 limit = self._max_response if response.status == 200 else _ERROR_BODY_LIMIT
                 body = await _read_limited(
