@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
 from gearshift.config import Provider
 from gearshift.errors import (
@@ -204,6 +205,7 @@ class HTTPTransport:
         self._providers = dict(providers)
         self._max_response = max_response_bytes
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._urls: dict[str, URL] = {}
 
     async def start(self) -> None:
         for name, provider in self._providers.items():
@@ -219,6 +221,9 @@ class HTTPTransport:
                 timeout=aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect),
                 auto_decompress=True,
                 trust_env=False,
+                # An API needs no cookies; a jar would be filtered for every request and
+                # would carry one client's cookies into another's calls.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
 
     async def close(self) -> None:
@@ -227,6 +232,16 @@ class HTTPTransport:
 
     def _session(self, provider: Provider) -> aiohttp.ClientSession:
         return self._sessions[provider.name]
+
+    def _url(self, url: str) -> URL:
+        """``url`` parsed once: aiohttp would parse the string on every call (an adapter's
+        URLs are few: one or two per model)."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= 4096:
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url)
+        return parsed
 
     async def send(
         self,
@@ -248,12 +263,15 @@ class HTTPTransport:
         with translated(provider.name, "request"):
             if first_byte is None:  # the usual case: the provider's total bounds it all
                 response = await session.post(
-                    out.url, data=out.body, headers=out.headers, allow_redirects=False
+                    self._url(out.url), data=out.body, headers=out.headers, allow_redirects=False
                 )
             else:
                 async with asyncio.timeout(first_byte):
                     response = await session.post(
-                        out.url, data=out.body, headers=out.headers, allow_redirects=False
+                        self._url(out.url),
+                        data=out.body,
+                        headers=out.headers,
+                        allow_redirects=False,
                     )
             async with response:
                 limit = self._max_response if response.status == 200 else _ERROR_BODY_LIMIT
@@ -274,7 +292,7 @@ class HTTPTransport:
         with translated(provider.name, "waiting for the first byte"):
             async with asyncio.timeout(t.first_byte):
                 response = await self._session(provider).post(
-                    out.url,
+                    self._url(out.url),
                     data=out.body,
                     headers=out.headers,
                     timeout=timeout,
