@@ -19,7 +19,6 @@ A TOML with the maps inline (the older single-file form) still loads.
 from __future__ import annotations
 
 import bisect
-import copy
 import hashlib
 import math
 import re
@@ -49,75 +48,15 @@ from gearshift.routing.risk import PRESETS as PRESETS
 from gearshift.routing.risk import RiskMap as RiskMap
 from gearshift.routing.risk import RulesError as RulesError
 from gearshift.routing.risk import check_risk
+from gearshift.routing.structs import Lexicons as Lexicons
+from gearshift.routing.structs import PatternRule as PatternRule
+from gearshift.routing.structs import RulesFile as RulesFile
+from gearshift.routing.structs import Thresholds as Thresholds
+from gearshift.routing.structs import Window as Window
+from gearshift.routing.structs import _TableFile
 
 # Far beyond any fitted weight; bounds the sum, so a score can never overflow to NaN.
 _MAX_WEIGHT = 1e6
-
-
-class PatternRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A hand-made feature: 1 when any of ``terms`` (or the regex ``pattern``) is found in
-    the lower-cased window of ``scope``.
-
-    A term is a word (``proof``), a phrase with spaces or punctuation (``step by step``,
-    matched as a substring) or ``^phrase`` (the text starts with it). Terms are set and
-    substring tests, far cheaper than a regex; ``pattern`` is there for what they cannot say.
-    """
-
-    id: str
-    terms: list[str] = []
-    pattern: str = ""
-    weight: float = 0.0
-    scope: str = "ask"  # ask | system | prev | any
-
-
-class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Score cut-offs, ascending: ``score >= standard`` needs standard, ``>= frontier``..."""
-
-    standard: float = 0.35
-    frontier: float = 0.5
-
-
-class Window(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    ask_head: int = 700
-    ask_tail: int = 300
-    system_head: int = 400
-    prev_head: int = 300
-    lead: int = 0  # chars at the opening of the ask with their own lexicon (0: off)
-
-
-class RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    version: int = 1
-    bias: float = 0.0
-    thresholds: Thresholds = Thresholds()
-    window: Window = Window()
-    counters: dict[str, float] = {}
-    patterns: list[PatternRule] = []
-    lexicon: dict[str, float] = {}
-    lead_lexicon: dict[str, float] = {}
-    # The semantic lexicon: a score per word, distilled offline from a sentence-embedding
-    # model (bench/semantic.py); the feature is the mean score of the window's words.
-    semantic: dict[str, float] = {}
-    semantic_weight: float = 0.0
-    prev_lexicon_scale: float = 0.5
-    risk: RiskMap = RiskMap()
-    provenance: dict[str, str] = {}
-
-
-class Lexicons(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A table's word maps, as its msgpack file holds them (the fields of ``RulesFile``)."""
-
-    lexicon: dict[str, float] = {}
-    lead_lexicon: dict[str, float] = {}
-    semantic: dict[str, float] = {}
-
-
-class _TableFile(RulesFile, frozen=True, forbid_unknown_fields=True):
-    """A table's TOML as written: ``lexicons`` names the msgpack file with its word maps
-    (relative to the TOML's directory) and ``lexicons_sha256`` is that file's digest; both
-    are empty when the maps are inline."""
-
-    lexicons: str = ""
-    lexicons_sha256: str = ""
 
 
 _LEXICON_FIELDS = Lexicons.__struct_fields__
@@ -140,9 +79,30 @@ class Decision:
 
 
 class Rules:
-    """A loaded, compiled rule table. ``decide`` is the hot path."""
+    """A loaded, compiled rule table. ``decide`` is the hot path.
 
-    def __init__(self, spec: RulesFile, source: str = "<rules>") -> None:
+    ``shared``: a table with the same weights, word maps and rules whose compiled (read-only)
+    maps and sets this one uses rather than building them again (``with_*``: only the
+    thresholds or the risk map differ)."""
+
+    def __init__(
+        self, spec: RulesFile, source: str = "<rules>", *, shared: Rules | None = None
+    ) -> None:
+        _check_thresholds(spec.thresholds, source)
+        check_risk(spec.risk, source)
+        self.spec = spec
+        self.source = source
+        if shared is None:
+            self._compile(spec, source)
+        else:
+            self._share(shared)
+        self._risk_scores = tuple(spec.risk.scores)
+        self._risk_values = tuple(spec.risk.risks)
+        self._min_words = spec.risk.min_words
+        self._min_known = spec.risk.min_known
+        self._uncertain = self._leaned(spec.thresholds)
+
+    def _compile(self, spec: RulesFile, source: str) -> None:
         unknown = set(spec.counters) - set(COUNTERS)
         if unknown:
             raise RulesError(f"{source}: unknown counters {sorted(unknown)}")
@@ -174,10 +134,6 @@ class Rules:
         w = spec.window
         if min(w.ask_head, w.ask_tail, w.system_head, w.prev_head, w.lead) < 0:
             raise RulesError(f"{source}: window sizes must not be negative")
-        _check_thresholds(spec.thresholds, source)
-        check_risk(spec.risk, source)
-        self.spec = spec
-        self.source = source
         self._terms = Terms(spec.patterns)
         self._pattern_ids = tuple(p.id for p in spec.patterns)
         self._pattern_weights = tuple(p.weight for p in spec.patterns)
@@ -200,11 +156,24 @@ class Rules:
         self._prev_scale = spec.prev_lexicon_scale
         self._semantic_weight = spec.semantic_weight if self._semantic else 0.0
         self._lead_chars = spec.window.lead
-        self._risk_scores = tuple(spec.risk.scores)
-        self._risk_values = tuple(spec.risk.risks)
-        self._min_words = spec.risk.min_words
-        self._min_known = spec.risk.min_known
-        self._uncertain = self._leaned(spec.thresholds)
+
+    def _share(self, other: Rules) -> None:
+        self._terms = other._terms
+        self._pattern_ids = other._pattern_ids
+        self._pattern_weights = other._pattern_weights
+        self._counter_weights = other._counter_weights
+        self._lexicon = other._lexicon
+        self._lexicon_keys = other._lexicon_keys
+        self._lexicon_rank = other._lexicon_rank
+        self._lead = other._lead
+        self._lead_keys = other._lead_keys
+        self._semantic = other._semantic
+        self._semantic_keys = other._semantic_keys
+        self._window = other._window
+        self._bias = other._bias
+        self._prev_scale = other._prev_scale
+        self._semantic_weight = other._semantic_weight
+        self._lead_chars = other._lead_chars
 
     # ------------------------------------------------------------------ risk
 
@@ -256,11 +225,8 @@ class Rules:
     def with_lean(self, lean: float) -> Rules:
         """The same table with another ``lean`` for uncertain requests (0: none)."""
         risk = msgspec.structs.replace(self.spec.risk, lean=lean)
-        check_risk(risk, self.source)
-        other = copy.copy(self)
-        other.spec = msgspec.structs.replace(self.spec, risk=risk)
-        other._uncertain = other._leaned(other.spec.thresholds)
-        return other
+        spec = msgspec.structs.replace(self.spec, risk=risk)
+        return Rules(spec, self.source, shared=self)
 
     def _leaned(self, t: Thresholds) -> tuple[float, float]:
         """Thresholds for an uncertain request: the risk it may take cut by ``lean``."""
@@ -273,11 +239,8 @@ class Rules:
         """The same table with other tier thresholds; it shares this one's compiled (read-only)
         maps and sets rather than building them again."""
         thresholds = Thresholds(standard=standard, frontier=frontier)
-        _check_thresholds(thresholds, self.source)
-        other = copy.copy(self)
-        other.spec = msgspec.structs.replace(self.spec, thresholds=thresholds)
-        other._uncertain = other._leaned(thresholds)
-        return other
+        spec = msgspec.structs.replace(self.spec, thresholds=thresholds)
+        return Rules(spec, self.source, shared=self)
 
     def features(self, body: Mapping[str, Any]) -> tuple[Text, dict[str, float]]:
         """Every feature's value for ``body`` (used by fitting, explanations and tests)."""

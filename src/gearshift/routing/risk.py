@@ -9,27 +9,11 @@ import itertools
 
 import msgspec
 
+from gearshift.routing.structs import RiskMap as RiskMap
+
 
 class RulesError(Exception):
     """A rules table that cannot be used; the message names the file and the problem."""
-
-
-class RiskMap(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What a score means: knots of a monotone piecewise-linear map from score to the
-    probability that the cheap model falls short (isotonic regression on held-out scores,
-    fitted by ``gearshift calibrate``); ``presets`` name risks (``safe``, ``balanced``,
-    ``thrifty``) and ``lean`` is how far an uncertain request's accepted risk is cut.
-    Empty: the score is read as the risk itself."""
-
-    scores: list[float] = []
-    risks: list[float] = []
-    presets: dict[str, float] = {}
-    # Standard starts at this share of the frontier risk (fitted: where the held-out recall
-    # of frontier rows reaches halfway between the frontier target and 1).
-    standard: float = 0.5
-    lean: float = 0.5
-    min_words: int = 4  # a request with fewer words in its windows is never "uncertain"
-    min_known: float = 0.5  # ... nor one with at least this share known to the lexicons
 
 
 PRESETS = ("safe", "balanced", "thrifty")
