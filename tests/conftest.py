@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,25 @@ from gearshift.providers import REGISTRY
 from gearshift.serve.app import create_app
 
 MakeConfig = Callable[..., Config]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once when a routing module compiled by mypyc (``setup.py``) is older than its
+    source: Python would import the stale extension, and the tests would not see the edit."""
+    import gearshift.routing
+
+    stale = [
+        compiled.name
+        for compiled in Path(gearshift.routing.__file__).parent.glob("*.so")
+        if (source := compiled.with_name(compiled.name.split(".")[0] + ".py")).exists()
+        and source.stat().st_mtime > compiled.stat().st_mtime
+    ]
+    if stale:
+        pytest.exit(
+            f"compiled routing modules older than their sources: {', '.join(sorted(stale))}; "
+            "rebuild them (pip install -e .) or delete them to run the pure modules",
+            returncode=4,
+        )
 
 
 @pytest.fixture
