@@ -53,6 +53,14 @@ def test_the_shipped_rows_are_there() -> None:
 
 
 @pytest.mark.skipif(
+    not os.environ.get("GEARSHIFT_REQUIRE_COMPILED"),
+    reason="GEARSHIFT_REQUIRE_COMPILED is not set (CI sets it): a pure install is allowed",
+)
+def test_the_build_compiled_the_routing_modules() -> None:
+    assert [Path(m.__file__ or "").suffix for m in MODULES] == [".so"] * len(MODULES)
+
+
+@pytest.mark.skipif(
     not all(m.__file__ and not m.__file__.endswith(".py") for m in MODULES),
     reason="the routing modules are not compiled in this install (GEARSHIFT_PURE=1, or mypyc "
     "was missing at build time): there is no second path to compare",
