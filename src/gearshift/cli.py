@@ -132,6 +132,7 @@ def _run(app: Any, host: str, port: int, config: Config, *, reuse_port: bool = F
     from gearshift.serve import server
 
     spec = config.server
+    server.raise_open_files()  # before the caps that are read from it
     pending = spec.max_pending or server.default_max_pending()
     guards = server.Guards(
         header_timeout=spec.header_timeout,

@@ -85,7 +85,9 @@ class ProviderSpec(_Strict, frozen=True, tag_field="kind"):
     base_url: str | None = None
     api_key: str | None = None
     headers: dict[str, str] = {}
-    max_connections: Annotated[int, msgspec.Meta(gt=0, le=10_000)] = 100
+    # Upstream connections at once (a stream holds one for its whole length): beyond it,
+    # requests wait for a free one, within their first-byte timeout.
+    max_connections: Annotated[int, msgspec.Meta(gt=0, le=65_536)] = 4096
     timeouts: Timeouts = Timeouts()
 
 

@@ -14,9 +14,12 @@ import asyncio
 import io
 import logging
 import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -408,3 +411,35 @@ async def test_a_pipelined_request_waiting_for_its_body_is_not_cut_as_a_slow_hea
         writer.close()
     error = _openai_error(rest, 408)
     assert error["code"] == "request_timeout"
+
+
+def _somaxconn() -> int:
+    return int(Path("/proc/sys/net/core/somaxconn").read_text())
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs iproute2's ss to read a backlog")
+async def test_the_listen_backlog_holds_thousands_of_connecting_clients(
+    gearshift: Gearshift,
+) -> None:
+    # aiohttp's default is 128: a burst of clients connecting at once overflows it and their
+    # handshakes are retried seconds later. ss shows a listener's backlog as its Send-Q.
+    ss = await asyncio.create_subprocess_exec(
+        "ss", "-ltnH", f"sport = :{gearshift.port}", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await ss.communicate()
+    assert int(out.split()[2]) == min(server.LISTEN_BACKLOG, _somaxconn()) > 128, out
+
+
+def test_serve_raises_its_open_file_limit_up_to_the_hard_limit() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, soft)
+    code = "from gearshift.serve.server import raise_open_files; print(raise_open_files())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)),
+    ).stdout  # fmt: skip
+    expected = server.OPEN_FILES if hard == resource.RLIM_INFINITY else min(server.OPEN_FILES, hard)
+    assert int(out) == max(expected, low)

@@ -53,6 +53,31 @@ class Guards:
     max_pending_per_peer: int = 256
 
 
+# Connections the kernel may queue before gearshift accepts them (capped by the kernel's
+# net.core.somaxconn). aiohttp's default of 128 overflows when a few thousand clients
+# connect at once: dropped handshakes, retried by the clients' kernels 1, 2, 4 … s later.
+LISTEN_BACKLOG = 4096
+# The open-file soft limit gearshift raises itself to (never above the hard limit): every
+# stream holds two descriptors (the client's and the upstream's), and the usual soft
+# limit of 1024 would refuse the 513th stream.
+OPEN_FILES = 65536
+
+
+def raise_open_files(want: int = OPEN_FILES) -> int:
+    """Raise the soft open-file limit towards ``want`` (up to the hard limit); the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return soft
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+        return target
+    return soft
+
+
 def default_max_pending() -> int:
     """Half the open-file limit, at most 512: half-sent requests never use up the
     descriptors that real requests need."""
@@ -347,7 +372,7 @@ async def start(
         shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=LISTEN_BACKLOG)
     try:
         await site.start()
     except BaseException:
