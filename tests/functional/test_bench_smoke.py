@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+
+from bench.wrk import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +48,17 @@ async def test_the_overhead_run_measures_every_target() -> None:
     for row in ("| 40/s | direct |", "| 40/s | passthrough |", "| 40/s | gearshift |"):
         assert row in text
     assert "gearshift (1 worker(s)) / pass-through:" in text
+
+
+async def test_the_streams_benchmark_measures_every_target() -> None:
+    text = await _bench(
+        "bench.streams",
+        *("--streams", "20", "--seconds", "2", "--ramp", "0.5", "--chunk-ms", "20"),
+        *("--formats-streams", "10", "--formats-seconds", "0.5"),
+    )
+    for row in ("| direct |", "| passthrough |", "| gearshift |", "| gearshift anthropic |"):
+        assert row in text
+    assert "| upstream format |" in text
 
 
 @pytest.mark.parametrize(
@@ -87,3 +101,39 @@ async def test_cpu_per_request_measures_a_running_gearshift(
         target = f"gs={procs[1].pid}@{gs}"
         text = await _bench("bench.cpu_per_request", target, "--rounds", "2", "--requests", "50")
     assert text.startswith("gs: µs CPU per request, rounds [")
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt install wrk)")
+async def test_the_wrk_benchmark_measures_every_target() -> None:
+    text = await _bench("bench.wrk", *("--round", "1", "--rounds", "1", "--connections", "4"))
+    for row in ("| direct |", "| passthrough |", "| gearshift |"):
+        assert row in text
+    assert "gearshift / pass-through throughput:" in text
+    assert "gearshift / pass-through CPU per request:" in text
+
+
+WRK_REPORT = """Running 5s test @ http://127.0.0.1:9500/v1/chat/completions
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.29ms    1.02ms  21.12ms   91.20%
+    Req/Sec     2.83k   201.11     3.05k    80.00%
+  Latency Distribution
+     50%    5.10ms
+     75%    5.40ms
+     90%    6.01ms
+     99%  850.00us
+  14150 requests in 5.00s, 16.73MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:   2829.71
+Transfer/sec:      3.35MB
+"""
+
+
+def test_a_wrk_report_is_read_with_its_errors() -> None:
+    result = parse(WRK_REPORT)
+    assert (result.requests, result.seconds, result.rps) == (14150, 5.0, 2829.71)
+    assert (result.p50_ms, result.p99_ms) == (5.1, 0.85)
+    assert result.errors == 7  # 4 non-2xx, 2 read errors, 1 timeout
+    with pytest.raises(ValueError, match="not a wrk report"):
+        parse("wrk: command not found")
