@@ -175,16 +175,39 @@ class UpstreamStream:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; raises ``UpstreamError`` on a cut, on an idle gap
-        longer than ``idle`` and when the whole stream outlasts ``total``."""
+        longer than ``idle`` and when the whole stream outlasts ``total``.
+
+        ``total`` is one timer for the whole stream, which closes the response when it fires
+        (the pending read then ends), not a timeout context per read: a stream relays
+        thousands of chunks, and each context cost a timer of its own."""
         content = self._response.content
-        deadline = asyncio.get_running_loop().time() + self._total
-        while True:
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            self._response.close()
+
+        handle = None
+        if not math.isinf(self._total):
+            handle = asyncio.get_running_loop().call_later(self._total, expire)
+        try:
             with translated(self._provider, "streaming"):
-                async with asyncio.timeout_at(deadline):
-                    data = await content.readany()
-            if not data:
-                return
-            yield data
+                while True:
+                    try:
+                        data = await content.readany()
+                    except (aiohttp.ClientError, ConnectionError):
+                        if expired:
+                            raise TimeoutError from None
+                        raise
+                    if not data:
+                        if expired:
+                            raise TimeoutError
+                        return
+                    yield data
+        finally:
+            if handle is not None:
+                handle.cancel()
 
     def close(self) -> None:
         """Drop the upstream connection (a stream not read to its end cannot be reused)."""
