@@ -7,9 +7,9 @@ added per chunk, CPU per relayed chunk — against the mock direct and a bare pa
 Processes on loopback: ``gearshift mock-upstream`` (OpenAI, Anthropic and Gemini APIs, its
 stream paced at runtime through ``POST /_mock/config``); ``gearshift serve`` on the seed's
 2024 catalog (one process; access log on as shipped, to /dev/null; each provider's
-``max_connections`` as shipped, 100, so that beyond 100 streams the others wait inside
-gearshift for a pooled upstream connection, unless ``--max-connections`` writes a copy of
-the catalog that raises it); ``bench.passthrough`` (OpenAI format only) in front of it.
+``max_connections`` as shipped, 4,096 — beyond it streams wait inside gearshift for a
+pooled upstream connection — unless ``--max-connections`` writes a copy of the catalog
+with another); ``bench.passthrough`` (OpenAI format only) in front of it.
 
 The load generator is ``--clients`` child processes (``python -m bench.streams --client``),
 each with its own event loop (uvloop when installed) and one aiohttp session (connector
@@ -511,7 +511,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "streams": args.streams, "seconds": args.seconds, "ramp_s": args.ramp,
         "chunk_ms": args.chunk_ms, "clients": args.clients,
-        "max_connections": args.max_connections or "as shipped (100 per provider)",
+        "max_connections": args.max_connections or "as shipped (4,096 per provider)",
         "nofile": raise_nofile(max(args.streams, args.formats_streams)),
     }  # fmt: skip
     mock, gs, pt = free_port(), free_port(), free_port()
