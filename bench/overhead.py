@@ -29,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.load import Runner, Sample, Summary, closed_loop, open_loop, summarize
-from bench.procs import CATALOG_2024, GEARSHIFT, free_port, running
+from bench.procs import running, trio
 
 
 def _log(line: str) -> None:
@@ -62,32 +62,16 @@ def _added(results: dict[str, Summary], field: str) -> dict[str, float | None]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    mock, gs, pt = args.mock_port or free_port(), free_port(), free_port()
-    mock_url = f"http://127.0.0.1:{mock}"
-    env = {"OPENAI_API_KEY": "sk-bench", "GEARSHIFT_OPENAI_BASE_URL": mock_url + "/v1"}
-    commands = [
-        (
-            [*GEARSHIFT, "mock-upstream", "--port", str(mock), "--latency-ms",
-             str(args.latency_ms), "--chunk-words", "4"],
-            mock_url + "/_mock/config",
-            200,
-        ),
-        (
-            [*GEARSHIFT, "serve", "--config", CATALOG_2024, "--port", str(gs), "--workers",
-             str(args.workers)],
-            f"http://127.0.0.1:{gs}/readyz",
-            200,
-        ),
-        (
-            [sys.executable, "-m", "bench.passthrough", "--port", str(pt), "--upstream", mock_url],
-            f"http://127.0.0.1:{pt}/v1/chat/completions",
-            405,
-        ),
-    ]  # fmt: skip
+    procs = trio(
+        args.mock_port,
+        mock_args=["--latency-ms", str(args.latency_ms), "--chunk-words", "4"],
+        workers=str(args.workers),
+    )
+    commands, env = procs.commands, procs.env
     targets = {
-        "direct": mock_url,
-        "passthrough": f"http://127.0.0.1:{pt}",
-        "gearshift": f"http://127.0.0.1:{gs}",
+        "direct": procs.mock_url,
+        "passthrough": procs.passthrough_url,
+        "gearshift": procs.gearshift_url,
     }
     for i, peer in enumerate(args.peer):
         targets[f"peer{i + 1}"] = peer

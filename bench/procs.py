@@ -8,7 +8,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -69,3 +70,56 @@ async def running(
                     await proc.wait()
             if proc.returncode is None:
                 proc.kill()
+
+
+Command = tuple[list[str], str, int]  # argv, readiness URL, the status it answers when ready
+
+
+@dataclass
+class Trio:
+    """What the overhead benchmarks compare, started in this order by ``running``: the mock
+    upstream, ``gearshift serve`` in front of it, and the bare pass-through in front of it."""
+
+    mock_url: str
+    gearshift_url: str
+    passthrough_url: str
+    env: dict[str, str]
+    commands: list[Command]
+
+
+def trio(
+    mock_port: int | None = None,
+    *,
+    mock_args: Sequence[str] = (),
+    config: str = CATALOG_2024,
+    workers: str = "1",
+) -> Trio:
+    """Free ports, the environment that points every provider of gearshift at the mock (one
+    key for all), and the three commands."""
+    mock, gs, pt = mock_port or free_port(), free_port(), free_port()
+    mock_url = f"http://127.0.0.1:{mock}"
+    env = {
+        "OPENAI_API_KEY": "sk-bench", "ANTHROPIC_API_KEY": "sk-bench",
+        "GEMINI_API_KEY": "sk-bench",
+        "GEARSHIFT_OPENAI_BASE_URL": mock_url + "/v1",
+        "GEARSHIFT_ANTHROPIC_BASE_URL": mock_url + "/v1",
+        "GEARSHIFT_GEMINI_BASE_URL": mock_url + "/v1beta",
+    }  # fmt: skip
+    commands: list[Command] = [
+        (
+            [*GEARSHIFT, "mock-upstream", "--port", str(mock), *mock_args],
+            mock_url + "/_mock/config",
+            200,
+        ),
+        (
+            [*GEARSHIFT, "serve", "--config", config, "--port", str(gs), "--workers", workers],
+            f"http://127.0.0.1:{gs}/readyz",
+            200,
+        ),
+        (
+            [sys.executable, "-m", "bench.passthrough", "--port", str(pt), "--upstream", mock_url],
+            f"http://127.0.0.1:{pt}/v1/chat/completions",
+            405,
+        ),
+    ]
+    return Trio(mock_url, f"http://127.0.0.1:{gs}", f"http://127.0.0.1:{pt}", env, commands)

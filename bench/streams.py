@@ -73,7 +73,7 @@ from typing import Any
 import aiohttp
 
 from bench.load import TASKS, percentile
-from bench.procs import CATALOG_2024, GEARSHIFT, free_port, running
+from bench.procs import CATALOG_2024, running, trio
 from bench.wrk import cpu_seconds
 
 PATH = "/v1/chat/completions"
@@ -514,33 +514,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "max_connections": args.max_connections or "as shipped (4,096 per provider)",
         "nofile": raise_nofile(max(args.streams, args.formats_streams)),
     }  # fmt: skip
-    mock, gs, pt = free_port(), free_port(), free_port()
-    mock_url = f"http://127.0.0.1:{mock}"
-    env = {
-        "OPENAI_API_KEY": "sk-bench", "ANTHROPIC_API_KEY": "sk-bench",
-        "GEMINI_API_KEY": "sk-bench",
-        "GEARSHIFT_OPENAI_BASE_URL": mock_url + "/v1",
-        "GEARSHIFT_ANTHROPIC_BASE_URL": mock_url + "/v1",
-        "GEARSHIFT_GEMINI_BASE_URL": mock_url + "/v1beta",
-    }  # fmt: skip
     config = catalog(args.max_connections)
-    commands = [
-        ([*GEARSHIFT, "mock-upstream", "--port", str(mock)], mock_url + "/_mock/config", 200),
-        (
-            [*GEARSHIFT, "serve", "--config", config, "--port", str(gs), "--workers", "1"],
-            f"http://127.0.0.1:{gs}/readyz",
-            200,
-        ),
-        (
-            [sys.executable, "-m", "bench.passthrough", "--port", str(pt), "--upstream", mock_url],
-            f"http://127.0.0.1:{pt}{PATH}",
-            405,
-        ),
-    ]
+    started = trio(config=config)
+    mock_url = started.mock_url
     try:
-        async with running(*commands, env=env) as procs:
+        async with running(*started.commands, env=started.env) as procs:
             mock_pid, gs_pid, pt_pid = (p.pid for p in procs)
-            gs_url, pt_url = f"http://127.0.0.1:{gs}{PATH}", f"http://127.0.0.1:{pt}{PATH}"
+            gs_url, pt_url = started.gearshift_url + PATH, started.passthrough_url + PATH
             if "scale" in args.phases:
                 grace = max(10.0, 40 * args.chunk_ms / 1000)
                 targets = [

@@ -37,7 +37,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.load import TASKS
-from bench.procs import CATALOG_2024, GEARSHIFT, free_port, running
+from bench.procs import running, trio
 
 PATH = "/v1/chat/completions"
 
@@ -230,33 +230,18 @@ def _peer(spec: str) -> tuple[str, str, int | None]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    mock, gs, pt = args.mock_port or free_port(), free_port(), free_port()
-    mock_url = f"http://127.0.0.1:{mock}"
-    env = {"OPENAI_API_KEY": "sk-bench", "GEARSHIFT_OPENAI_BASE_URL": mock_url + "/v1"}
-    commands = [
-        ([*GEARSHIFT, "mock-upstream", "--port", str(mock)], mock_url + "/_mock/config", 200),
-        (
-            [*GEARSHIFT, "serve", "--config", CATALOG_2024, "--port", str(gs), "--workers",
-             str(args.workers)],
-            f"http://127.0.0.1:{gs}/readyz",
-            200,
-        ),
-        (
-            [sys.executable, "-m", "bench.passthrough", "--port", str(pt), "--upstream", mock_url],
-            f"http://127.0.0.1:{pt}{PATH}",
-            405,
-        ),
-    ]  # fmt: skip
+    started = trio(args.mock_port, workers=str(args.workers))
+    mock_url = started.mock_url
     body = json.dumps(TASKS["classify"]).encode()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script(body))
     try:
-        async with running(*commands, env=env) as procs:
+        async with running(*started.commands, env=started.env) as procs:
             await _settle(mock_url)
             targets: dict[str, tuple[str, int | None]] = {
                 "direct": (mock_url, procs[0].pid),
-                "passthrough": (f"http://127.0.0.1:{pt}", procs[2].pid),
-                "gearshift": (f"http://127.0.0.1:{gs}", procs[1].pid),
+                "passthrough": (started.passthrough_url, procs[2].pid),
+                "gearshift": (started.gearshift_url, procs[1].pid),
             }
             for spec in args.peer:
                 name, url, pid = _peer(spec)
