@@ -6,9 +6,10 @@ requested model also an alias; providers come from the configuration; statuses a
 codes (plus ``stream_error`` for a stream that failed after its 200). No prompt text, no
 keys.
 
-A request's updates are tallied in plain dicts (``Tally``) and applied to the Prometheus
-objects in one batch: at each scrape, and at most ``flush_interval`` seconds after a request
-(so that the other workers' figures in a shared ``PROMETHEUS_MULTIPROC_DIR`` lag by no more).
+A request's updates are tallied in plain dicts and applied to the Prometheus objects in one
+batch (``Metrics.flush``): at each scrape, and at most ``flush_interval`` seconds after a
+request begins or ends (so that the other workers' figures in a shared
+``PROMETHEUS_MULTIPROC_DIR`` lag by no more).
 A metric update through ``prometheus_client`` takes a lock and, with workers, writes a shared
 file; a request touches about a dozen: done per request they were 5 % of its CPU.
 """
@@ -171,6 +172,8 @@ class Metrics:
 
     def begin(self, ex: Exchange) -> None:
         self._inflight += 1
+        if self._flush_handle is None:
+            self._schedule()
 
     def finish(self, ex: Exchange) -> None:
         """The metrics sink: one finished request into the tally of every metric it touches."""
@@ -222,12 +225,15 @@ class Metrics:
                     key = (self.sticky_tokens, (sticky, kind))
                     added[key] = get(key, 0.0) + n
         if self._flush_handle is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # outside a loop (a test, a script): at once
-                self.flush()
-            else:
-                self._flush_handle = loop.call_later(self._flush_interval, self.flush)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside a loop (a test, a script): at once
+            self.flush()
+        else:
+            self._flush_handle = loop.call_later(self._flush_interval, self.flush)
 
     def flush(self) -> None:
         """Apply the tally to the Prometheus objects."""
