@@ -137,21 +137,28 @@ def auc(scores: Sequence[float], labels: Sequence[int]) -> float:
     return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)
 
 
-def pgr_at(scores: Sequence[float], examples: Sequence[Example], strong_share: float) -> float:
-    """Share of the weak→strong gap recovered when the top ``strong_share`` go strong."""
+def top_shares(scores: Sequence[float], strong_share: float) -> tuple[list[float], float]:
+    """Each row's chance of going strong when the top ``strong_share`` do (rows tied with
+    the cut share what is left of the calls evenly, so that the result does not depend on
+    the rows' order), and the cut score (NaN when none goes)."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     k = round(strong_share * len(order))
-    # share[i]: the chance row i goes strong. Rows tied with the k-th score share what is
-    # left of the k calls evenly, so the result does not depend on the rows' order.
     share = [0.0] * len(order)
-    if k:
-        cut = scores[order[k - 1]]
-        above = [i for i in order if scores[i] > cut]
-        tied = [i for i in order if scores[i] == cut]
-        for i in above:
-            share[i] = 1.0
-        for i in tied:
-            share[i] = (k - len(above)) / len(tied)
+    if not k:
+        return share, math.nan
+    cut = scores[order[k - 1]]
+    above = [i for i in order if scores[i] > cut]
+    tied = [i for i in order if scores[i] == cut]
+    for i in above:
+        share[i] = 1.0
+    for i in tied:
+        share[i] = (k - len(above)) / len(tied)
+    return share, cut
+
+
+def pgr_at(scores: Sequence[float], examples: Sequence[Example], strong_share: float) -> float:
+    """Share of the weak→strong gap recovered when the top ``strong_share`` go strong."""
+    share, _ = top_shares(scores, strong_share)
     weak = sum(e.weak_score for e in examples)
     strong = sum(e.strong_score for e in examples)
     got = sum(

@@ -229,25 +229,6 @@ def tier_costs(config: Config) -> Costs:
 # ---------------------------------------------------------------- cost / quality
 
 
-def _top_shares(scores: Sequence[float], strong_share: float) -> tuple[list[float], float]:
-    """Each row's chance of going strong when the top ``strong_share`` do (rows tied with
-    the cut share what is left evenly, as ``calibrate.pgr_at``), and the cut score (NaN when
-    none goes)."""
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])
-    k = round(strong_share * len(order))
-    share = [0.0] * len(order)
-    if not k:
-        return share, NAN
-    cut = scores[order[k - 1]]
-    above = [i for i in order if scores[i] > cut]
-    tied = [i for i in order if scores[i] == cut]
-    for i in above:
-        share[i] = 1.0
-    for i in tied:
-        share[i] = (k - len(above)) / len(tied)
-    return share, cut
-
-
 def _ratio(num: float, den: float) -> float:
     return num / den if den else NAN
 
@@ -274,7 +255,7 @@ def curve(
     out = []
     for step in range(steps + 1):
         c = step / steps
-        share, cut = _top_shares(scores, c)
+        share, cut = cal.top_shares(scores, c)
         row = {
             "strong_share": c,
             "threshold": cut,
