@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from redis_server import redis_server  # noqa: F401 (a session fixture: a real Redis)
 
 from gearshift.config import Config, catalog_2024, decode, load, resolve
 from gearshift.mock import MOCK_STATE, MockState, create_mock_app
