@@ -108,6 +108,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         argv += ["--insecure-no-auth"] if args.insecure_no_auth else []
         argv += ["--no-access-log"] if args.no_access_log else []
         log.info("gearshift %s: %d workers on http://%s:%s", __version__, workers, host, port)
+        governed = any(p.budgeted or p.limited for p in config.key_policies.values())
+        if config.state.backend == "memory" and (governed or config.cache.enabled):
+            log.warning(
+                "budgets, rate limits and the cache are per worker with the in-process state: "
+                "%d workers allow up to %d times each limit; share them with "
+                '[state] backend = "redis"',
+                workers,
+                workers,
+            )
         return Supervisor(workers, argv, grace=config.server.shutdown_grace).run()
     for warning in slow_path_warnings():
         log.warning("SLOW PATH: %s", warning)

@@ -17,13 +17,17 @@ from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
 from gearshift import config_checks as checks
 from gearshift.config_checks import ConfigError as ConfigError
+from gearshift.governance.spec import CacheSpec, KeySpec, StateSpec
 from gearshift.serve.store import StoreSpec
+
+if TYPE_CHECKING:
+    from gearshift.governance.keys import KeyPolicy
 
 Capability = Literal["tools", "vision", "json_schema", "streaming"]
 # Every number has a lower and an upper bound: TOML (and YAML) can write inf and nan, and
@@ -325,6 +329,11 @@ class ConfigFile(_Strict, frozen=True):
     embeddings: list[EmbeddingSpec] = []
     # The Responses API's store (previous_response_id, retrieve, delete): embedded SQLite.
     store: StoreSpec = msgspec.field(default_factory=StoreSpec)
+    # Proxy keys with budgets, rate limits and allowed tiers; where their state lives; the
+    # response cache (gearshift.governance).
+    keys: list[KeySpec] = []
+    state: StateSpec = StateSpec()
+    cache: CacheSpec = CacheSpec()
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +395,11 @@ class Config:
     metrics_dir: str | None = None
     embeddings: Mapping[str, Model] = field(default_factory=dict)
     store: StoreSpec = field(default_factory=StoreSpec)
+    # Each proxy key's policy, by the key's digest (keys without one: none here).
+    key_policies: Mapping[bytes, KeyPolicy] = field(default_factory=dict)
+    state: StateSpec = field(default_factory=StateSpec)
+    state_url: Secret | None = None
+    cache: CacheSpec = field(default_factory=CacheSpec)
 
     def redacted(self) -> dict[str, object]:
         """The resolved configuration as plain data with every secret replaced by ``***``."""
@@ -394,6 +408,9 @@ class Config:
             "server": msgspec.to_builtins(self.server)
             | {"api_keys": ["***"] * len(self.proxy_keys)},
             "proxy_auth": bool(self.proxy_keys),
+            "keys": [msgspec.to_builtins(p) for p in self.key_policies.values()],
+            "state": msgspec.to_builtins(self.state),
+            "cache": msgspec.to_builtins(self.cache),
             "routing": msgspec.to_builtins(self.routing),
             "reliability": msgspec.to_builtins(self.reliability),
             "providers": [
@@ -740,6 +757,15 @@ def resolve(
         # Loaded as `serve` will, so that it cannot fail there.
         where = "rules" if raw.routing.rules is not None else "preset"
         checks.check_rules(raw.routing.rules, f"{source}: $.routing.{where}", raw.routing.preset)
+    from gearshift.governance import keys as key_policies  # it imports this module
+
+    named = key_policies.resolve(
+        raw.keys, environ, source=source, tiers=raw.routing.tiers, models=models
+    )
+    keys += [secret for secret, _ in named]
+    state_url = _secret(raw.state.url, environ)
+    if raw.state.backend == "redis" and state_url is None:
+        raise ConfigError(f"{source}: $.state.url: the redis backend needs a URL (or env:NAME)")
     return Config(
         server=msgspec.structs.replace(raw.server, api_keys=["***"] * len(raw.server.api_keys)),
         routing=raw.routing,
@@ -752,6 +778,10 @@ def resolve(
         metrics_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
         embeddings=embeddings,
         store=raw.store,
+        key_policies={key_policies.digest(s.reveal()): p for s, p in named},
+        state=msgspec.structs.replace(raw.state, url="***" if raw.state.url else None),
+        state_url=state_url,
+        cache=raw.cache,
     )
 
 

@@ -39,6 +39,7 @@ deployment is unhealthy (counts for its circuit breaker).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import ClassVar
@@ -259,6 +260,38 @@ class DeadlineExceeded(GearshiftError):
 class NoTarget(GearshiftError):
     status = 503
     type = "server_error"
+
+
+class OverLimit(GearshiftError):
+    """A proxy key's own limit (gearshift's, not a provider's): a rate limit or a budget.
+    ``retry_after``: seconds until the request would fit; ``limit_headers``: the
+    ``x-ratelimit-*`` headers, as OpenAI sends them."""
+
+    status = 429
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        kind: str,
+        retry_after: float,
+        limit_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.type = kind  # type: ignore[misc]
+        self.retry_after = retry_after
+        self.limit_headers = dict(limit_headers or {})
+
+    def headers(self) -> dict[str, str]:
+        return {**self.limit_headers, "retry-after": str(max(1, math.ceil(self.retry_after)))}
+
+
+class Forbidden(RequestError):
+    """The proxy key may not use what it asked for (a model outside its list)."""
+
+    status = 403
+    type = "permission_error"
 
 
 def error_event(error: GearshiftError) -> bytes:

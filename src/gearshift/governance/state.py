@@ -14,7 +14,8 @@ The primitives, all keyed by strings the caller builds (a key's name, a period, 
   per minute). It refills at ``per_second`` up to ``capacity``; ``cost`` is taken only if the
   bucket holds that much, else nothing is taken and the answer says how long until it does.
   ``charge(key, amount, capacity, per_second)`` takes without asking (the tokens an answer
-  used beyond its estimate), and may leave the bucket below zero.
+  used beyond its estimate), and may leave the bucket below zero; a negative amount gives
+  back (never beyond ``capacity``).
 - ``get(key)`` / ``put(key, value, ttl)``: bytes with an expiry (the response cache).
 
 Every Redis call is bounded by the backend's ``timeout``; a failure or a timeout raises
@@ -119,7 +120,8 @@ class MemoryState:
     async def charge(self, key: str, amount: float, capacity: float, per_second: float) -> None:
         now = self._clock()
         level, last = self._buckets.get(key, (capacity, now))
-        self._buckets[key] = (_refilled(level, last, now, capacity, per_second) - amount, now)
+        level = _refilled(level, last, now, capacity, per_second)
+        self._buckets[key] = (min(capacity, level - amount), now)
 
     async def get(self, key: str) -> bytes | None:
         found = self._cache.get(key)
@@ -166,7 +168,10 @@ if level == nil then
 end
 level = math.min(capacity, level + math.max(0, now - at) * rate)
 local ok = 0
-if ARGV[4] == '1' or level >= cost then
+if ARGV[4] == '1' then
+  level = math.min(capacity, level - cost)
+  ok = 1
+elseif level >= cost then
   level = level - cost
   ok = 1
 end

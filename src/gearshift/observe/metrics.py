@@ -136,6 +136,23 @@ class Metrics:
             ["from", "to", "reason"],
             registry=r,
         )
+        self.key_spend = Counter(
+            "gearshift_key_spend_usd", "USD spent upstream, by proxy key name.", ["key"],
+            registry=r,
+        )  # fmt: skip
+        self.key_requests = Counter(
+            "gearshift_key_requests",
+            "Requests by proxy key name and status (429: the key's own limit or budget, or a "
+            "provider's).",
+            ["key", "status"],
+            registry=r,
+        )
+        self.state_errors = Counter(
+            "gearshift_state_errors",
+            "Calls to the shared state (budgets, limits, cache) that failed or timed out.",
+            ["backend"],
+            registry=r,
+        )
         # With several workers (``serve --workers``), the worst state of any live worker.
         self.breaker = Gauge(
             "gearshift_breaker_state",
@@ -204,9 +221,12 @@ class Metrics:
                 (self.model_label(before.model), self.model_label(after.model), before.outcome),
             )
             added[key] = get(key, 0.0) + 1.0
+        key = (self.key_requests, (ex.key, str(ex.status)))
+        added[key] = get(key, 0.0) + 1.0
         a = ex.account
         if a is not None:
             for key, amount in (
+                ((self.key_spend, (ex.key,)), a.cost_usd),
                 ((self.cost, (model,)), a.cost_usd),
                 ((self.baseline, (requested,)), a.baseline_usd),
                 ((self.savings, (requested, model)), a.savings_usd),
@@ -248,6 +268,10 @@ class Metrics:
         for metric, labels, value in observed:
             (child(metric, *labels) if labels else metric).observe(value)
         self.inflight.set(self._inflight)
+
+    def state_error(self, backend: str) -> None:
+        key = (self.state_errors, (backend,))
+        self._added[key] = self._added.get(key, 0.0) + 1.0
 
     def breaker_changed(self, breaker: Breaker, old: int) -> None:
         provider, _, model = breaker.name.partition("/")

@@ -28,6 +28,10 @@ from gearshift.errors import (
     RequestTimeout,
     Unauthorized,
 )
+from gearshift.governance.gate import Spend, plan_for_key
+from gearshift.governance.governor import Governor
+from gearshift.governance.keys import NO_POLICY, KeyPolicy
+from gearshift.governance.state import MemoryState, RedisState, State
 from gearshift.inbound.chat import ChatRequest, Limits, parse_chat
 from gearshift.observe import Observation, stats
 from gearshift.observe.access import AccessLog, BatchWriter
@@ -54,6 +58,10 @@ POLICY = web.AppKey("policy", policy.Policy)
 TRANSPORT = web.AppKey("transport", Transport)
 ROUTER = web.AppKey("router", Router)
 REQUEST_ID = web.RequestKey("request_id", str)
+KEY = web.RequestKey("key", KeyPolicy)  # the proxy key's policy (NO_POLICY without one)
+GOVERNOR = web.AppKey("governor", Governor)  # set only when some key has limits
+SPEND = web.AppKey("spend", Spend)
+STATE: web.AppKey[State] = web.AppKey("state")
 OBSERVATION = web.AppKey("observation", Observation)
 METRICS = web.AppKey("metrics", Metrics)
 STATS = web.AppKey("stats", stats.Stats)
@@ -141,8 +149,7 @@ async def front_middleware(request: web.Request, handler: Handler) -> web.Stream
     request[REQUEST_ID] = request_id
     error_response = _renderer(request.path)
     try:
-        if request.app[KEY_DIGESTS]:
-            _authorize(request)
+        request[KEY] = _authorize(request) if request.app[KEY_DIGESTS] else NO_POLICY
         response = await handler(request)
     except GearshiftError as exc:
         response = error_response(exc)
@@ -174,23 +181,24 @@ async def front_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
-def _authorize(request: web.Request) -> None:
-    """Proxy keys, when configured: ``Authorization: Bearer`` or ``x-api-key``."""
-    digests = request.app[KEY_DIGESTS]
-    if digests and request.path not in _OPEN_PATHS:
-        # Fixed-length digests, every key compared whatever matched: neither the time taken
-        # nor an early length mismatch says anything about the keys.
-        offered = hashlib.sha256(_presented_key(request).encode("utf-8", "surrogateescape"))
-        presented = offered.digest()
-        ok = False
-        for digest in digests:
-            ok |= hmac.compare_digest(presented, digest)
-        if not ok:
-            raise Unauthorized(
-                "Incorrect or missing API key for gearshift. Send it as "
-                "'Authorization: Bearer <key>'.",
-                code="invalid_api_key",
-            )
+def _authorize(request: web.Request) -> KeyPolicy:
+    """Proxy keys, when configured: ``Authorization: Bearer`` or ``x-api-key``; the policy of
+    the key presented (``NO_POLICY`` for a key without one, and on the open paths)."""
+    if request.path in _OPEN_PATHS:
+        return NO_POLICY
+    # Fixed-length digests, every key compared whatever matched: neither the time taken
+    # nor an early length mismatch says anything about the keys.
+    offered = hashlib.sha256(_presented_key(request).encode("utf-8", "surrogateescape"))
+    presented = offered.digest()
+    ok = False
+    for digest in request.app[KEY_DIGESTS]:
+        ok |= hmac.compare_digest(presented, digest)
+    if not ok:
+        raise Unauthorized(
+            "Incorrect or missing API key for gearshift. Send it as 'Authorization: Bearer <key>'.",
+            code="invalid_api_key",
+        )
+    return request.app[CONFIG].key_policies.get(presented, NO_POLICY)
 
 
 def _owner(request: web.Request) -> str:
@@ -377,7 +385,22 @@ async def _route(
     if sessions.enabled:  # a session belongs to one proxy key: never shared between keys
         owner = _owner(request) if request.app[KEY_DIGESTS] else ""
         ex.session, ex.previous = sessions.find(chat.body, request.headers, owner)
-    ex.plan = policy.plan(chat, request.app[POLICY], request.headers, prefer=ex.previous)
+    key = request.get(KEY, NO_POLICY)
+    if key is NO_POLICY:
+        ex.plan = policy.plan(chat, request.app[POLICY], request.headers, prefer=ex.previous)
+    else:
+        routing = request.app[POLICY]
+        ex.plan = await plan_for_key(
+            lambda headers: policy.plan(chat, routing, headers, prefer=ex.previous),
+            request.headers,
+            model=chat.model,
+            hints=chat.hints,
+            aliases=frozenset(_aliases(routing.config)),
+            key=key,
+            governor=request.app.get(GOVERNOR),
+            tiers=routing.tiers,
+            ex=ex,
+        )
     ex.decision_s = time.perf_counter() - began
     try:
         answer = await request.app[ROUTER].run(chat, ex)
@@ -544,6 +567,9 @@ async def _transport_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _flush_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
+    if SPEND in app:
+        await app[SPEND].drain()  # what answered requests cost, into their keys' budgets
+    await app[STATE].close()
     app[METRICS].flush()  # the last tally (a worker's file outlives it)
     writer = app[ACCESS_LOG].writer
     if writer is not None:
@@ -591,7 +617,22 @@ def create_app(
     app[ACCESS_LOG] = access = AccessLog(config, writer)
     clock = clock or SystemClock()
     app[SESSIONS] = sessions = Sessions(config.routing.sticky, clock.now)
-    app[OBSERVATION] = Observation([metrics_, stats_, access, Sticky(sessions)])
+    sinks: list[Any] = [metrics_, stats_, access, Sticky(sessions)]
+    app[STATE] = state = (
+        RedisState(
+            config.state_url.reveal(), prefix=config.state.prefix, timeout=config.state.timeout
+        )
+        if config.state.backend == "redis" and config.state_url is not None
+        else MemoryState(max_entries=config.cache.max_entries, max_bytes=config.cache.max_bytes)
+    )
+    keys = {p.name: p for p in config.key_policies.values()}
+    if any(p.budgeted or p.limited for p in keys.values()):
+        app[GOVERNOR] = governor = Governor(
+            state, config.state, on_error=lambda: metrics_.state_error(config.state.backend)
+        )
+        app[SPEND] = spend = Spend(governor, keys)
+        sinks.append(spend)
+    app[OBSERVATION] = Observation(sinks)
     breakers = Breakers(config.reliability.breaker, clock, metrics_.breaker_changed)
     app[ROUTER] = Router(
         app[TRANSPORT], config.reliability, clock=clock, rng=rng, breakers=breakers

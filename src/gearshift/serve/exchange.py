@@ -77,6 +77,13 @@ class Exchange:
     client_s: float = 0.0  # waiting on writes to a slow client
     status: int | str = 200
     ended: float | None = None  # when the handler returned (the sinks run a little later)
+    # Governance: the proxy key's name (its label, never the key), how its budget went
+    # ("capped" to the light tier), the x-ratelimit-* headers of its answer and the tokens
+    # its request took from its bucket (settled against the answer's).
+    key: str = "unnamed"
+    budget_state: str | None = None
+    limit_headers: dict[str, str] | None = None
+    tokens_taken: int = 0
 
     @property
     def tier(self) -> str:

@@ -119,6 +119,10 @@ def decision_headers(ex: Exchange) -> dict[str, str]:
         headers["x-gearshift-dropped-params"] = ",".join(ex.dropped)
     if model.spec.reasoning is not None:  # the effort it ran at ("default": none was sent)
         headers["x-gearshift-effort"] = ex.effort or "default"
+    if ex.limit_headers:  # the proxy key's rate limits, as OpenAI reports its own
+        headers.update(ex.limit_headers)
+    if ex.budget_state:
+        headers["x-gearshift-budget"] = ex.budget_state
     return headers
 
 

@@ -1,0 +1,210 @@
+"""What a proxy key may spend and how fast: budgets per day and month, requests and tokens
+per minute, checked before a request is forwarded and settled once its answer is in.
+
+- **Rate limits** are token buckets (``State.take``) of ``rpm`` requests and ``tpm`` tokens
+  per minute; a request takes one request and its estimated tokens (prompt + expected
+  answer), and the answer's actual tokens are settled afterwards (``State.charge``). Refused:
+  a 429 with ``retry-after`` and OpenAI's ``x-ratelimit-*`` headers; admitted: the same
+  headers on the answer.
+- **Budgets** are counters of USD per UTC day and month (``State.add``). A request is
+  refused (429 until the period resets) or capped to the light tier (``over_budget =
+  "cap"``) once what the key spent reaches its budget; what it then spends is added from
+  its account. Between the check and the settlement, requests in flight are not counted:
+  each process may overshoot by the requests it has in flight.
+- **State errors** (Redis unreachable or slow) never hang a request: the backend's bounded
+  timeout, then ``fail_open`` (the check is skipped) or ``fail_closed`` (a 503), a
+  rate-limited WARNING and the ``gearshift_state_errors`` counter.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from gearshift.errors import GearshiftError, OverLimit
+from gearshift.governance.keys import KeyPolicy
+from gearshift.governance.spec import StateSpec
+from gearshift.governance.state import State, StateUnavailable
+
+log = logging.getLogger("gearshift.governance")
+T = TypeVar("T")
+
+
+class StateDown(GearshiftError):
+    """``fail_closed`` and the shared state cannot be reached."""
+
+    status = 503
+    type = "server_error"
+
+
+def duration(seconds: float) -> str:
+    """A wait as OpenAI writes it in ``x-ratelimit-reset-*``: ``12ms``, ``7.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{round(rest, 2):g}s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+def periods(now: float) -> tuple[tuple[str, float], tuple[str, float]]:
+    """The current UTC day and month: (a name, seconds until it ends) each."""
+    t = time.gmtime(now)
+    day_end = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0)) + 86_400
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    month_end = calendar.timegm((year, month, 1, 0, 0, 0))
+    return (
+        (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}", day_end - now),
+        (f"{t.tm_year:04d}-{t.tm_mon:02d}", month_end - now),
+    )
+
+
+@dataclass(slots=True)
+class Admission:
+    """What the checks decided for one request: the headers its answer carries, whether
+    its budget capped it to the light tier, and the tokens it took from its bucket."""
+
+    headers: dict[str, str]
+    capped: bool = False
+    tokens_taken: int = 0
+
+
+class Governor:
+    """Budgets and rate limits over one ``State`` (in-process or Redis). ``wall``: the wall
+    clock (UTC periods); tests inject it."""
+
+    def __init__(
+        self,
+        state: State,
+        spec: StateSpec,
+        *,
+        wall: Callable[[], float] = time.time,
+        on_error: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.state = state
+        self._fail_open = spec.on_error == "fail_open"
+        self._backend = spec.backend
+        self._wall = wall
+        self._on_error = on_error
+        self._last_warning = -math.inf
+
+    async def _safe(self, work: Awaitable[T], default: T) -> T:
+        """``work``, or on a state error: ``default`` (fail open) or a 503 (fail closed)."""
+        try:
+            return await work
+        except StateUnavailable as exc:
+            self._on_error()
+            now = time.monotonic()
+            if now - self._last_warning >= 10:  # one line per 10 s at most
+                self._last_warning = now
+                log.warning(
+                    "shared state (%s) unavailable: %s; %s",
+                    self._backend,
+                    exc,
+                    "requests go on unchecked" if self._fail_open else "requests are refused",
+                )
+            if self._fail_open:
+                return default
+            raise StateDown(
+                "gearshift cannot check this key's limits right now; try again.",
+                code="state_unavailable",
+            ) from None
+
+    async def over_budget(self, policy: KeyPolicy) -> float | None:
+        """None when ``policy`` has budget left, else the seconds until it has again."""
+        if not policy.budgeted:
+            return None
+        (day, day_left), (month, month_left) = periods(self._wall())
+        waits = []
+        for budget, period, left in (
+            (policy.budget_daily_usd, f"d:{day}", day_left),
+            (policy.budget_monthly_usd, f"m:{month}", month_left),
+        ):
+            if budget is None:
+                continue
+            spent = await self._safe(self.state.total(f"spend:{policy.name}:{period}"), 0.0)
+            if spent >= budget:
+                waits.append(left)
+        return max(waits) if waits else None
+
+    def refuse_budget(self, policy: KeyPolicy, retry_after: float) -> OverLimit:
+        return OverLimit(
+            f"The proxy key {policy.name!r} has spent its budget; it renews in "
+            f"{duration(retry_after)}.",
+            code="budget_exceeded",
+            kind="insufficient_quota",
+            retry_after=retry_after,
+        )
+
+    async def admit(self, policy: KeyPolicy, tokens: int) -> Admission:
+        """Take one request and ``tokens`` from the key's buckets (a 429 if either is short;
+        then nothing is taken from the other); the ``x-ratelimit-*`` headers."""
+        headers: dict[str, str] = {}
+        checks = []
+        if policy.rpm is not None:
+            checks.append(("requests", f"rpm:{policy.name}", 1, policy.rpm))
+        if policy.tpm is not None:
+            checks.append(("tokens", f"tpm:{policy.name}", tokens, policy.tpm))
+        taken_tokens = 0
+        for i, (kind, key, cost, limit) in enumerate(checks):
+            per_second = limit / 60
+            taken = await self._safe(self.state.take(key, cost, limit, per_second), None)
+            if taken is None:  # failed open
+                continue
+            headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(taken.remaining)))
+            headers[f"x-ratelimit-reset-{kind}"] = duration((limit - taken.remaining) / per_second)
+            if not taken.ok:
+                if i:  # give back what the earlier bucket took
+                    _, first, first_cost, first_limit = checks[0]
+                    await self._safe(
+                        self.state.charge(first, -first_cost, first_limit, first_limit / 60), None
+                    )
+                wait = taken.retry_after
+                if cost > limit:
+                    message = (
+                        f"This request needs about {cost} tokens, more than the proxy key "
+                        f"{policy.name!r} may use in a minute ({limit})."
+                    )
+                    wait = 60.0
+                else:
+                    message = (
+                        f"Rate limit of the proxy key {policy.name!r} reached: {limit} {kind} "
+                        f"per minute; try again in {duration(wait)}."
+                    )
+                raise OverLimit(
+                    message,
+                    code="rate_limit_exceeded",
+                    kind=kind,
+                    retry_after=wait,
+                    limit_headers=headers,
+                )
+            if kind == "tokens":
+                taken_tokens = cost
+        return Admission(headers, tokens_taken=taken_tokens)
+
+    async def settle(
+        self, policy: KeyPolicy, cost_usd: float, tokens_taken: int, tokens: int
+    ) -> None:
+        """After the answer: its cost into the key's day and month, and the tokens it used
+        beyond (or short of) what it took from the token bucket."""
+        if policy.budgeted and cost_usd > 0:
+            (day, day_left), (month, month_left) = periods(self._wall())
+            if policy.budget_daily_usd is not None:
+                key = f"spend:{policy.name}:d:{day}"
+                await self._safe(self.state.add(key, cost_usd, day_left + 3600), 0.0)
+            if policy.budget_monthly_usd is not None:
+                key = f"spend:{policy.name}:m:{month}"
+                await self._safe(self.state.add(key, cost_usd, month_left + 3600), 0.0)
+        if policy.tpm is not None and tokens_taken and tokens != tokens_taken:
+            tpm = policy.tpm
+            await self._safe(
+                self.state.charge(f"tpm:{policy.name}", tokens - tokens_taken, tpm, tpm / 60), None
+            )
+
+
+__all__ = ["Admission", "Governor", "StateDown", "duration", "periods"]
