@@ -105,7 +105,15 @@ def test_no_secret_is_inlined_anywhere() -> None:
 def test_the_compose_stack_references_files_that_exist() -> None:
     compose_file = DEPLOY / "docker-compose.yml"
     services = yaml.safe_load(compose_file.read_text())["services"]
-    assert set(services) == {"app", "gearshift", "mock", "prometheus", "grafana"}
+    assert set(services) == {
+        "app",
+        "gearshift",
+        "gearshift-2",
+        "redis",
+        "mock",
+        "prometheus",
+        "grafana",
+    }
     for service in services.values():
         build = service.get("build")
         if build:
@@ -150,3 +158,21 @@ def test_the_systemd_unit() -> None:
 def test_the_sample_config_is_valid() -> None:
     raw = decode((DEPLOY / "gearshift.toml").read_bytes(), source="gearshift.toml")
     assert raw.server.port == 8787
+
+
+def test_the_compose_config_shares_its_state_through_redis() -> None:
+    from gearshift.config import resolve
+
+    raw = decode((DEPLOY / "gearshift.compose.toml").read_bytes(), source="compose.toml")
+    env = {"COMPOSE_APP_KEY": "compose-app-key", "GEARSHIFT_REDIS_URL": "redis://redis:6379/0"}
+    config = resolve(raw, source="compose.toml", environ={**env, "OPENAI_API_KEY": "sk-x"})
+    assert config.state.backend == "redis"
+    assert config.state_url is not None
+    assert config.state_url.reveal() == env["GEARSHIFT_REDIS_URL"]
+    assert config.cache.enabled
+    (policy,) = config.key_policies.values()
+    assert (policy.name, policy.rpm) == ("compose-app", 600)
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    assert {"redis", "gearshift", "gearshift-2"} <= set(services)
+    for name in ("gearshift", "gearshift-2"):
+        assert services[name]["environment"]["GEARSHIFT_REDIS_URL"] == env["GEARSHIFT_REDIS_URL"]
