@@ -28,6 +28,7 @@ from gearshift.errors import (
     RequestTimeout,
     Unauthorized,
 )
+from gearshift.governance.cache import Entry, ResponseCache
 from gearshift.governance.gate import Spend, plan_for_key
 from gearshift.governance.governor import Governor
 from gearshift.governance.keys import NO_POLICY, KeyPolicy
@@ -41,7 +42,7 @@ from gearshift.providers import Completion
 from gearshift.routing import policy
 from gearshift.routing.classify import Rules, load_rules
 from gearshift.routing.sticky import Sessions
-from gearshift.serve import relay
+from gearshift.serve import cached, relay
 from gearshift.serve.breaker import Breakers
 from gearshift.serve.clock import Clock, SystemClock
 from gearshift.serve.exchange import Exchange
@@ -61,6 +62,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 KEY = web.RequestKey("key", KeyPolicy)  # the proxy key's policy (NO_POLICY without one)
 GOVERNOR = web.AppKey("governor", Governor)  # set only when some key has limits
 SPEND = web.AppKey("spend", Spend)
+CACHE = web.AppKey("cache", ResponseCache)  # set only with [cache] enabled
 STATE: web.AppKey[State] = web.AppKey("state")
 OBSERVATION = web.AppKey("observation", Observation)
 METRICS = web.AppKey("metrics", Metrics)
@@ -373,9 +375,9 @@ async def _read_chat(request: web.Request, config: Config, length: int | None, p
 
 async def _route(
     request: web.Request, chat: ChatRequest, ex: Exchange
-) -> Completion | relay.Relay | GearshiftError:
-    """Plan and run ``chat``: the answer, or the error the router ended with (the caller
-    renders it in its format, with the decision headers)."""
+) -> Completion | relay.Relay | Entry | GearshiftError:
+    """Plan and run ``chat``: the answer (a cached one: an ``Entry``), or the error the
+    router ended with (the caller renders it in its format, with the decision headers)."""
     ex.requested, ex.stream = chat.model, chat.stream
     if request.app[CONFIG].server.log_prompts:
         ex.prompt = orjson.dumps(chat.body.get("messages")).decode()
@@ -402,6 +404,14 @@ async def _route(
             ex=ex,
         )
     ex.decision_s = time.perf_counter() - began
+    cache = request.app.get(CACHE)
+    if cache is not None and request.path.endswith("/chat/completions"):
+        owner = _owner(request) if request.app[KEY_DIGESTS] else ""
+        hit = await cached.lookup(
+            cache, chat, ex, request.headers, owner=owner, models=request.app[CONFIG].models
+        )
+        if hit is not None:
+            return hit
     try:
         answer = await request.app[ROUTER].run(chat, ex)
     except GearshiftError as exc:
@@ -413,11 +423,17 @@ async def _route(
 
 
 async def _chat_answer(
-    request: web.Request, chat: ChatRequest, ex: Exchange, answer: Completion | relay.Relay
+    request: web.Request,
+    chat: ChatRequest,
+    ex: Exchange,
+    answer: Completion | relay.Relay | Entry,
 ) -> web.StreamResponse:
+    if isinstance(answer, Entry):
+        return await cached.replay(request, chat, ex, answer, request[REQUEST_ID])
     if isinstance(answer, relay.Relay):
         return await stream_answer(request, answer, ex)
     headers = relay.whole(ex, chat, answer)
+    cached.store(request.app.get(CACHE), ex, answer.body)
     return web.Response(body=answer.body, content_type="application/json", headers=headers)
 
 
@@ -451,11 +467,20 @@ async def stream_answer(
             },
         )
         await response.prepare(request)
+        # The client's bytes, kept for the cache (chat streams only, up to the entry limit).
+        kept: list[bytes] | None = [] if ex.cache_key and encoder is None else None
+        size, limit = 0, request.app[CONFIG].cache.max_entry_bytes
         async for piece in stream.pieces():
             if encoder is not None:
                 piece = encoder.feed(piece)
                 if not piece:
                     continue
+            if kept is not None:
+                size += len(piece)
+                if size <= limit:
+                    kept.append(piece)
+                else:
+                    kept = None  # too large to store
             began = time.perf_counter()
             await response.write(piece)
             ex.client_s += time.perf_counter() - began
@@ -464,6 +489,9 @@ async def stream_answer(
             if tail:
                 await response.write(tail)
         await response.write_eof()
+        if kept is not None and stream.complete:
+            stream.close()  # settles the account the entry needs
+            cached.store(request.app.get(CACHE), ex, b"".join(kept))
     except ConnectionResetError:
         # The client went away mid-stream: nobody to answer; the finally drops upstream.
         log.debug("request %s: client disconnected mid-stream", request[REQUEST_ID])
@@ -569,6 +597,8 @@ async def _flush_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     if SPEND in app:
         await app[SPEND].drain()  # what answered requests cost, into their keys' budgets
+    if CACHE in app:
+        await app[CACHE].drain()
     await app[STATE].close()
     app[METRICS].flush()  # the last tally (a worker's file outlives it)
     writer = app[ACCESS_LOG].writer
@@ -623,7 +653,9 @@ def create_app(
             config.state_url.reveal(), prefix=config.state.prefix, timeout=config.state.timeout
         )
         if config.state.backend == "redis" and config.state_url is not None
-        else MemoryState(max_entries=config.cache.max_entries, max_bytes=config.cache.max_bytes)
+        else MemoryState(
+            clock.now, max_entries=config.cache.max_entries, max_bytes=config.cache.max_bytes
+        )
     )
     keys = {p.name: p for p in config.key_policies.values()}
     if any(p.budgeted or p.limited for p in keys.values()):
@@ -632,6 +664,8 @@ def create_app(
         )
         app[SPEND] = spend = Spend(governor, keys)
         sinks.append(spend)
+    if config.cache.enabled:
+        app[CACHE] = ResponseCache(state, config.cache)
     app[OBSERVATION] = Observation(sinks)
     breakers = Breakers(config.reliability.breaker, clock, metrics_.breaker_changed)
     app[ROUTER] = Router(

@@ -81,6 +81,8 @@ class Exchange:
     # ("capped" to the light tier), the x-ratelimit-* headers of its answer and the tokens
     # its request took from its bucket (settled against the answer's).
     key: str = "unnamed"
+    cache: str | None = None  # "hit", "miss" or "refresh" when the cache took part
+    cache_key: str | None = None  # where the answer is to be stored
     budget_state: str | None = None
     limit_headers: dict[str, str] | None = None
     tokens_taken: int = 0

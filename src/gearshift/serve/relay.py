@@ -123,6 +123,8 @@ def decision_headers(ex: Exchange) -> dict[str, str]:
         headers.update(ex.limit_headers)
     if ex.budget_state:
         headers["x-gearshift-budget"] = ex.budget_state
+    if ex.cache:
+        headers["x-gearshift-cache"] = ex.cache
     return headers
 
 
