@@ -12,7 +12,7 @@ import pytest
 from conftest import FakeClock
 from redis_server import RedisServer, redis_skip_reason
 
-from gearshift.governance.state import MemoryState, RedisState, State, StateUnavailable
+from gearshift.governance.state import Bucket, MemoryState, RedisState, State, StateUnavailable
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -149,3 +149,39 @@ async def test_a_redis_that_is_gone_fails_fast_and_says_so() -> None:
     finally:
         await state.close()
         server.stop()
+
+
+async def test_admit_reads_the_totals_and_takes_from_every_bucket_or_none(state: State) -> None:
+    rpm = Bucket("a:rpm", 1, capacity=2, per_second=2 / 3600)
+    tpm = Bucket("a:tpm", 300, capacity=500, per_second=500 / 3600)
+    await state.add("a:spend", 0.5, ttl=3600)
+    totals, taken = await state.admit([("a:spend", 1.0)], [rpm, tpm], block=True)
+    assert totals == [0.5]
+    assert [t.ok for t in taken] == [True, True]
+    assert [t.remaining for t in taken] == [1, 200]
+    # The token bucket is short: neither bucket gives anything.
+    totals, taken = await state.admit([("a:spend", 1.0)], [rpm, tpm], block=True)
+    assert [t.ok for t in taken] == [False, False]
+    assert [t.remaining for t in taken] == [1, 200]
+    assert taken[1].retry_after > 0
+    # Over its limit with block: nothing taken either, though the buckets have room.
+    await state.add("a:spend", 0.5, ttl=3600)
+    small = Bucket("a:tpm", 10, capacity=500, per_second=500 / 3600)
+    totals, taken = await state.admit([("a:spend", 1.0)], [rpm, small], block=True)
+    assert totals == [1.0]
+    assert [t.ok for t in taken] == [False, False]
+    totals, taken = await state.admit([("a:spend", 1.0)], [rpm, small], block=False)
+    assert [t.ok for t in taken] == [True, True]
+
+
+async def test_settle_adds_and_charges_in_one_call(state: State) -> None:
+    tpm = Bucket("s:tpm", 100, capacity=1000, per_second=1000 / 3600)
+    await state.admit([], [tpm], block=False)  # 900 left
+    await state.settle(
+        [("s:day", 0.25, 86_400), ("s:month", 0.25, 86_400 * 31)],
+        [Bucket("s:tpm", 400, capacity=1000, per_second=1000 / 3600)],
+    )
+    assert await state.total("s:day") == 0.25
+    assert await state.total("s:month") == 0.25
+    _, (left,) = await state.admit([], [Bucket("s:tpm", 1, 1000, 1000 / 3600)], block=False)
+    assert 498 <= left.remaining <= 500  # 900 - 400 - 1, give or take the refill

@@ -59,21 +59,16 @@ async def plan_for_key(
         below = [t for t in allowed if tiers.index(t) < rank]
         plan = planner(_with_tier(headers, below[-1] if below else allowed[0]))
         plan.reason = f"{plan.reason},key-tiers"
-    if governor is None:
+    if governor is None or not (key.budgeted or key.limited):
         return plan
-    if key.budgeted:
-        wait = await governor.over_budget(key)
-        if wait is not None:
-            if key.over_budget != "cap":
-                raise governor.refuse_budget(key, wait)
-            ex.budget_state = "capped"
-            if plan.tier != tiers[0]:
-                plan = planner(_with_tier(headers, tiers[0]))
-                plan.reason = f"{plan.reason},budget-capped"
-    if key.limited:
-        admission = await governor.admit(key, plan.prompt_tokens + plan.output_tokens)
-        ex.limit_headers = admission.headers or None
-        ex.tokens_taken = admission.tokens_taken
+    admission = await governor.check(key, plan.prompt_tokens + plan.output_tokens)
+    ex.limit_headers = admission.headers or None
+    ex.tokens_taken = admission.tokens_taken
+    if admission.capped:
+        ex.budget_state = "capped"
+        if plan.tier != tiers[0]:
+            plan = planner(_with_tier(headers, tiers[0]))
+            plan.reason = f"{plan.reason},budget-capped"
     return plan
 
 

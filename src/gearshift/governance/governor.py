@@ -29,7 +29,7 @@ from typing import TypeVar
 from gearshift.errors import GearshiftError, OverLimit
 from gearshift.governance.keys import KeyPolicy
 from gearshift.governance.spec import StateSpec
-from gearshift.governance.state import State, StateUnavailable
+from gearshift.governance.state import Bucket, State, StateUnavailable
 
 log = logging.getLogger("gearshift.governance")
 T = TypeVar("T")
@@ -114,23 +114,6 @@ class Governor:
                 code="state_unavailable",
             ) from None
 
-    async def over_budget(self, policy: KeyPolicy) -> float | None:
-        """None when ``policy`` has budget left, else the seconds until it has again."""
-        if not policy.budgeted:
-            return None
-        (day, day_left), (month, month_left) = periods(self._wall())
-        waits = []
-        for budget, period, left in (
-            (policy.budget_daily_usd, f"d:{day}", day_left),
-            (policy.budget_monthly_usd, f"m:{month}", month_left),
-        ):
-            if budget is None:
-                continue
-            spent = await self._safe(self.state.total(f"spend:{policy.name}:{period}"), 0.0)
-            if spent >= budget:
-                waits.append(left)
-        return max(waits) if waits else None
-
     def refuse_budget(self, policy: KeyPolicy, retry_after: float) -> OverLimit:
         return OverLimit(
             f"The proxy key {policy.name!r} has spent its budget; it renews in "
@@ -140,71 +123,86 @@ class Governor:
             retry_after=retry_after,
         )
 
-    async def admit(self, policy: KeyPolicy, tokens: int) -> Admission:
-        """Take one request and ``tokens`` from the key's buckets (a 429 if either is short;
-        then nothing is taken from the other); the ``x-ratelimit-*`` headers."""
-        headers: dict[str, str] = {}
-        checks = []
+    async def check(self, policy: KeyPolicy, tokens: int) -> Admission:
+        """The key's budget and rate limits for a request of about ``tokens``, in one call to
+        the state: a 429 when over budget (``refuse``) or short of requests or tokens (then
+        nothing is taken); else the ``x-ratelimit-*`` headers, and ``capped`` when over
+        budget with ``cap``."""
+        (day, day_left), (month, month_left) = periods(self._wall())
+        limits, waits = [], []
+        for budget, period, left in (
+            (policy.budget_daily_usd, f"d:{day}", day_left),
+            (policy.budget_monthly_usd, f"m:{month}", month_left),
+        ):
+            if budget is not None:
+                limits.append((f"spend:{policy.name}:{period}", budget))
+                waits.append(left)
+        kinds, buckets = [], []
         if policy.rpm is not None:
-            checks.append(("requests", f"rpm:{policy.name}", 1, policy.rpm))
+            kinds.append(("requests", policy.rpm))
+            buckets.append(Bucket(f"rpm:{policy.name}", 1, policy.rpm, policy.rpm / 60))
         if policy.tpm is not None:
-            checks.append(("tokens", f"tpm:{policy.name}", tokens, policy.tpm))
-        taken_tokens = 0
-        for i, (kind, key, cost, limit) in enumerate(checks):
+            kinds.append(("tokens", policy.tpm))
+            buckets.append(Bucket(f"tpm:{policy.name}", tokens, policy.tpm, policy.tpm / 60))
+        refuse = policy.over_budget != "cap"
+        answer = await self._safe(self.state.admit(limits, buckets, refuse), None)
+        if answer is None:  # failed open: nothing known, nothing taken
+            return Admission({})
+        totals, taken = answer
+        over = [w for (_, budget), total, w in zip(limits, totals, waits, strict=True)
+                if total >= budget]  # fmt: skip
+        if over and refuse:
+            raise self.refuse_budget(policy, max(over))
+        headers: dict[str, str] = {}
+        for (kind, limit), t in zip(kinds, taken, strict=True):
             per_second = limit / 60
-            taken = await self._safe(self.state.take(key, cost, limit, per_second), None)
-            if taken is None:  # failed open
-                continue
             headers[f"x-ratelimit-limit-{kind}"] = str(limit)
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(taken.remaining)))
-            headers[f"x-ratelimit-reset-{kind}"] = duration((limit - taken.remaining) / per_second)
-            if not taken.ok:
-                if i:  # give back what the earlier bucket took
-                    _, first, first_cost, first_limit = checks[0]
-                    await self._safe(
-                        self.state.charge(first, -first_cost, first_limit, first_limit / 60), None
-                    )
-                wait = taken.retry_after
-                if cost > limit:
-                    message = (
-                        f"This request needs about {cost} tokens, more than the proxy key "
-                        f"{policy.name!r} may use in a minute ({limit})."
-                    )
-                    wait = 60.0
-                else:
-                    message = (
-                        f"Rate limit of the proxy key {policy.name!r} reached: {limit} {kind} "
-                        f"per minute; try again in {duration(wait)}."
-                    )
-                raise OverLimit(
-                    message,
-                    code="rate_limit_exceeded",
-                    kind=kind,
-                    retry_after=wait,
-                    limit_headers=headers,
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(t.remaining)))
+            headers[f"x-ratelimit-reset-{kind}"] = duration((limit - t.remaining) / per_second)
+        for (kind, limit), t, bucket in zip(kinds, taken, buckets, strict=True):
+            if t.ok:
+                continue
+            if bucket.cost > limit:
+                message = (
+                    f"This request needs about {int(bucket.cost)} tokens, more than the proxy "
+                    f"key {policy.name!r} may use in a minute ({limit})."
                 )
-            if kind == "tokens":
-                taken_tokens = cost
-        return Admission(headers, tokens_taken=taken_tokens)
+                wait = 60.0
+            else:
+                wait = t.retry_after
+                message = (
+                    f"Rate limit of the proxy key {policy.name!r} reached: {limit} {kind} "
+                    f"per minute; try again in {duration(wait)}."
+                )
+            raise OverLimit(
+                message,
+                code="rate_limit_exceeded",
+                kind=kind,
+                retry_after=wait,
+                limit_headers=headers,
+            )
+        return Admission(
+            headers, capped=bool(over), tokens_taken=tokens if policy.tpm is not None else 0
+        )
 
     async def settle(
         self, policy: KeyPolicy, cost_usd: float, tokens_taken: int, tokens: int
     ) -> None:
         """After the answer: its cost into the key's day and month, and the tokens it used
-        beyond (or short of) what it took from the token bucket."""
+        beyond (or short of) what it took from the token bucket, in one call."""
+        adds: list[tuple[str, float, float]] = []
         if policy.budgeted and cost_usd > 0:
             (day, day_left), (month, month_left) = periods(self._wall())
             if policy.budget_daily_usd is not None:
-                key = f"spend:{policy.name}:d:{day}"
-                await self._safe(self.state.add(key, cost_usd, day_left + 3600), 0.0)
+                adds.append((f"spend:{policy.name}:d:{day}", cost_usd, day_left + 3600))
             if policy.budget_monthly_usd is not None:
-                key = f"spend:{policy.name}:m:{month}"
-                await self._safe(self.state.add(key, cost_usd, month_left + 3600), 0.0)
+                adds.append((f"spend:{policy.name}:m:{month}", cost_usd, month_left + 3600))
+        charges: list[Bucket] = []
         if policy.tpm is not None and tokens_taken and tokens != tokens_taken:
             tpm = policy.tpm
-            await self._safe(
-                self.state.charge(f"tpm:{policy.name}", tokens - tokens_taken, tpm, tpm / 60), None
-            )
+            charges.append(Bucket(f"tpm:{policy.name}", tokens - tokens_taken, tpm, tpm / 60))
+        if adds or charges:
+            await self._safe(self.state.settle(adds, charges), None)
 
 
 __all__ = ["Admission", "Governor", "StateDown", "duration", "periods"]

@@ -17,6 +17,10 @@ The primitives, all keyed by strings the caller builds (a key's name, a period, 
   used beyond its estimate), and may leave the bucket below zero; a negative amount gives
   back (never beyond ``capacity``).
 - ``get(key)`` / ``put(key, value, ttl)``: bytes with an expiry (the response cache).
+- ``admit(limits, buckets, block)``: one request's checks in one call: the totals of the
+  counters ``limits`` names, then from every bucket its cost, all or none (when any is short
+  nothing is taken; with ``block``, nothing either when a total has reached its limit).
+  ``settle(adds, charges)``: a request's counters and charges, in one call.
 
 Every Redis call is bounded by the backend's ``timeout``; a failure or a timeout raises
 ``StateUnavailable``, and the caller applies its configured policy (fail open or closed).
@@ -30,7 +34,7 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,7 +53,25 @@ class Taken:
     retry_after: float
 
 
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket and what to take from it (``admit``) or charge it (``settle``)."""
+
+    key: str
+    cost: float
+    capacity: float
+    per_second: float
+
+
 class State(Protocol):
+    async def admit(
+        self, limits: Sequence[tuple[str, float]], buckets: Sequence[Bucket], block: bool
+    ) -> tuple[list[float], list[Taken]]: ...
+
+    async def settle(
+        self, adds: Sequence[tuple[str, float, float]], charges: Sequence[Bucket]
+    ) -> None: ...
+
     async def add(self, key: str, amount: float, ttl: float) -> float: ...
 
     async def total(self, key: str) -> float: ...
@@ -73,6 +95,13 @@ def _wait(level: float, cost: float, per_second: float) -> float:
     return math.inf if per_second <= 0 else max(0.0, (cost - level) / per_second)
 
 
+def _taken(ok: bool, level: float, b: Bucket) -> Taken:
+    """A bucket's answer once ``cost`` was taken (``ok``) or not, ``level`` now in it."""
+    if ok:
+        return Taken(True, math.floor(level), 0.0)
+    return Taken(False, max(0, math.floor(level)), _wait(level, b.cost, b.per_second))
+
+
 class MemoryState:
     """The in-process backend: dicts on an injected clock (monotonic seconds). The cache
     holds at most ``max_entries`` values and ``max_bytes`` bytes, the least recently used
@@ -91,6 +120,33 @@ class MemoryState:
         self._cache_bytes = 0
         self._max_entries = max_entries
         self._max_bytes = max_bytes
+
+    async def admit(
+        self, limits: Sequence[tuple[str, float]], buckets: Sequence[Bucket], block: bool
+    ) -> tuple[list[float], list[Taken]]:
+        now = self._clock()
+        totals = [await self.total(key) for key, _ in limits]
+        blocked = block and any(t >= limit for t, (_, limit) in zip(totals, limits, strict=True))
+        levels = []
+        for b in buckets:
+            level, last = self._buckets.get(b.key, (b.capacity, now))
+            levels.append(_refilled(level, last, now, b.capacity, b.per_second))
+        fits = not blocked and all(lv >= b.cost for lv, b in zip(levels, buckets, strict=True))
+        taken = []
+        for level, b in zip(levels, buckets, strict=True):
+            if fits:
+                level -= b.cost
+            self._buckets[b.key] = (level, now)
+            taken.append(_taken(fits, level, b))
+        return totals, taken
+
+    async def settle(
+        self, adds: Sequence[tuple[str, float, float]], charges: Sequence[Bucket]
+    ) -> None:
+        for key, amount, ttl in adds:
+            await self.add(key, amount, ttl)
+        for b in charges:
+            await self.charge(b.key, b.cost, b.capacity, b.per_second)
 
     async def add(self, key: str, amount: float, ttl: float) -> float:
         now = self._clock()
@@ -183,6 +239,61 @@ return {ok, tostring(level)}
 """
 
 
+# KEYS: the n counters, then the m buckets. ARGV: n, the n limits, block (1/0), then cost,
+# capacity and per_second of each bucket. Returns the n totals, then ok and level per bucket
+# (numbers as strings: Redis would cut Lua floats to integers).
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local n = tonumber(ARGV[1])
+local out = {}
+local over = false
+for i = 1, n do
+  local v = tonumber(redis.call('GET', KEYS[i]) or '0')
+  out[#out + 1] = tostring(v)
+  if v >= tonumber(ARGV[1 + i]) then over = true end
+end
+local blocked = ARGV[n + 2] == '1' and over
+local m = #KEYS - n
+local levels = {}
+local fits = not blocked
+for j = 1, m do
+  local base = n + 2 + (j - 1) * 3
+  local cost = tonumber(ARGV[base + 1])
+  local capacity = tonumber(ARGV[base + 2])
+  local rate = tonumber(ARGV[base + 3])
+  local state = redis.call('HMGET', KEYS[n + j], 'level', 'at')
+  local level, at = tonumber(state[1]), tonumber(state[2])
+  if level == nil then
+    level = capacity
+    at = now
+  end
+  level = math.min(capacity, level + math.max(0, now - at) * rate)
+  levels[j] = level
+  if level < cost then fits = false end
+end
+for j = 1, m do
+  local base = n + 2 + (j - 1) * 3
+  local cost = tonumber(ARGV[base + 1])
+  local capacity = tonumber(ARGV[base + 2])
+  local rate = tonumber(ARGV[base + 3])
+  local level = levels[j]
+  local ok = 0
+  if fits then
+    level = level - cost
+    ok = 1
+  end
+  redis.call('HSET', KEYS[n + j], 'level', tostring(level), 'at', tostring(now))
+  local full_in = capacity
+  if rate > 0 then full_in = math.max(1, math.ceil((capacity - level) / rate) + 1) end
+  redis.call('EXPIRE', KEYS[n + j], full_in)
+  out[#out + 1] = tostring(ok)
+  out[#out + 1] = tostring(level)
+end
+return out
+"""
+
+
 class RedisState:
     """The shared backend (``redis-py``'s asyncio client). ``prefix`` namespaces every key
     (several gearshift deployments may share one Redis)."""
@@ -200,6 +311,7 @@ class RedisState:
         self._prefix = prefix
         self._timeout = timeout
         self._bucket = self._redis.register_script(_BUCKET)
+        self._admit = self._redis.register_script(_ADMIT)
 
     async def _call(self, work: Any) -> Any:
         from redis.exceptions import RedisError
@@ -209,6 +321,41 @@ class RedisState:
                 return await work
         except (RedisError, OSError, TimeoutError) as exc:
             raise StateUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
+
+    async def admit(
+        self, limits: Sequence[tuple[str, float]], buckets: Sequence[Bucket], block: bool
+    ) -> tuple[list[float], list[Taken]]:
+        p = self._prefix
+        keys = [p + key for key, _ in limits] + [p + b.key for b in buckets]
+        args: list[str | int] = [len(limits), *(repr(float(lim)) for _, lim in limits)]
+        args.append(int(block))
+        for b in buckets:
+            args += [repr(float(b.cost)), repr(float(b.capacity)), repr(float(b.per_second))]
+        out = await self._call(self._admit(keys=keys, args=args))
+        n = len(limits)
+        totals = [float(v) for v in out[:n]]
+        rest = out[n:]
+        taken = [
+            _taken(int(rest[2 * j]) == 1, float(rest[2 * j + 1]), b) for j, b in enumerate(buckets)
+        ]
+        return totals, taken
+
+    async def settle(
+        self, adds: Sequence[tuple[str, float, float]], charges: Sequence[Bucket]
+    ) -> None:
+        async def work() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, amount, ttl in adds:
+                    pipe.incrbyfloat(self._prefix + key, amount)
+                    pipe.expire(self._prefix + key, max(1, math.ceil(ttl)), nx=True)
+                for b in charges:
+                    args: list[str | int] = [
+                        repr(float(b.cost)), repr(float(b.capacity)), repr(float(b.per_second)), 1
+                    ]  # fmt: skip
+                    await self._bucket(keys=[self._prefix + b.key], args=args, client=pipe)
+                await pipe.execute()
+
+        await self._call(work())
 
     async def add(self, key: str, amount: float, ttl: float) -> float:
         async def work() -> float:
@@ -254,4 +401,4 @@ class RedisState:
         await self._redis.aclose()
 
 
-__all__ = ["MemoryState", "RedisState", "State", "StateUnavailable", "Taken"]
+__all__ = ["Bucket", "MemoryState", "RedisState", "State", "StateUnavailable", "Taken"]
