@@ -12,11 +12,10 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 import orjson
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from gearshift.config import Config
 from gearshift.errors import (
@@ -24,15 +23,13 @@ from gearshift.errors import (
     GearshiftError,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
-    RequestTimeout,
     Unauthorized,
 )
 from gearshift.governance.cache import Entry, ResponseCache
 from gearshift.governance.gate import Spend, plan_for_key
 from gearshift.governance.governor import Governor
 from gearshift.governance.keys import NO_POLICY, KeyPolicy
-from gearshift.governance.state import MemoryState, RedisState, State
+from gearshift.governance.state import MemoryState, RedisState
 from gearshift.inbound.chat import ChatRequest, Limits, parse_chat
 from gearshift.observe import Observation, stats
 from gearshift.observe.access import AccessLog, BatchWriter
@@ -42,38 +39,39 @@ from gearshift.providers import Completion
 from gearshift.routing import policy
 from gearshift.routing.classify import Rules, load_rules
 from gearshift.routing.sticky import Sessions
-from gearshift.serve import cached, relay
+from gearshift.serve import answers, cached, relay
+from gearshift.serve import body as request_body
+from gearshift.serve.appkeys import (
+    ACCESS_LOG,
+    CACHE,
+    CONFIG,
+    DRAINING,
+    GOVERNOR,
+    KEY,
+    KEY_DIGESTS,
+    LARGE_BODIES,
+    LIMITS,
+    METRICS,
+    OBSERVATION,
+    POLICY,
+    REQUEST_ID,
+    ROUTER,
+    SESSIONS,
+    SPEND,
+    STATE,
+    STATS,
+    STREAMS,
+    TRANSPORT,
+)
 from gearshift.serve.breaker import Breakers
 from gearshift.serve.clock import Clock, SystemClock
 from gearshift.serve.exchange import Exchange
 from gearshift.serve.ids import new_id
 from gearshift.serve.router import Router
-from gearshift.serve.server import SERVER_NAME, GuardedHandler
+from gearshift.serve.server import SERVER_NAME
 from gearshift.serve.transport import HTTPTransport, Transport
 
 log = logging.getLogger("gearshift")
-
-CONFIG = web.AppKey("config", Config)
-KEY_DIGESTS = web.AppKey("key_digests", tuple)
-POLICY = web.AppKey("policy", policy.Policy)
-TRANSPORT = web.AppKey("transport", Transport)
-ROUTER = web.AppKey("router", Router)
-REQUEST_ID = web.RequestKey("request_id", str)
-KEY = web.RequestKey("key", KeyPolicy)  # the proxy key's policy (NO_POLICY without one)
-GOVERNOR = web.AppKey("governor", Governor)  # set only when some key has limits
-SPEND = web.AppKey("spend", Spend)
-CACHE = web.AppKey("cache", ResponseCache)  # set only with [cache] enabled
-STATE: web.AppKey[State] = web.AppKey("state")
-OBSERVATION = web.AppKey("observation", Observation)
-METRICS = web.AppKey("metrics", Metrics)
-STATS = web.AppKey("stats", stats.Stats)
-ACCESS_LOG = web.AppKey("access_log", AccessLog)
-DRAINING = web.AppKey("draining", asyncio.Event)
-SESSIONS = web.AppKey("sessions", Sessions)
-LIMITS = web.AppKey("limits", Limits)
-LARGE_BODIES = web.AppKey("large_bodies", asyncio.Semaphore)
-_LARGE_BODY = 1 << 20  # bodies above 1 MiB (or of unknown length) pass the gate
-STREAMS: web.AppKey[set[relay.Relay]] = web.AppKey("streams")  # streams being served
 
 _SHUTTING_DOWN = GearshiftError(
     "gearshift is shutting down and its grace period ran out before this stream ended; "
@@ -156,7 +154,7 @@ async def front_middleware(request: web.Request, handler: Handler) -> web.Stream
     except GearshiftError as exc:
         response = error_response(exc)
     except web.HTTPRequestEntityTooLarge:
-        response = error_response(_too_large(request.app[CONFIG]))
+        response = error_response(request_body.too_large(request.app[CONFIG]))
     except web.HTTPNotFound:
         response = error_response(
             NotFound(f"Unknown path: {request.method} {request.path}", code="unknown_url")
@@ -217,14 +215,6 @@ def _presented_key(request: web.Request) -> str:
     return request.headers.get("x-api-key", "")
 
 
-def _too_large(config: Config) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The request body is larger than gearshift's limit of "
-        f"{config.server.max_body_bytes} bytes.",
-        code="request_too_large",
-    )
-
-
 def _budget(request: web.Request) -> float:
     """The client's own deadline for this request, ``x-gearshift-timeout`` (seconds)."""
     value = request.headers.get("x-gearshift-timeout")
@@ -257,51 +247,14 @@ def _log_attempts(ex: Exchange) -> None:
         )
 
 
-async def _read_body(request: web.Request, config: Config) -> bytes | bytearray:
-    """The request body, within ``server.body_timeout`` (408 when a client dribbles it),
-    at most ``server.max_body_bytes`` once decoded (413), decodable (a ``Content-Encoding``
-    it lies about is a 400, not a 500). Read into one buffer that only the caller holds
-    (``request.read()`` would keep a copy on the request, alive as long as the connection:
-    a 30 MB upload's memory would stay after its answer)."""
-    limit = config.server.max_body_bytes
-    content = request.content
-    try:
-        if content.is_eof():  # the usual case: the whole body came with the head
-            whole = content.read_nowait()
-            if len(whole) > limit:
-                raise _too_large(config)
-            return whole
-        body = bytearray()
-        async with asyncio.timeout(config.server.body_timeout):
-            while chunk := await content.readany():
-                body += chunk
-                if len(body) > limit:
-                    raise _too_large(config)
-    except TimeoutError:
-        if isinstance(request.protocol, GuardedHandler):
-            request.protocol.end_unread()
-        raise RequestTimeout(
-            f"The request body did not arrive within {config.server.body_timeout:g} s.",
-            code="request_timeout",
-        ) from None
-    except RequestPayloadError as exc:
-        if isinstance(request.protocol, GuardedHandler):
-            request.protocol.end_unread()  # the rest of a broken body is not worth reading
-        raise BadRequest(
-            f"The request body could not be read: {str(exc).strip().splitlines()[-1][:200]}",
-            code="invalid_body",
-        ) from None
-    return body
-
-
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await serve(request, parse_chat, _chat_answer, error_response)
+    return await serve(request, parse_chat, answers.chat_answer, error_response)
 
 
 # What an inbound format (chat, Responses, Anthropic Messages) gives ``serve``: how to read
 # its request into gearshift's chat request, how to answer (whole or streamed) from what the
 # router returns, and how to render an error after routing, in the client's own shape.
-Parse = Callable[[bytes | bytearray, Limits], Any]
+Parse = request_body.Parse
 Respond = Callable[[web.Request, Any, Exchange, Any], Awaitable[web.StreamResponse]]
 RenderError = Callable[..., web.Response]  # (error, headers=None)
 
@@ -322,7 +275,7 @@ async def serve(
     config = request.app[CONFIG]
     length = request.content_length
     if (length or 0) > config.server.max_body_bytes:
-        raise _too_large(config)
+        raise request_body.too_large(config)
     ex = Exchange(request[REQUEST_ID], time.perf_counter())
     observation = request.app[OBSERVATION]
     observation.begin(ex)
@@ -330,7 +283,7 @@ async def serve(
         if body is not None:  # read already (the format needed a look first)
             parsed = parse(body, request.app[LIMITS])
         else:
-            parsed = await _read_chat(request, config, length, parse)
+            parsed = await request_body.read_chat(request, config, length, parse)
         chat: ChatRequest = parsed if isinstance(parsed, ChatRequest) else parsed.chat
         answer = await _route(request, chat, ex)
         if isinstance(answer, GearshiftError):
@@ -349,28 +302,6 @@ async def serve(
         # Metrics, stats and the log line wait until the answer is on its way.
         ex.ended = time.perf_counter()
         asyncio.get_running_loop().call_soon(observation.finish, ex)
-
-
-async def _read_chat(request: web.Request, config: Config, length: int | None, parse: Parse) -> Any:
-    """The body read and parsed; its bytes are not kept. Large bodies (over 1 MiB, or of
-    unknown length) are read and parsed a few at a time (``server.large_body_parses``): six
-    30 MB uploads at once cost no more memory than two."""
-    if length is not None and length <= _LARGE_BODY:
-        return parse(await _read_body(request, config), request.app[LIMITS])
-    gate = request.app[LARGE_BODIES]
-    try:  # waiting for a slot counts against the body's time too: never a hang
-        async with asyncio.timeout(config.server.body_timeout):
-            await gate.acquire()
-    except TimeoutError:
-        if isinstance(request.protocol, GuardedHandler):
-            request.protocol.end_unread()
-        raise RequestTimeout(
-            "Too many large request bodies are being read; try again.", code="request_timeout"
-        ) from None
-    try:
-        return parse(await _read_body(request, config), request.app[LIMITS])
-    finally:
-        gate.release()
 
 
 async def _route(
@@ -420,88 +351,6 @@ async def _route(
         return exc
     _log_attempts(ex)
     return answer
-
-
-async def _chat_answer(
-    request: web.Request,
-    chat: ChatRequest,
-    ex: Exchange,
-    answer: Completion | relay.Relay | Entry,
-) -> web.StreamResponse:
-    if isinstance(answer, Entry):
-        return await cached.replay(request, chat, ex, answer, request[REQUEST_ID])
-    if isinstance(answer, relay.Relay):
-        return await stream_answer(request, answer, ex)
-    headers = relay.whole(ex, chat, answer)
-    cached.store(request.app.get(CACHE), ex, answer.body)
-    return web.Response(body=answer.body, content_type="application/json", headers=headers)
-
-
-class StreamEncoder(Protocol):
-    """An inbound format's stream: chat SSE pieces in, the client's own events out."""
-
-    def feed(self, piece: bytes) -> bytes: ...
-
-    def end(self) -> bytes: ...
-
-
-async def stream_answer(
-    request: web.Request,
-    stream: relay.Relay,
-    ex: Exchange,
-    encoder: StreamEncoder | None = None,
-) -> web.StreamResponse:
-    """Write a routed stream to the client: the relay's chat pieces, or what ``encoder``
-    makes of them (another inbound format's events; ``end`` closes a cut stream in its own
-    way)."""
-    streams = request.app[STREAMS]
-    streams.add(stream)
-    try:
-        response = web.StreamResponse(
-            status=200,
-            headers={
-                "content-type": "text/event-stream; charset=utf-8",
-                "cache-control": "no-cache",
-                "x-request-id": request[REQUEST_ID],
-                **relay.decision_headers(ex),
-            },
-        )
-        await response.prepare(request)
-        # The client's bytes, kept for the cache (chat streams only, up to the entry limit).
-        kept: list[bytes] | None = [] if ex.cache_key and encoder is None else None
-        size, limit = 0, request.app[CONFIG].cache.max_entry_bytes
-        async for piece in stream.pieces():
-            if encoder is not None:
-                piece = encoder.feed(piece)
-                if not piece:
-                    continue
-            if kept is not None:
-                size += len(piece)
-                if size <= limit:
-                    kept.append(piece)
-                else:
-                    kept = None  # too large to store
-            began = time.perf_counter()
-            await response.write(piece)
-            ex.client_s += time.perf_counter() - began
-        if encoder is not None:
-            tail = encoder.end()
-            if tail:
-                await response.write(tail)
-        await response.write_eof()
-        if kept is not None and stream.complete:
-            stream.close()  # settles the account the entry needs
-            cached.store(request.app.get(CACHE), ex, b"".join(kept))
-    except ConnectionResetError:
-        # The client went away mid-stream: nobody to answer; the finally drops upstream.
-        log.debug("request %s: client disconnected mid-stream", request[REQUEST_ID])
-        ex.status = 499
-    finally:
-        # Reached on success, on a client disconnect (write fails or the handler is
-        # cancelled) and on any error: the upstream call never outlives the client.
-        streams.discard(stream)
-        stream.close()
-    return response
 
 
 async def list_models(request: web.Request) -> web.Response:

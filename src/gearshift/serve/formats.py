@@ -28,20 +28,10 @@ from gearshift.providers import Completion, Outbound, cached
 from gearshift.providers import openai as openai_adapter
 from gearshift.serve import relay
 from gearshift.serve.accounting import Tokens, account
-from gearshift.serve.app import (
-    CONFIG,
-    LIMITS,
-    OBSERVATION,
-    REQUEST_ID,
-    TRANSPORT,
-    _presented_key,
-    _read_body,
-    _too_large,
-    anthropic_error,
-    error_response,
-    serve,
-    stream_answer,
-)
+from gearshift.serve.answers import stream_answer
+from gearshift.serve.app import _presented_key, anthropic_error, error_response, serve
+from gearshift.serve.appkeys import CONFIG, LIMITS, OBSERVATION, REQUEST_ID, TRANSPORT
+from gearshift.serve.body import read_body, too_large
 from gearshift.serve.exchange import Exchange
 from gearshift.serve.ids import new_id
 from gearshift.serve.store import ResponseStore, StoredResponse, open_store, owner_of
@@ -375,8 +365,8 @@ def _embedding_model(config: Config, name: str) -> Model:
 async def _read_limited(request: web.Request) -> bytes | bytearray:
     config = request.app[CONFIG]
     if (request.content_length or 0) > config.server.max_body_bytes:
-        raise _too_large(config)
-    return await _read_body(request, config)
+        raise too_large(config)
+    return await read_body(request, config)
 
 
 __all__ = ["STORE", "add_routes"]
