@@ -211,6 +211,8 @@ class ServerSpec(_Strict, frozen=True):
     max_body_bytes: Bytes = 32 * 1024 * 1024
     max_response_bytes: Bytes = 64 * 1024 * 1024  # an upstream answer larger is refused
     api_keys: list[str] = []
+    # The key of POST /gearshift/reload (env:NAME or file:PATH); without one, SIGHUP only.
+    admin_key: str | None = None
     # On SIGTERM: stop accepting, let requests and streams in flight finish this long.
     shutdown_grace: Annotated[float, msgspec.Meta(ge=0, le=3_600)] = 30.0
     log_prompts: bool = False  # the access log line carries the messages (keys masked)
@@ -400,6 +402,7 @@ class Config:
     state: StateSpec = field(default_factory=StateSpec)
     state_url: Secret | None = None
     cache: CacheSpec = field(default_factory=CacheSpec)
+    admin_key: Secret | None = None  # server.admin_key, resolved
 
     def redacted(self) -> dict[str, object]:
         """The resolved configuration as plain data with every secret replaced by ``***``."""
@@ -500,13 +503,32 @@ def load(
     )
 
 
-def _secret(ref: str | None, environ: Mapping[str, str]) -> Secret | None:
+def _secret(ref: str | None, environ: Mapping[str, str], where: str = "") -> Secret | None:
+    """A secret from its reference: ``env:NAME`` (the variable), ``file:PATH`` (the file's
+    content, stripped: a Kubernetes secret mounted as a file, read again on every reload) or
+    the value itself; None when empty or unset. An unreadable file is a ``ConfigError``."""
     if not ref:
         return None
     if ref.startswith("env:"):
         value = environ.get(ref[4:], "").strip()
         return Secret(value) if value else None
+    if ref.startswith("file:"):
+        try:
+            value = Path(ref[5:]).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or type(exc).__name__
+            place = f"{where}: " if where else ""
+            raise ConfigError(f"{place}{ref!r}: cannot read the secret: {why}") from None
+        return Secret(value) if value else None
     return Secret(ref)
+
+
+secret = _secret
+
+
+def is_reference(ref: str) -> bool:
+    """``env:NAME`` or ``file:PATH``: not a secret written into the file itself."""
+    return ref.startswith(("env:", "file:"))
 
 
 def _merge(base: list[Any], extra: list[Any], where: str, source: str) -> list[tuple[Any, str]]:
@@ -579,11 +601,11 @@ def resolve(
 
     keys = [Secret(k) for k in checks.proxy_keys_from_env(environ)]
     for i, ref in enumerate(raw.server.api_keys):
-        secret = _secret(ref, environ)
+        secret = _secret(ref, environ, f"{source}: $.server.api_keys[{i}]")
         if secret is None:
             # A missing proxy key must not silently turn authentication off.
             raise ConfigError(f"{source}: $.server.api_keys[{i}]: {ref!r} is empty or unset")
-        if not ref.startswith("env:"):
+        if not is_reference(ref):
             checks.warn_literal(f"{source}: $.server.api_keys[{i}]", '"env:NAME"')
         keys.append(secret)
 
@@ -618,9 +640,9 @@ def resolve(
         base_url = checks.base_url(base_url, f"{env}_BASE_URL" if override else f"{where}.base_url")
         if isinstance(spec, AnthropicProviderSpec):
             checks.check_value(spec.version, f"{where}.version")
-        api_key = _secret(spec.api_key, environ)
+        api_key = _secret(spec.api_key, environ, f"{where}.api_key")
         if api_key is not None and spec.api_key:
-            ref = spec.api_key if spec.api_key.startswith("env:") else "literal"
+            ref = spec.api_key if is_reference(spec.api_key) else "literal"
             checks.check_value(api_key.reveal(), f"{where}.api_key", f"the key ({ref})")
             if ref == "literal":
                 checks.warn_literal(f"{where}.api_key", 'api_key = "env:NAME"')
@@ -630,9 +652,7 @@ def resolve(
         # The stored spec keeps no secret: a literal key and header values are redacted.
         redacted = msgspec.structs.replace(
             spec,
-            api_key=spec.api_key
-            if (spec.api_key or "").startswith("env:") or not spec.api_key
-            else "***",
+            api_key=spec.api_key if not spec.api_key or is_reference(spec.api_key) else "***",
             headers={name: "***" for name in spec.headers},
         )
         providers[spec.name] = Provider(
@@ -763,11 +783,20 @@ def resolve(
         raw.keys, environ, source=source, tiers=raw.routing.tiers, models=models
     )
     keys += [secret for secret, _ in named]
-    state_url = _secret(raw.state.url, environ)
+    state_url = _secret(raw.state.url, environ, f"{source}: $.state.url")
+    admin_key = _secret(raw.server.admin_key, environ, f"{source}: $.server.admin_key")
+    if raw.server.admin_key is not None and admin_key is None:
+        raise ConfigError(
+            f"{source}: $.server.admin_key: {raw.server.admin_key!r} is empty or unset"
+        )
     if raw.state.backend == "redis" and state_url is None:
         raise ConfigError(f"{source}: $.state.url: the redis backend needs a URL (or env:NAME)")
     return Config(
-        server=msgspec.structs.replace(raw.server, api_keys=["***"] * len(raw.server.api_keys)),
+        server=msgspec.structs.replace(
+            raw.server,
+            api_keys=["***"] * len(raw.server.api_keys),
+            admin_key="***" if raw.server.admin_key else None,
+        ),
         routing=raw.routing,
         providers=providers,
         models=models,
@@ -782,6 +811,7 @@ def resolve(
         state=msgspec.structs.replace(raw.state, url="***" if raw.state.url else None),
         state_url=state_url,
         cache=raw.cache,
+        admin_key=admin_key,
     )
 
 

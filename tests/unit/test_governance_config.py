@@ -71,3 +71,27 @@ def test_periods_end_at_utc_midnight_and_the_first_of_the_month() -> None:
     (day, day_left), (month, month_left) = periods(calendar.timegm((2027, 2, 10, 12, 0, 0)))
     assert (day, day_left, month) == ("2027-02-10", 43_200, "2027-02")
     assert month_left == 18.5 * 86_400
+
+
+def test_secrets_from_files_are_read_and_an_unreadable_one_is_named(tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    key_file, admin_file = tmp_path / "team-c", tmp_path / "admin"
+    key_file.write_text("sk-team-c-from-a-file\n")
+    admin_file.write_text("sk-admin-from-a-file")
+    config = _resolve(
+        f'[server]\nadmin_key = "file:{admin_file}"\n'
+        f'[[keys]]\nname = "team-c"\nkey = "file:{key_file}"\n'
+    )
+    assert digest("sk-team-c-from-a-file") in config.key_policies  # type: ignore[attr-defined]
+    assert config.admin_key.reveal() == "sk-admin-from-a-file"  # type: ignore[attr-defined]
+    shown = str(config.redacted())  # type: ignore[attr-defined]
+    assert "sk-admin-from-a-file" not in shown
+    assert "sk-team-c" not in shown
+    with pytest.raises(ConfigError, match=r"\$\.keys\[0\]\.key: .*cannot read the secret"):
+        _resolve(f'[[keys]]\nname = "c"\nkey = "file:{tmp_path / "missing"}"\n')
+    with pytest.raises(ConfigError, match=r"\$\.server\.admin_key"):
+        _resolve('[server]\nadmin_key = "env:UNSET"\n')
+    with pytest.raises(ConfigError, match=r"\$\.server\.admin_key: .*cannot read the secret"):
+        _resolve(f'[server]\nadmin_key = "file:{tmp_path / "missing"}"\n')

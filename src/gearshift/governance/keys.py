@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from gearshift.config import Secret
+from gearshift.config import Secret, is_reference, secret
 from gearshift.config_checks import ConfigError, warn_literal
 from gearshift.governance.spec import KeySpec
 
@@ -62,10 +62,12 @@ def resolve(
     seen: set[bytes] = set()
     for i, spec in enumerate(specs):
         where = f"{source}: $.keys[{i}]"
-        if spec.key.startswith("env:"):
-            value = environ.get(spec.key[4:], "").strip()
-        else:
-            value = spec.key.strip()
+        try:
+            found = secret(spec.key.strip(), environ)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.key: {exc}") from None
+        value = found.reveal() if found is not None else ""
+        if not is_reference(spec.key):
             warn_literal(f"{where}.key", '"env:NAME"')
         if not value:
             raise ConfigError(f"{where}.key: {spec.key!r} is empty or unset")
