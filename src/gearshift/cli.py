@@ -14,8 +14,10 @@ import asyncio
 import ipaddress
 import logging
 import math
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,10 @@ def slow_path_warnings() -> list[str]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gearshift.serve.app import create_app
 
+    # A SIGHUP before the event loop listens (a supervisor's reload while this worker starts)
+    # is remembered and done once it listens, instead of ending the process.
+    early: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: early.append(signum))
     config = _load(args.config)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
@@ -128,19 +134,56 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # One JSON object per request on stdout (operational logs stay on stderr).
     if args.no_access_log:  # off, not moved to the logger's stderr
         logging.getLogger("gearshift.access").setLevel(logging.WARNING)
-    app = create_app(config, access_log=None if args.no_access_log else sys.stdout.buffer)
+    app = create_app(
+        config,
+        access_log=None if args.no_access_log else sys.stdout.buffer,
+        load_config=lambda: load(args.config, kinds=REGISTRY.keys()),
+        on_reloaded=_tell_supervisor() if args.worker else None,
+    )
     try:
-        _run(app, host, port, config, reuse_port=args.worker)
+        _run(app, host, port, config, reuse_port=args.worker, hangups=early)
     except OSError as exc:
         print(f"gearshift: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _run(app: Any, host: str, port: int, config: Config, *, reuse_port: bool = False) -> None:
+def _tell_supervisor() -> Callable[[], None]:
+    """A worker's reload over HTTP, passed to its supervisor, which sends every worker (this
+    one too: it reloads the same file again) SIGHUP. Never to another process: the parent
+    at start-up, while it is still this worker's parent."""
+    supervisor = os.getppid()
+
+    def tell() -> None:
+        if os.getppid() == supervisor:
+            os.kill(supervisor, signal.SIGHUP)
+
+    return tell
+
+
+def _run(
+    app: Any,
+    host: str,
+    port: int,
+    config: Config,
+    *,
+    reuse_port: bool = False,
+    hangups: Sequence[int] = (),
+) -> None:
     from gearshift.serve import server
+    from gearshift.serve.appkeys import RELOADER
 
     spec = config.server
+    reloader = app[RELOADER]
+
+    def listening() -> None:
+        log.info(
+            "gearshift %s listening on http://%s:%s (%d models offered, config %s)",
+            __version__, host, port, len(config.offered), config.source,
+        )  # fmt: skip
+        if hangups:
+            reloader.hangup()
+
     server.raise_open_files()  # before the caps that are read from it
     pending = spec.max_pending or server.default_max_pending()
     guards = server.Guards(
@@ -160,14 +203,8 @@ def _run(app: Any, host: str, port: int, config: Config, *, reuse_port: bool = F
         # (gearshift cuts streams itself at the grace; the margin lets them say so.)
         shutdown_timeout=spec.shutdown_grace + 2.0,
         loop=new_event_loop(),
-        on_listen=lambda: log.info(
-            "gearshift %s listening on http://%s:%s (%d models offered, config %s)",
-            __version__,
-            host,
-            port,
-            len(config.offered),
-            config.source,
-        ),
+        on_hangup=reloader.hangup,
+        on_listen=listening,
     )
 
 

@@ -178,3 +178,44 @@ async def test_two_gateways_on_one_redis_share_the_cache(
     assert replay.headers["x-gearshift-cache"] == "hit"
     assert await replay.read() == streamed
     assert upstream_calls(mock_upstream) == 1
+
+
+async def test_the_messages_api_is_cached_in_its_own_format_whole_and_streamed(
+    aiohttp_client: ClientFactory, make_config: MakeConfig, mock_upstream: TestServer
+) -> None:
+    import anthropic
+
+    client = await gateway(aiohttp_client, make_config, KEYS_TOML)
+    ask_messages = {
+        "model": "auto",
+        "max_tokens": 200,
+        # (this SDK's create() has no temperature parameter; the API still takes it)
+        "extra_body": {"temperature": 0},
+        "messages": [{"role": "user", "content": "Classify the sentiment: 'Great battery.'"}],
+    }
+    async with anthropic.AsyncAnthropic(
+        base_url=str(client.make_url("")), api_key=KEYS["TEAM_B"], max_retries=0
+    ) as sdk:
+        first = await sdk.messages.with_raw_response.create(**ask_messages)
+        assert first.headers["x-gearshift-cache"] == "miss"
+        await stored(client)
+        second = await sdk.messages.with_raw_response.create(**ask_messages)
+        assert second.headers["x-gearshift-cache"] == "hit"
+        assert float(second.headers["x-gearshift-cost-usd"]) == 0
+        message = await second.parse()  # the SDK reads the replay as a message
+        assert message.type == "message"
+        assert message.content[0].text == (await first.parse()).content[0].text
+
+        async with sdk.messages.stream(**ask_messages) as stream:
+            text = await stream.get_final_text()
+        await stored(client)
+        async with sdk.messages.stream(**ask_messages) as replay:
+            assert replay.response.headers["x-gearshift-cache"] == "hit"
+            assert await replay.get_final_text() == text
+            final = await replay.get_final_message()
+        assert final.stop_reason == "end_turn"
+    assert upstream_calls(mock_upstream) == 2  # one whole, one streamed
+    # A chat client asking the same is another entry (its answer is in another format).
+    chat = await ask(client, "TEAM_B")
+    assert chat.headers["x-gearshift-cache"] == "miss"
+    assert upstream_calls(mock_upstream) == 3

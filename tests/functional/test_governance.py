@@ -107,6 +107,36 @@ async def test_the_sdks_read_the_429_in_their_own_shapes(
     assert refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
 
 
+async def test_a_spent_budget_is_a_429_in_each_api_s_own_shape(
+    aiohttp_client: ClientFactory, make_config: MakeConfig
+) -> None:
+    client = await gateway_for(
+        aiohttp_client, make_config, keys_toml("budget_daily_usd = 0.0000001")
+    )
+    assert (await ask(client)).status == 200
+    await settled(client, 1)
+    base = str(client.make_url("/"))
+    async with openai.AsyncOpenAI(
+        base_url=base + "v1", api_key=KEYS["TEAM_A"], max_retries=0
+    ) as oai:
+        with pytest.raises(openai.RateLimitError) as chat:
+            await oai.chat.completions.create(model="auto", messages=EASY)  # type: ignore[arg-type]
+        with pytest.raises(openai.RateLimitError) as responses:
+            await oai.responses.create(model="auto", input="Classify: 'Great battery.'")
+    for raised in (chat, responses):
+        assert raised.value.code == "budget_exceeded"
+        assert raised.value.type == "insufficient_quota"
+        assert 0 < int(raised.value.response.headers["retry-after"]) <= 86_400
+    async with anthropic.AsyncAnthropic(
+        base_url=base, api_key=KEYS["TEAM_A"], max_retries=0
+    ) as ant:
+        with pytest.raises(anthropic.RateLimitError) as messages:
+            await ant.messages.create(model="auto", max_tokens=64, messages=EASY)  # type: ignore[arg-type]
+    assert messages.value.status_code == 429
+    assert "spent its budget" in messages.value.body["error"]["message"]  # type: ignore[index]
+    assert 0 < int(messages.value.response.headers["retry-after"]) <= 86_400
+
+
 async def test_a_token_limit_counts_the_request_and_settles_what_the_answer_used(
     aiohttp_client: ClientFactory, make_config: MakeConfig
 ) -> None:

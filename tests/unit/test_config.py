@@ -304,7 +304,7 @@ def test_every_toml_example_in_the_readme_is_a_valid_config(
     assert len(blocks) >= 2
     for block in blocks:
         raw = decode(block.encode(), source="README.md")
-        environ = {"TEAM_KEY": "k", "SUPPORT_BOT_KEY": "sb"}
+        environ = {"TEAM_KEY": "k", "SUPPORT_BOT_KEY": "sb", "ADMIN_KEY": "ak"}
         resolve(raw, source="README.md", environ=environ, assume_keys=True)
 
 

@@ -71,9 +71,17 @@ class Lookup:
 
 
 def plan_lookup(
-    spec: CacheSpec, body: Any, header: str | None, *, stream: bool, owner: str
+    spec: CacheSpec,
+    body: Any,
+    header: str | None,
+    *,
+    stream: bool,
+    owner: str,
+    form: str = "chat",
 ) -> Lookup | None:
-    """The cache's part in this request, or None (off, skipped, or not cacheable)."""
+    """The cache's part in this request, or None (off, skipped, or not cacheable).
+    ``form``: the API the client speaks (an entry holds the bytes it got: a chat answer is
+    never replayed to a Messages client)."""
     if not spec.enabled or not isinstance(body, dict):
         return None
     mode = (header or "use").strip().lower()
@@ -89,7 +97,7 @@ def plan_lookup(
         return None
     digest = hashlib.sha256(canonical).hexdigest()
     scope = "shared" if spec.shared else owner
-    key = f"cache:{scope}:{'s' if stream else 'w'}:{digest}"
+    key = f"cache:{scope}:{form}:{'s' if stream else 'w'}:{digest}"
     return Lookup(key, read=mode != "refresh", write=True)
 
 

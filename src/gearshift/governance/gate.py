@@ -41,7 +41,7 @@ async def plan_for_key(
 ) -> Plan:
     """The plan for this request under ``key``'s policy (``governor``: None when no key has
     limits); raises ``Forbidden`` or ``OverLimit``."""
-    ex.key = key.name
+    ex.key, ex.policy = key.name, key
     if key.models and model not in key.models and model not in aliases:
         raise Forbidden(
             f"The proxy key {key.name!r} may not use the model {model!r}; it may use: "
@@ -75,11 +75,11 @@ async def plan_for_key(
 class Spend:
     """The observation sink that settles each answered request of a key with a budget or a
     token limit: its cost into the key's day and month, its tokens against its bucket (in a
-    task: the state may be Redis)."""
+    task: the state may be Redis). The key's policy is the one the request was admitted
+    under, whatever a reload changed since."""
 
-    def __init__(self, governor: Governor, keys: Mapping[str, KeyPolicy]) -> None:
+    def __init__(self, governor: Governor) -> None:
         self._governor = governor
-        self._keys = {name: k for name, k in keys.items() if k.budgeted or k.tpm is not None}
         self._tasks: set[asyncio.Task[None]] = set()
         self.settled = 0  # requests settled so far
         self._progress: asyncio.Event | None = None
@@ -88,9 +88,9 @@ class Spend:
         pass
 
     def finish(self, ex: Exchange) -> None:
-        key = self._keys.get(ex.key)
+        key = ex.policy
         a = ex.account
-        if key is None or a is None:
+        if key is None or a is None or not (key.budgeted or key.tpm is not None):
             return
         used = a.tokens.prompt + a.tokens.completion
         task = asyncio.get_running_loop().create_task(

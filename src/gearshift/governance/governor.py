@@ -185,6 +185,25 @@ class Governor:
             headers, capped=bool(over), tokens_taken=tokens if policy.tpm is not None else 0
         )
 
+    async def spent(self, policy: KeyPolicy) -> dict[str, float | None] | None:
+        """What the key spent this UTC day and month, for the budgets it has (shared over
+        every process on the same state); None when the state cannot be read."""
+        (day, _), (month, _) = periods(self._wall())
+        out: dict[str, float | None] = {}
+        try:
+            if policy.budget_daily_usd is not None:
+                out["daily_usd"] = policy.budget_daily_usd
+                out["spent_today_usd"] = await self.state.total(f"spend:{policy.name}:d:{day}")
+            if policy.budget_monthly_usd is not None:
+                out["monthly_usd"] = policy.budget_monthly_usd
+                out["spent_this_month_usd"] = await self.state.total(
+                    f"spend:{policy.name}:m:{month}"
+                )
+        except StateUnavailable:
+            self._on_error()
+            return None
+        return out
+
     async def settle(
         self, policy: KeyPolicy, cost_usd: float, tokens_taken: int, tokens: int
     ) -> None:

@@ -64,6 +64,11 @@ class AccessLog:
     def __init__(self, config: Config, writer: BatchWriter | None = None) -> None:
         self.writer = writer
         self._log_prompts = config.server.log_prompts
+        self._secrets: tuple[str, ...] = ()
+        self.retarget(config)
+
+    def retarget(self, config: Config) -> None:
+        """The secrets masked in logged prompts: ``config``'s (at start-up, after a reload)."""
         self._secrets = tuple(
             p.api_key.reveal() for p in config.providers.values() if p.api_key is not None
         ) + tuple(k.reveal() for k in config.proxy_keys)

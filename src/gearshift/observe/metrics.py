@@ -55,13 +55,10 @@ class Metrics:
         self._inflight = 0
         self._flush_interval = flush_interval
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._deployments: set[tuple[str, str]] = set()  # with a breaker gauge
         self._dir = config.metrics_dir
-        self._models = frozenset(config.models) | frozenset(config.embeddings)
-        self._requested = (
-            self._models
-            | frozenset(config.routing.auto_aliases)
-            | frozenset(f"gearshift/{tier}" for tier in config.routing.tiers)
-        )
+        self._models: frozenset[str] = frozenset()
+        self._requested: frozenset[str] = frozenset()
         self.requests = Counter(
             "gearshift_requests",
             "Chat completion requests answered, by requested and routed model.",
@@ -167,10 +164,23 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.retarget(config)
+
+    def retarget(self, config: Config) -> None:
+        """The label values ``config`` allows (at start-up, and after a reload)."""
+        self._models = frozenset(config.models) | frozenset(config.embeddings)
+        self._requested = (
+            self._models
+            | frozenset(config.routing.auto_aliases)
+            | frozenset(f"gearshift/{tier}" for tier in config.routing.tiers)
+        )
         for model in config.offered:  # every deployment starts closed, visibly
             if model.effort is not None:
                 continue
-            self.breaker.labels(model.provider.name, model.name).set(0)
+            deployment = (model.provider.name, model.name)
+            if deployment not in self._deployments:
+                self._deployments.add(deployment)
+                self.breaker.labels(*deployment).set(0)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, remembered: label values are bounded, and the lookup

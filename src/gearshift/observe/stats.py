@@ -27,6 +27,14 @@ class _Row:
 
 
 @dataclass(slots=True)
+class _KeyRow:
+    requests: int = 0
+    refused: int = 0  # 429: over its budget or rate limit
+    cost_usd: float = 0.0
+    baseline_usd: float = 0.0
+
+
+@dataclass(slots=True)
 class Stats:
     started: float = field(default_factory=time.time)
     requests: int = 0
@@ -37,6 +45,7 @@ class Stats:
     fallbacks: int = 0
     by_model: dict[str, _Row] = field(default_factory=dict)
     by_tier: dict[str, int] = field(default_factory=dict)
+    by_key: dict[str, _KeyRow] = field(default_factory=dict)  # proxy keys with a policy
     overhead: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
 
     def begin(self, ex: Exchange) -> None:
@@ -46,6 +55,15 @@ class Stats:
         """The stats sink: one finished request into the aggregates."""
         a = ex.account
         ok = ex.status == 200
+        if ex.policy is not None and ex.key != "unnamed":
+            row = self.by_key.get(ex.key)
+            if row is None:
+                row = self.by_key[ex.key] = _KeyRow()
+            row.requests += 1
+            row.refused += ex.status == 429
+            if a is not None:
+                row.cost_usd += a.cost_usd
+                row.baseline_usd += a.baseline_usd
         self.add(
             model=ex.model if ok else None,
             tier=ex.tier,
@@ -121,6 +139,15 @@ class Stats:
                 tier: {"requests": n, "share": round(n / answered, 4) if answered else 0}
                 for tier, n in self.by_tier.items()
             },
+            "keys": {
+                name: {
+                    "requests": row.requests,
+                    "refused": row.refused,
+                    "cost_usd": round(row.cost_usd, 8),
+                    "savings_usd": round(row.baseline_usd - row.cost_usd, 8),
+                }
+                for name, row in sorted(self.by_key.items())
+            },
             "breakers": breakers,
             "overhead_ms": {
                 "p50": round(_pct(samples, 0.50) * 1e3, 4),
@@ -158,6 +185,17 @@ def page(snapshot: dict[str, Any]) -> str:
         )
         or '<tr><td colspan="2">no upstream called yet</td></tr>'
     )
+    keys = ""
+    if s.get("keys"):
+        rows = "".join(
+            f"<tr><td>{e(name)}</td><td>{k['requests']}</td><td>{k['refused']}</td>"
+            f"<td>${k['cost_usd']:.6f}</td><td>${k['savings_usd']:.6f}</td></tr>"
+            for name, k in s["keys"].items()
+        )
+        keys = (
+            "<h2>Proxy keys</h2><table><tr><th>key</th><th>requests</th><th>refused</th>"
+            f"<th>cost</th><th>saved</th></tr>{rows}</table>\n"
+        )
     o = s["overhead_ms"]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>gearshift</title>
@@ -177,7 +215,7 @@ overhead p50 {o["p50"]:.3f} ms, p99 {o["p99"]:.3f} ms</p>
 <h2>Models</h2><table><tr><th>model</th><th>requests</th><th>share</th><th>cost</th>
 <th>baseline</th><th>saved</th></tr>{models}</table>
 <h2>Tiers</h2><table><tr><th>tier</th><th>requests</th><th>share</th></tr>{tiers}</table>
-<h2>Circuit breakers</h2><table><tr><th>deployment</th><th>state</th></tr>{breakers}</table>
+{keys}<h2>Circuit breakers</h2><table><tr><th>deployment</th><th>state</th></tr>{breakers}</table>
 <p>JSON: <a href="/gearshift/stats">/gearshift/stats</a> · Prometheus:
 <a href="/metrics">/metrics</a></p>
 </body></html>

@@ -13,7 +13,7 @@ from gearshift.governance.cache import Entry
 from gearshift.inbound.chat import ChatRequest
 from gearshift.providers import Completion
 from gearshift.serve import cached, relay
-from gearshift.serve.appkeys import CACHE, CONFIG, REQUEST_ID, STREAMS
+from gearshift.serve.appkeys import CACHE, LIVE, REQUEST_ID, STREAMS
 from gearshift.serve.exchange import Exchange
 
 log = logging.getLogger("gearshift")
@@ -30,7 +30,7 @@ async def chat_answer(
     if isinstance(answer, relay.Relay):
         return await stream_answer(request, answer, ex)
     headers = relay.whole(ex, chat, answer)
-    cached.store(request.app.get(CACHE), ex, answer.body)
+    cached.store(request.app[CACHE], ex, answer.body)
     return web.Response(body=answer.body, content_type="application/json", headers=headers)
 
 
@@ -64,9 +64,9 @@ async def stream_answer(
             },
         )
         await response.prepare(request)
-        # The client's bytes, kept for the cache (chat streams only, up to the entry limit).
-        kept: list[bytes] | None = [] if ex.cache_key and encoder is None else None
-        size, limit = 0, request.app[CONFIG].cache.max_entry_bytes
+        # The client's bytes, in its own format, kept for the cache (up to the entry limit).
+        kept: list[bytes] | None = [] if ex.cache_key else None
+        size, limit = 0, request[LIVE].config.cache.max_entry_bytes
         async for piece in stream.pieces():
             if encoder is not None:
                 piece = encoder.feed(piece)
@@ -84,11 +84,13 @@ async def stream_answer(
         if encoder is not None:
             tail = encoder.end()
             if tail:
+                if kept is not None:
+                    kept.append(tail)
                 await response.write(tail)
         await response.write_eof()
         if kept is not None and stream.complete:
             stream.close()  # settles the account the entry needs
-            cached.store(request.app.get(CACHE), ex, b"".join(kept))
+            cached.store(request.app[CACHE], ex, b"".join(kept))
     except ConnectionResetError:
         # The client went away mid-stream: nobody to answer; the finally drops upstream.
         log.debug("request %s: client disconnected mid-stream", request[REQUEST_ID])

@@ -18,8 +18,10 @@ import orjson
 from aiohttp import web
 
 from gearshift.config import Config
+from gearshift.config import load as config_load
 from gearshift.errors import (
     BadRequest,
+    Forbidden,
     GearshiftError,
     MethodNotAllowed,
     NotFound,
@@ -30,7 +32,7 @@ from gearshift.governance.gate import Spend, plan_for_key
 from gearshift.governance.governor import Governor
 from gearshift.governance.keys import NO_POLICY, KeyPolicy
 from gearshift.governance.state import MemoryState, RedisState
-from gearshift.inbound.chat import ChatRequest, Limits, parse_chat
+from gearshift.inbound.chat import ChatRequest, parse_chat
 from gearshift.observe import Observation, stats
 from gearshift.observe.access import AccessLog, BatchWriter
 from gearshift.observe.metrics import CONTENT_TYPE, Metrics
@@ -44,16 +46,15 @@ from gearshift.serve import body as request_body
 from gearshift.serve.appkeys import (
     ACCESS_LOG,
     CACHE,
-    CONFIG,
+    CURRENT,
     DRAINING,
     GOVERNOR,
     KEY,
-    KEY_DIGESTS,
     LARGE_BODIES,
-    LIMITS,
+    LIVE,
     METRICS,
     OBSERVATION,
-    POLICY,
+    RELOADER,
     REQUEST_ID,
     ROUTER,
     SESSIONS,
@@ -67,6 +68,8 @@ from gearshift.serve.breaker import Breakers
 from gearshift.serve.clock import Clock, SystemClock
 from gearshift.serve.exchange import Exchange
 from gearshift.serve.ids import new_id
+from gearshift.serve.live import Current, Live, Loader, Reloader
+from gearshift.serve.live import build as build_live
 from gearshift.serve.router import Router
 from gearshift.serve.server import SERVER_NAME
 from gearshift.serve.transport import HTTPTransport, Transport
@@ -79,8 +82,11 @@ _SHUTTING_DOWN = GearshiftError(
     code="server_shutting_down",
 )
 
-# Probes and the Prometheus scrape need no key (no prompt, key or per-request data there).
-_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Probes and the Prometheus scrape need no key (no prompt, key or per-request data there);
+# the reload takes the admin key, not a proxy key.
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/gearshift/reload"})
+RELOAD_PATH = "/gearshift/reload"  # open to the admin key only (its handler checks it)
+ON_RELOADED: web.AppKey[list[Callable[[], None]]] = web.AppKey("on_reloaded")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -147,14 +153,15 @@ async def front_middleware(request: web.Request, handler: Handler) -> web.Stream
     Anthropic's on the Messages API); nothing leaks a traceback."""
     request_id = _request_id(request.headers.get("x-request-id"))
     request[REQUEST_ID] = request_id
+    request[LIVE] = live = request.app[CURRENT].live  # this request's configuration, to its end
     error_response = _renderer(request.path)
     try:
-        request[KEY] = _authorize(request) if request.app[KEY_DIGESTS] else NO_POLICY
+        request[KEY] = _authorize(request, live) if live.key_digests else NO_POLICY
         response = await handler(request)
     except GearshiftError as exc:
         response = error_response(exc)
     except web.HTTPRequestEntityTooLarge:
-        response = error_response(request_body.too_large(request.app[CONFIG]))
+        response = error_response(request_body.too_large(live.config))
     except web.HTTPNotFound:
         response = error_response(
             NotFound(f"Unknown path: {request.method} {request.path}", code="unknown_url")
@@ -181,24 +188,32 @@ async def front_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
-def _authorize(request: web.Request) -> KeyPolicy:
+def _authorize(request: web.Request, live: Live) -> KeyPolicy:
     """Proxy keys, when configured: ``Authorization: Bearer`` or ``x-api-key``; the policy of
-    the key presented (``NO_POLICY`` for a key without one, and on the open paths)."""
+    the key presented (``NO_POLICY`` for a key without one, and on the open paths; the
+    reload path checks its admin key itself)."""
     if request.path in _OPEN_PATHS:
         return NO_POLICY
-    # Fixed-length digests, every key compared whatever matched: neither the time taken
-    # nor an early length mismatch says anything about the keys.
-    offered = hashlib.sha256(_presented_key(request).encode("utf-8", "surrogateescape"))
-    presented = offered.digest()
-    ok = False
-    for digest in request.app[KEY_DIGESTS]:
-        ok |= hmac.compare_digest(presented, digest)
-    if not ok:
+    presented = _digest(_presented_key(request))
+    if not _known(presented, live.key_digests):
         raise Unauthorized(
             "Incorrect or missing API key for gearshift. Send it as 'Authorization: Bearer <key>'.",
             code="invalid_api_key",
         )
-    return request.app[CONFIG].key_policies.get(presented, NO_POLICY)
+    return live.config.key_policies.get(presented, NO_POLICY)
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def _known(presented: bytes, digests: tuple[bytes, ...]) -> bool:
+    """Fixed-length digests, every one compared whatever matched: neither the time taken
+    nor an early length mismatch says anything about the keys."""
+    ok = False
+    for digest in digests:
+        ok |= hmac.compare_digest(presented, digest)
+    return ok
 
 
 def _owner(request: web.Request) -> str:
@@ -272,7 +287,8 @@ async def serve(
     bytes when the handler read them already), plan, run, answer. Errors before routing are
     raised (the errors middleware renders them in the path's format); after routing
     ``render_error`` renders them with the decision headers."""
-    config = request.app[CONFIG]
+    live = request[LIVE]
+    config = live.config
     length = request.content_length
     if (length or 0) > config.server.max_body_bytes:
         raise request_body.too_large(config)
@@ -281,7 +297,7 @@ async def serve(
     observation.begin(ex)
     try:
         if body is not None:  # read already (the format needed a look first)
-            parsed = parse(body, request.app[LIMITS])
+            parsed = parse(body, live.limits)
         else:
             parsed = await request_body.read_chat(request, config, length, parse)
         chat: ChatRequest = parsed if isinstance(parsed, ChatRequest) else parsed.chat
@@ -304,43 +320,54 @@ async def serve(
         asyncio.get_running_loop().call_soon(observation.finish, ex)
 
 
+# The APIs whose answers the cache keeps, by path (the Responses API's answers are stored
+# objects with ids of their own: never replayed).
+_CACHED_FORMS = {
+    f"{prefix}/{path}": form
+    for prefix in ("/v1", "")
+    for path, form in (("chat/completions", "chat"), ("messages", "messages"))
+}
+
+
 async def _route(
     request: web.Request, chat: ChatRequest, ex: Exchange
 ) -> Completion | relay.Relay | Entry | GearshiftError:
     """Plan and run ``chat``: the answer (a cached one: an ``Entry``), or the error the
     router ended with (the caller renders it in its format, with the decision headers)."""
     ex.requested, ex.stream = chat.model, chat.stream
-    if request.app[CONFIG].server.log_prompts:
+    live = request[LIVE]
+    if live.config.server.log_prompts:
         ex.prompt = orjson.dumps(chat.body.get("messages")).decode()
     ex.budget = _budget(request)
     began = time.perf_counter()
     sessions = request.app[SESSIONS]
     if sessions.enabled:  # a session belongs to one proxy key: never shared between keys
-        owner = _owner(request) if request.app[KEY_DIGESTS] else ""
+        owner = _owner(request) if live.key_digests else ""
         ex.session, ex.previous = sessions.find(chat.body, request.headers, owner)
     key = request.get(KEY, NO_POLICY)
     if key is NO_POLICY:
-        ex.plan = policy.plan(chat, request.app[POLICY], request.headers, prefer=ex.previous)
+        ex.plan = policy.plan(chat, live.policy, request.headers, prefer=ex.previous)
     else:
-        routing = request.app[POLICY]
+        routing = live.policy
         ex.plan = await plan_for_key(
             lambda headers: policy.plan(chat, routing, headers, prefer=ex.previous),
             request.headers,
             model=chat.model,
             hints=chat.hints,
-            aliases=frozenset(_aliases(routing.config)),
+            aliases=live.aliases,
             key=key,
-            governor=request.app.get(GOVERNOR),
+            governor=request.app[GOVERNOR] if live.governed else None,
             tiers=routing.tiers,
             ex=ex,
         )
     ex.decision_s = time.perf_counter() - began
-    cache = request.app.get(CACHE)
-    if cache is not None and request.path.endswith("/chat/completions"):
-        owner = _owner(request) if request.app[KEY_DIGESTS] else ""
+    form = _CACHED_FORMS.get(request.path) if live.config.cache.enabled else None
+    if form is not None:
+        owner = _owner(request) if live.key_digests else ""
         hit = await cached.lookup(
-            cache, chat, ex, request.headers, owner=owner, models=request.app[CONFIG].models
-        )
+            request.app[CACHE], live.config.cache, chat, ex, request.headers, owner=owner,
+            models=live.config.models, form=form,
+        )  # fmt: skip
         if hit is not None:
             return hit
     try:
@@ -354,16 +381,18 @@ async def _route(
 
 
 async def list_models(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
-    data = [_model_object(alias) for alias in _aliases(config)]
+    live = request[LIVE]
+    config = live.config
+    data = [_model_object(alias) for alias in live.alias_list]
     data += [_model_object(m.name, m.provider.name) for m in config.offered if m.effort is None]
     return _json({"object": "list", "data": data})
 
 
 async def get_model(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
+    live = request[LIVE]
+    config = live.config
     name = request.match_info["name"]
-    if name in _aliases(config):
+    if name in live.aliases:
         return _json(_model_object(name))
     model = config.models.get(name)
     if model is None or not model.offered:
@@ -387,16 +416,61 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _snapshot(app: web.Application) -> dict[str, Any]:
-    per_worker = app[CONFIG].metrics_dir is not None
-    return app[STATS].snapshot(app[ROUTER].breakers.states(), per_worker=per_worker)
+    current = app[CURRENT].live
+    per_worker = current.config.metrics_dir is not None
+    doc = app[STATS].snapshot(app[ROUTER].breakers.states(), per_worker=per_worker)
+    last = app[RELOADER].last
+    doc["config"] = {
+        "source": current.config.source,
+        "generation": current.generation,
+        "last_reload": None if last is None else {"trigger": last.trigger, **last.doc()},
+    }
+    return doc
 
 
 async def stats_json(request: web.Request) -> web.Response:
-    return _json(_snapshot(request.app))
+    """The aggregates of this process, with each budgeted key's spend this day and month
+    read from the shared state (every process's, on Redis)."""
+    doc = _snapshot(request.app)
+    keys = doc["keys"]
+    for key in request[LIVE].config.key_policies.values():
+        row = keys.setdefault(key.name, {"requests": 0, "refused": 0, "cost_usd": 0.0,
+                                         "savings_usd": 0.0})  # fmt: skip
+        if key.budgeted:
+            row["budget"] = await request.app[GOVERNOR].spent(key) or "state unavailable"
+    return _json(doc)
 
 
 async def status_page(request: web.Request) -> web.Response:
     return web.Response(text=stats.page(_snapshot(request.app)), content_type="text/html")
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    """``POST /gearshift/reload`` with the admin key (``server.admin_key``): the
+    configuration and the rule table read again, validated, swapped in; 200 with what
+    changed, or 422 with why the new one was rejected (the running one stays)."""
+    admin = request[LIVE].admin_digest
+    if admin is None:
+        raise Forbidden(
+            "Reloading over HTTP is off: set server.admin_key (or send gearshift SIGHUP).",
+            code="reload_disabled",
+        )
+    if not _known(_digest(_presented_key(request)), (admin,)):
+        raise Unauthorized(
+            "Incorrect or missing admin key for POST /gearshift/reload.", code="invalid_admin_key"
+        )
+    outcome = await request.app[RELOADER].reload(f"{RELOAD_PATH} from {request.remote}")
+    if not outcome.ok:
+        error = BadRequest(
+            f"The new configuration was rejected; generation {outcome.generation} stays in "
+            f"force: {outcome.reason}",
+            status=422,
+            code="invalid_config",
+        )
+        return _json(outcome.doc() | orjson.loads(error.body()), status=422)
+    for tell in request.app[ON_RELOADED]:
+        tell()
+    return _json(outcome.doc())
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -404,7 +478,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
+    config = request[LIVE].config
     if request.app[DRAINING].is_set():
         return _json({"status": "not ready", "reason": "shutting down"}, status=503)
     if not config.offered:
@@ -431,7 +505,7 @@ async def _draining(app: web.Application) -> None:
         for streaming in list(streams):
             streaming.abort(_SHUTTING_DOWN)
 
-    grace = app[CONFIG].server.shutdown_grace
+    grace = app[CURRENT].live.config.server.shutdown_grace
     asyncio.get_running_loop().call_later(grace, cut_streams)
 
 
@@ -444,21 +518,13 @@ async def _transport_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _flush_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
-    if SPEND in app:
-        await app[SPEND].drain()  # what answered requests cost, into their keys' budgets
-    if CACHE in app:
-        await app[CACHE].drain()
+    await app[SPEND].drain()  # what answered requests cost, into their keys' budgets
+    await app[CACHE].drain()
     await app[STATE].close()
     app[METRICS].flush()  # the last tally (a worker's file outlives it)
     writer = app[ACCESS_LOG].writer
     if writer is not None:
         writer.flush()  # the last batch of lines
-
-
-def _aliases(config: Config) -> list[str]:
-    if not config.offered:
-        return []
-    return [*config.routing.auto_aliases, *(f"gearshift/{t}" for t in config.routing.tiers)]
 
 
 def create_app(
@@ -469,6 +535,8 @@ def create_app(
     rng: random.Random | None = None,
     transport: Transport | None = None,
     access_log: BinaryIO | None = None,
+    load_config: Loader | None = None,
+    on_reloaded: Callable[[], None] | None = None,
 ) -> web.Application:
     """The gearshift app for ``config``; the transport's pool opens and closes with it.
 
@@ -476,7 +544,10 @@ def create_app(
     ``clock`` and ``rng`` drive breakers, back-off and deadlines (tests inject them);
     ``transport``: how upstreams are reached (default: HTTP, pooled per provider);
     ``access_log``: where the JSON access-log lines go in batches (``gearshift serve``:
-    stdout); without it they go to the ``gearshift.access`` logger.
+    stdout); without it they go to the ``gearshift.access`` logger. ``load_config``: how a
+    reload reads the configuration again (default: from ``config.source`` when that is a
+    file); ``on_reloaded``: told after a reload over HTTP succeeded (a worker tells its
+    supervisor, which passes the reload on to every worker).
     """
     if rules is None:
         rules = load_rules(config.routing.rules)
@@ -484,19 +555,16 @@ def create_app(
         middlewares=[front_middleware],
         client_max_size=config.server.max_body_bytes,
     )
-    app[CONFIG] = config
-    app[KEY_DIGESTS] = tuple(
-        hashlib.sha256(k.reveal().encode()).digest() for k in config.proxy_keys
+    app[CURRENT] = current = Current(build_live(config, rules))
+    app[TRANSPORT] = transport = transport or HTTPTransport(
+        config.providers, config.server.max_response_bytes
     )
-    app[POLICY] = policy.Policy.build(config, rules)
-    app[TRANSPORT] = transport or HTTPTransport(config.providers, config.server.max_response_bytes)
     app[METRICS] = metrics_ = Metrics(config)
     app[STATS] = stats_ = stats.Stats()
     writer = BatchWriter(access_log) if access_log is not None else None
     app[ACCESS_LOG] = access = AccessLog(config, writer)
     clock = clock or SystemClock()
     app[SESSIONS] = sessions = Sessions(config.routing.sticky, clock.now)
-    sinks: list[Any] = [metrics_, stats_, access, Sticky(sessions)]
     app[STATE] = state = (
         RedisState(
             config.state_url.reveal(), prefix=config.state.prefix, timeout=config.state.timeout
@@ -506,26 +574,29 @@ def create_app(
             clock.now, max_entries=config.cache.max_entries, max_bytes=config.cache.max_bytes
         )
     )
-    keys = {p.name: p for p in config.key_policies.values()}
-    if any(p.budgeted or p.limited for p in keys.values()):
-        app[GOVERNOR] = governor = Governor(
-            state, config.state, on_error=lambda: metrics_.state_error(config.state.backend)
-        )
-        app[SPEND] = spend = Spend(governor, keys)
-        sinks.append(spend)
-    if config.cache.enabled:
-        app[CACHE] = ResponseCache(state, config.cache)
-    app[OBSERVATION] = Observation(sinks)
+    app[GOVERNOR] = governor = Governor(
+        state, config.state, on_error=lambda: metrics_.state_error(config.state.backend)
+    )
+    app[SPEND] = spend = Spend(governor)
+    app[CACHE] = cache = ResponseCache(state, config.cache)
+    app[OBSERVATION] = Observation([metrics_, stats_, access, Sticky(sessions), spend])
     breakers = Breakers(config.reliability.breaker, clock, metrics_.breaker_changed)
-    app[ROUTER] = Router(
-        app[TRANSPORT], config.reliability, clock=clock, rng=rng, breakers=breakers
+    app[ROUTER] = router = Router(
+        transport, config.reliability, clock=clock, rng=rng, breakers=breakers
     )
+
+    def swapped(fresh: Live) -> None:  # what outlives a reload learns of the new one
+        metrics_.retarget(fresh.config)
+        access.retarget(fresh.config)
+        router.retune(fresh.config.reliability)
+        cache.spec = fresh.config.cache
+
+    if load_config is None and not config.source.startswith("<"):
+        source = config.source
+        load_config = lambda: config_load(source)  # noqa: E731
+    app[RELOADER] = Reloader(current, load_config, [swapped])
+    app[ON_RELOADED] = [on_reloaded] if on_reloaded is not None else []
     app[DRAINING] = asyncio.Event()
-    app[LIMITS] = Limits(
-        max_messages=config.server.max_messages,
-        max_content_parts=config.server.max_content_parts,
-        max_nesting=config.server.max_nesting,
-    )
     app[LARGE_BODIES] = asyncio.Semaphore(config.server.large_body_parses)
     app[STREAMS] = set()
     app.on_response_prepare.append(_server_header)
@@ -538,6 +609,7 @@ def create_app(
         app.router.add_get(f"{prefix}/models/{{name:.+}}", get_model)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/gearshift/stats", stats_json)
+    app.router.add_post(RELOAD_PATH, reload_config)
     app.router.add_get("/gearshift", status_page)
     app.router.add_get("/", status_page)
     app.router.add_get("/healthz", healthz)

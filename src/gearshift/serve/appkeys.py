@@ -8,32 +8,32 @@ import asyncio
 
 from aiohttp import web
 
-from gearshift.config import Config
 from gearshift.governance.cache import ResponseCache
 from gearshift.governance.gate import Spend
 from gearshift.governance.governor import Governor
 from gearshift.governance.keys import KeyPolicy
 from gearshift.governance.state import State
-from gearshift.inbound.chat import Limits
 from gearshift.observe import Observation, stats
 from gearshift.observe.access import AccessLog
 from gearshift.observe.metrics import Metrics
-from gearshift.routing import policy
 from gearshift.routing.sticky import Sessions
 from gearshift.serve import relay
+from gearshift.serve.live import Current, Live, Reloader
 from gearshift.serve.router import Router
 from gearshift.serve.transport import Transport
 
-CONFIG = web.AppKey("config", Config)
-KEY_DIGESTS = web.AppKey("key_digests", tuple)
-POLICY = web.AppKey("policy", policy.Policy)
+# The configuration in force and what is built from it (a reload swaps it) ...
+CURRENT = web.AppKey("current", Current)
+# ... and the one a request read as it arrived (every handler reads this one).
+LIVE = web.RequestKey("live", Live)
+RELOADER = web.AppKey("reloader", Reloader)
 TRANSPORT = web.AppKey("transport", Transport)
 ROUTER = web.AppKey("router", Router)
 REQUEST_ID = web.RequestKey("request_id", str)
 KEY = web.RequestKey("key", KeyPolicy)  # the proxy key's policy (NO_POLICY without one)
-GOVERNOR = web.AppKey("governor", Governor)  # set only when some key has limits
+GOVERNOR = web.AppKey("governor", Governor)
 SPEND = web.AppKey("spend", Spend)
-CACHE = web.AppKey("cache", ResponseCache)  # set only with [cache] enabled
+CACHE = web.AppKey("cache", ResponseCache)  # used with [cache] enabled
 STATE: web.AppKey[State] = web.AppKey("state")
 OBSERVATION = web.AppKey("observation", Observation)
 METRICS = web.AppKey("metrics", Metrics)
@@ -41,12 +41,11 @@ STATS = web.AppKey("stats", stats.Stats)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
 DRAINING = web.AppKey("draining", asyncio.Event)
 SESSIONS = web.AppKey("sessions", Sessions)
-LIMITS = web.AppKey("limits", Limits)
 LARGE_BODIES = web.AppKey("large_bodies", asyncio.Semaphore)
 STREAMS: web.AppKey[set[relay.Relay]] = web.AppKey("streams")  # streams being served
 
 __all__ = [
-    "ACCESS_LOG", "CACHE", "CONFIG", "DRAINING", "GOVERNOR", "KEY", "KEY_DIGESTS",
-    "LARGE_BODIES", "LIMITS", "METRICS", "OBSERVATION", "POLICY", "REQUEST_ID", "ROUTER",
-    "SESSIONS", "SPEND", "STATE", "STATS", "STREAMS", "TRANSPORT",
+    "ACCESS_LOG", "CACHE", "CURRENT", "DRAINING", "GOVERNOR", "KEY", "LARGE_BODIES", "LIVE",
+    "METRICS", "OBSERVATION", "RELOADER", "REQUEST_ID", "ROUTER", "SESSIONS", "SPEND",
+    "STATE", "STATS", "STREAMS", "TRANSPORT",
 ]  # fmt: skip

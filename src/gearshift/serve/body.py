@@ -13,7 +13,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from gearshift.config import Config
 from gearshift.errors import BadRequest, PayloadTooLarge, RequestTimeout
 from gearshift.inbound.chat import Limits
-from gearshift.serve.appkeys import LARGE_BODIES, LIMITS
+from gearshift.serve.appkeys import LARGE_BODIES, LIVE
 from gearshift.serve.server import GuardedHandler
 
 LARGE_BODY = 1 << 20  # bodies above 1 MiB (or of unknown length) pass the gate
@@ -70,7 +70,7 @@ async def read_chat(request: web.Request, config: Config, length: int | None, pa
     unknown length) are read and parsed a few at a time (``server.large_body_parses``): six
     30 MB uploads at once cost no more memory than two."""
     if length is not None and length <= LARGE_BODY:
-        return parse(await read_body(request, config), request.app[LIMITS])
+        return parse(await read_body(request, config), request[LIVE].limits)
     gate = request.app[LARGE_BODIES]
     try:  # waiting for a slot counts against the body's time too: never a hang
         async with asyncio.timeout(config.server.body_timeout):
@@ -82,7 +82,7 @@ async def read_chat(request: web.Request, config: Config, length: int | None, pa
             "Too many large request bodies are being read; try again.", code="request_timeout"
         ) from None
     try:
-        return parse(await read_body(request, config), request.app[LIMITS])
+        return parse(await read_body(request, config), request[LIVE].limits)
     finally:
         gate.release()
 

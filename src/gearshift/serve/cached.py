@@ -11,6 +11,7 @@ from aiohttp import web
 from gearshift.config import Model
 from gearshift.governance import cache as response_cache
 from gearshift.governance.cache import Entry, ResponseCache
+from gearshift.governance.spec import CacheSpec
 from gearshift.inbound.chat import ChatRequest
 from gearshift.serve import relay
 from gearshift.serve.accounting import Account, Tokens, cost
@@ -19,17 +20,19 @@ from gearshift.serve.exchange import Exchange
 
 async def lookup(
     cache: ResponseCache,
+    spec: CacheSpec,
     chat: ChatRequest,
     ex: Exchange,
     headers: Mapping[str, str],
     *,
     owner: str,
     models: Mapping[str, Model],
+    form: str = "chat",
 ) -> Entry | None:
     """A stored answer for ``chat``, or None (and, when it is to be stored, where)."""
     plan = response_cache.plan_lookup(
-        cache.spec, chat.body, headers.get(response_cache.HEADER), stream=chat.stream,
-        owner=owner,
+        spec, chat.body, headers.get(response_cache.HEADER), stream=chat.stream,
+        owner=owner, form=form,
     )  # fmt: skip
     if plan is None:
         return None

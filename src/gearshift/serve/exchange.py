@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gearshift.config import Model
+from gearshift.governance.keys import KeyPolicy
 from gearshift.routing.policy import Plan
 from gearshift.serve.accounting import Account
 
@@ -81,6 +82,7 @@ class Exchange:
     # ("capped" to the light tier), the x-ratelimit-* headers of its answer and the tokens
     # its request took from its bucket (settled against the answer's).
     key: str = "unnamed"
+    policy: KeyPolicy | None = None  # the key's policy as the request was admitted under it
     cache: str | None = None  # "hit", "miss" or "refresh" when the cache took part
     cache_key: str | None = None  # where the answer is to be stored
     budget_state: str | None = None

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from gearshift.config import Config, ConfigError, Model
 from gearshift.errors import BadRequest, GearshiftError, NotFound, ProtocolError
+from gearshift.governance.cache import Entry
 from gearshift.inbound import messages, responses
 from gearshift.inbound.chat import Limits
 from gearshift.providers import Completion, Outbound, cached
@@ -30,8 +31,10 @@ from gearshift.serve import relay
 from gearshift.serve.accounting import Tokens, account
 from gearshift.serve.answers import stream_answer
 from gearshift.serve.app import _presented_key, anthropic_error, error_response, serve
-from gearshift.serve.appkeys import CONFIG, LIMITS, OBSERVATION, REQUEST_ID, TRANSPORT
+from gearshift.serve.appkeys import CACHE, CURRENT, LIVE, OBSERVATION, REQUEST_ID, TRANSPORT
 from gearshift.serve.body import read_body, too_large
+from gearshift.serve.cached import replay as replay_cached
+from gearshift.serve.cached import store as store_cached
 from gearshift.serve.exchange import Exchange
 from gearshift.serve.ids import new_id
 from gearshift.serve.store import ResponseStore, StoredResponse, open_store, owner_of
@@ -80,7 +83,7 @@ async def _store(app: web.Application) -> ResponseStore:
         if failed is not None and time.monotonic() - failed < _RETRY_OPEN:
             raise _unavailable()
         try:
-            store = await asyncio.to_thread(open_store, app[CONFIG].store)
+            store = await asyncio.to_thread(open_store, app[CURRENT].live.config.store)
         except ConfigError as exc:
             held["failed"] = time.monotonic()
             log.error("the Responses store cannot be opened: %s", exc)
@@ -244,14 +247,17 @@ def _shown(response_id: str) -> str:
 
 async def create_message(request: web.Request) -> web.StreamResponse:
     async def respond(
-        request: web.Request, chat: Any, ex: Exchange, answer: Completion | relay.Relay
+        request: web.Request, chat: Any, ex: Exchange, answer: Completion | relay.Relay | Entry
     ) -> web.StreamResponse:
+        if isinstance(answer, Entry):  # from the cache: the bytes a client got before
+            return await replay_cached(request, chat, ex, answer, request[REQUEST_ID])
         message_id = "msg_" + new_id()[8:]
         if isinstance(answer, relay.Relay):
             encoder = messages.StreamEncoder(chat, message_id, chat.model)
             return await stream_answer(request, answer, ex, encoder)
         headers = relay.whole(ex, chat, answer)
         body = messages.encode(answer.body, chat, message_id, chat.model)
+        store_cached(request.app[CACHE], ex, body)
         return web.Response(body=body, content_type=JSON, headers=headers)
 
     beta = request.headers.get("anthropic-beta")
@@ -267,7 +273,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
 
 async def count_tokens(request: web.Request) -> web.Response:
     body = await _read_limited(request)
-    return web.Response(body=messages.count_tokens(body, request.app[LIMITS]), content_type=JSON)
+    return web.Response(body=messages.count_tokens(body, request[LIVE].limits), content_type=JSON)
 
 
 # ---------------------------------------------------------------- embeddings
@@ -278,7 +284,7 @@ async def embeddings(request: web.Request) -> web.Response:
     names (``embeddings`` in the config; ``auto`` or a model not named: the first offered),
     no routing; its usage is accounted (cost in ``x-gearshift-cost-usd``, in /metrics and
     /gearshift/stats like any answer)."""
-    config = request.app[CONFIG]
+    config = request[LIVE].config
     raw = await _read_limited(request)
     try:
         doc = orjson.loads(raw)
@@ -363,7 +369,7 @@ def _embedding_model(config: Config, name: str) -> Model:
 
 
 async def _read_limited(request: web.Request) -> bytes | bytearray:
-    config = request.app[CONFIG]
+    config = request[LIVE].config
     if (request.content_length or 0) > config.server.max_body_bytes:
         raise too_large(config)
     return await read_body(request, config)

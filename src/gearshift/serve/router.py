@@ -126,6 +126,11 @@ class Router:
         self._waiting: dict[Breaker, set[Scope]] = {}
         self._abandoned: set[Scope] = set()
 
+    def retune(self, spec: ReliabilitySpec) -> None:
+        """Retries, back-off and deadlines from a reloaded configuration, for the requests
+        that start from now on (each reads them once; the breakers keep their own)."""
+        self._spec = spec
+
     def _breaker_changed(self, breaker: Breaker, old: int) -> None:
         if breaker.state != OPEN:  # a withdrawn model's waiting calls get their own 404
             return

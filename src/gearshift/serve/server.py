@@ -27,6 +27,7 @@ import asyncio
 import gc
 import logging
 import resource
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -408,8 +409,10 @@ def run(
     shutdown_timeout: float = 60.0,
     loop: asyncio.AbstractEventLoop,
     on_listen: Callable[[], None] = lambda: None,
+    on_hangup: Callable[[], None] | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then drain (``web.run_app``'s contract)."""
+    """Serve until SIGINT or SIGTERM, then drain (``web.run_app``'s contract); on SIGHUP,
+    ``on_hangup`` (the configuration's reload)."""
 
     async def serve() -> None:
         runner = await start(
@@ -421,6 +424,8 @@ def run(
             shutdown_timeout=shutdown_timeout,
             handle_signals=True,
         )
+        if on_hangup is not None:
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
         on_listen()
         quiet_gc()
         try:

@@ -232,29 +232,37 @@ class HTTPTransport:
 
     async def start(self) -> None:
         for name, provider in self._providers.items():
-            t = provider.timeouts
-            connector = aiohttp.TCPConnector(
-                limit=provider.spec.max_connections,
-                limit_per_host=0,
-                ttl_dns_cache=300,
-                keepalive_timeout=30,
-            )
-            self._sessions[name] = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect),
-                auto_decompress=True,
-                trust_env=False,
-                # An API needs no cookies; a jar would be filtered for every request and
-                # would carry one client's cookies into another's calls.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
+            self._sessions[name] = self._open(provider)
+
+    @staticmethod
+    def _open(provider: Provider) -> aiohttp.ClientSession:
+        t = provider.timeouts
+        connector = aiohttp.TCPConnector(
+            limit=provider.spec.max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            keepalive_timeout=30,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect),
+            auto_decompress=True,
+            trust_env=False,
+            # An API needs no cookies; a jar would be filtered for every request and
+            # would carry one client's cookies into another's calls.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
 
     async def close(self) -> None:
         sessions, self._sessions = self._sessions, {}
         await asyncio.gather(*(s.close() for s in sessions.values()), return_exceptions=True)
 
     def _session(self, provider: Provider) -> aiohttp.ClientSession:
-        return self._sessions[provider.name]
+        session = self._sessions.get(provider.name)
+        if session is None:  # a provider a reload added: its pool opens on first use
+            self._providers[provider.name] = provider
+            session = self._sessions[provider.name] = self._open(provider)
+        return session
 
     def _url(self, url: str) -> URL:
         """``url`` parsed once: aiohttp would parse the string on every call (an adapter's

@@ -84,10 +84,20 @@ class Supervisor:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
 
+    def _hangup(self, signum: int, frame: FrameType | None) -> None:
+        """SIGHUP (or a worker's reload over HTTP): every worker reloads its configuration."""
+        if self._stopping:
+            return
+        log.info("reloading the configuration of %d workers (SIGHUP)", len(self.workers))
+        for proc, _ in self.workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGHUP)
+
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT; 0 when every worker drained and exited cleanly."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._hangup)
         try:
             for _ in range(self.count):
                 self._spawn()
