@@ -52,14 +52,32 @@ class WrkResult:
     errors: int  # non-2xx answers, socket errors and timeouts
 
 
+UNIQUE = "@@N@@"  # in a body: replaced by a number no other request of the run has
+
+
 def script(body: bytes, key: str = "sk-bench") -> str:
-    """A wrk Lua script that POSTs ``body`` as JSON on every request."""
-    return (
+    """A wrk Lua script that POSTs ``body`` as JSON on every request; a body holding
+    ``UNIQUE`` gets a different number there in each request (a run's random prefix and a
+    counter: every request is one the response cache has not seen)."""
+    text = (
         'wrk.method = "POST"\n'
         f"wrk.body = {_lua_string(body.decode())}\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["Authorization"] = "Bearer {key}"\n'
     )
+    if UNIQUE.encode() in body:
+        head, tail = body.decode().split(UNIQUE, 1)
+        text += (
+            "math.randomseed(os.time())\n"
+            "local run = tostring(math.random(1, 1000000000))\n"
+            "local n = 0\n"
+            "request = function()\n"
+            "  n = n + 1\n"
+            f"  return wrk.format(nil, nil, nil, {_lua_string(head)} .. run .. '-' .. n .. "
+            f"{_lua_string(tail)})\n"
+            "end\n"
+        )
+    return text
 
 
 def _lua_string(text: str) -> str:
@@ -232,7 +250,12 @@ def _peer(spec: str) -> tuple[str, str, int | None]:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     started = trio(args.mock_port, workers=str(args.workers))
     mock_url = started.mock_url
-    body = json.dumps(TASKS["classify"]).encode()
+    task = TASKS["classify"]
+    if getattr(args, "unique", False):  # each request one the cache has not seen
+        messages = [*task["messages"][:-1], dict(task["messages"][-1])]
+        messages[-1]["content"] = f"{messages[-1]['content']} (#{UNIQUE})"
+        task = {**task, "messages": messages}
+    body = json.dumps(task).encode()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script(body))
     try:
@@ -287,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         help="NAME=URL[@PID]: another proxy in front of the mock (PID: to read its CPU)",
     )  # fmt: skip
     parser.add_argument("--mock-port", type=int, help="the mock's port (so a peer can use it)")
+    parser.add_argument(
+        "--unique", action="store_true",
+        help="a different prompt in every request (what a response cache has not seen)",
+    )  # fmt: skip
     parser.add_argument("--json", help="write the report here")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:

@@ -112,6 +112,16 @@ async def test_the_wrk_benchmark_measures_every_target() -> None:
     assert "gearshift / pass-through CPU per request:" in text
 
 
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt install wrk)")
+async def test_the_governance_benchmark_measures_keys_and_the_cache() -> None:
+    text = await _bench("bench.governance", *("--round", "0.5", "--rounds", "1", "--rates", "50"))
+    for row in ("| keys-memory |", "| cache-hit-memory |", "| cache-miss-memory |"):
+        assert row in text
+    if shutil.which("redis-server"):
+        assert "| keys-redis |" in text
+    assert "| 50/s | peer1 |" in text
+
+
 WRK_REPORT = """Running 5s test @ http://127.0.0.1:9500/v1/chat/completions
   1 threads and 16 connections
   Thread Stats   Avg      Stdev     Max   +/- Stdev
