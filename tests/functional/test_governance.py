@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from conftest import MakeConfig
 from redis_server import RedisServer
 
+from gearshift.mock import MockState
 from gearshift.serve.app import SPEND, create_app
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
@@ -135,6 +136,30 @@ async def test_a_spent_budget_is_a_429_in_each_api_s_own_shape(
     assert messages.value.status_code == 429
     assert "spent its budget" in messages.value.body["error"]["message"]  # type: ignore[index]
     assert 0 < int(messages.value.response.headers["retry-after"]) <= 86_400
+
+
+async def test_requests_in_flight_hold_their_estimate_against_the_budget(
+    aiohttp_client: ClientFactory, make_config: MakeConfig, mock_state: MockState
+) -> None:
+    probe = await gateway_for(aiohttp_client, make_config, keys_toml())
+    estimate = float((await ask(probe, KEYS["TEAM_B"])).headers["x-gearshift-est-cost-usd"])
+    client = await gateway_for(
+        aiohttp_client, make_config, keys_toml(f"budget_daily_usd = {2.5 * estimate!r}")
+    )
+    mock_state.settings.latency_ms = 100  # all six are in flight together
+    answers = await asyncio.gather(*(ask(client) for _ in range(6)))
+    statuses = sorted(a.status for a in answers)
+    # Each admitted request held its estimate: the third brought the total to 2 of 2.5
+    # estimates, the fourth found it over. (Without the hold all six were admitted.)
+    assert statuses == [200, 200, 200, 429, 429, 429]
+    await settled(client, 3)
+    spent = sum(float(a.headers["x-gearshift-cost-usd"]) for a in answers if a.status == 200)
+    stats = await (
+        await client.get("/gearshift/stats", headers={"x-api-key": KEYS["TEAM_A"]})
+    ).json()
+    # Settled: the estimates are replaced by what the answers cost.
+    assert stats["keys"]["team-a"]["budget"]["spent_today_usd"] == pytest.approx(spent)
+    assert stats["keys"]["team-a"]["refused"] == 3
 
 
 async def test_a_token_limit_counts_the_request_and_settles_what_the_answer_used(

@@ -185,3 +185,25 @@ async def test_settle_adds_and_charges_in_one_call(state: State) -> None:
     assert await state.total("s:month") == 0.25
     _, (left,) = await state.admit([], [Bucket("s:tpm", 1, 1000, 1000 / 3600)], block=False)
     assert 498 <= left.remaining <= 500  # 900 - 400 - 1, give or take the refill
+
+
+async def test_admit_holds_an_estimate_only_when_everything_went_through(state: State) -> None:
+    rpm = Bucket("h:rpm", 1, capacity=2, per_second=2 / 3600)
+    limits = [("h:day", 1.0), ("h:month", 5.0)]
+    ttls = [3600.0, 7200.0]
+    totals, _ = await state.admit(limits, [rpm], block=True, hold=0.4, ttls=ttls)
+    assert totals == [0.0, 0.0]  # as they were before this request
+    assert [await state.total(k) for k, _ in limits] == [0.4, 0.4]
+    await state.admit(limits, [rpm], block=True, hold=0.4, ttls=ttls)
+    # The bucket is empty: nothing taken, nothing held.
+    totals, taken = await state.admit(limits, [rpm], block=True, hold=0.4, ttls=ttls)
+    assert not taken[0].ok
+    assert [await state.total(k) for k, _ in limits] == [0.8, 0.8]
+    # Settled: the actual cost replaces the estimate (here, less than it).
+    await state.settle([("h:day", -0.3, 3600), ("h:month", -0.3, 7200)], [])
+    assert await state.total("h:day") == pytest.approx(0.5)
+    # Over a limit (no block: capped): admitted, but nothing held.
+    await state.add("h:day", 0.5, ttl=3600)
+    totals, _ = await state.admit([("h:day", 1.0)], [], block=False, hold=0.4, ttls=[3600.0])
+    assert totals == [pytest.approx(1.0)]
+    assert await state.total("h:day") == pytest.approx(1.0)

@@ -61,9 +61,12 @@ async def plan_for_key(
         plan.reason = f"{plan.reason},key-tiers"
     if governor is None or not (key.budgeted or key.limited):
         return plan
-    admission = await governor.check(key, plan.prompt_tokens + plan.output_tokens)
+    admission = await governor.check(
+        key, plan.prompt_tokens + plan.output_tokens, plan.est_cost_usd
+    )
     ex.limit_headers = admission.headers or None
     ex.tokens_taken = admission.tokens_taken
+    ex.held_usd = admission.held_usd
     if admission.capped:
         ex.budget_state = "capped"
         if plan.tier != tiers[0]:
@@ -90,11 +93,16 @@ class Spend:
     def finish(self, ex: Exchange) -> None:
         key = ex.policy
         a = ex.account
-        if key is None or a is None or not (key.budgeted or key.tpm is not None):
+        if key is None or not (key.budgeted or key.tpm is not None):
             return
-        used = a.tokens.prompt + a.tokens.completion
+        if a is None and not ex.held_usd:
+            return
+        # What it cost, less what its admission held (an answer that never came gives back
+        # all of it); the tokens it used, against what it took.
+        cost = (a.cost_usd if a is not None else 0.0) - ex.held_usd
+        used = a.tokens.prompt + a.tokens.completion if a is not None else ex.tokens_taken
         task = asyncio.get_running_loop().create_task(
-            self._governor.settle(key, a.cost_usd, ex.tokens_taken, used)
+            self._governor.settle(key, cost, ex.tokens_taken, used)
         )
         self._tasks.add(task)
         task.add_done_callback(self._done)

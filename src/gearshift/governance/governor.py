@@ -9,8 +9,9 @@ per minute, checked before a request is forwarded and settled once its answer is
 - **Budgets** are counters of USD per UTC day and month (``State.add``). A request is
   refused (429 until the period resets) or capped to the light tier (``over_budget =
   "cap"``) once what the key spent reaches its budget; what it then spends is added from
-  its account. Between the check and the settlement, requests in flight are not counted:
-  each process may overshoot by the requests it has in flight.
+  its account. An admitted request holds its estimated cost in the budgets (in the same
+  call as the checks) until its settlement replaces the hold with the actual cost: requests
+  in flight count, in every process on the same state.
 - **State errors** (Redis unreachable or slow) never hang a request: the backend's bounded
   timeout, then ``fail_open`` (the check is skipped) or ``fail_closed`` (a 503), a
   rate-limited WARNING and the ``gearshift_state_errors`` counter.
@@ -71,6 +72,7 @@ class Admission:
     headers: dict[str, str]
     capped: bool = False
     tokens_taken: int = 0
+    held_usd: float = 0.0  # the estimate held in its budgets until it is settled
 
 
 class Governor:
@@ -123,13 +125,14 @@ class Governor:
             retry_after=retry_after,
         )
 
-    async def check(self, policy: KeyPolicy, tokens: int) -> Admission:
+    async def check(self, policy: KeyPolicy, tokens: int, estimate_usd: float = 0.0) -> Admission:
         """The key's budget and rate limits for a request of about ``tokens``, in one call to
         the state: a 429 when over budget (``refuse``) or short of requests or tokens (then
         nothing is taken); else the ``x-ratelimit-*`` headers, and ``capped`` when over
-        budget with ``cap``."""
+        budget with ``cap``. An admitted request under its budgets holds ``estimate_usd`` in
+        them until it is settled (``held_usd``)."""
         (day, day_left), (month, month_left) = periods(self._wall())
-        limits, waits = [], []
+        limits, waits, ttls = [], [], []
         for budget, period, left in (
             (policy.budget_daily_usd, f"d:{day}", day_left),
             (policy.budget_monthly_usd, f"m:{month}", month_left),
@@ -137,6 +140,7 @@ class Governor:
             if budget is not None:
                 limits.append((f"spend:{policy.name}:{period}", budget))
                 waits.append(left)
+                ttls.append(left + 3600)
         kinds, buckets = [], []
         if policy.rpm is not None:
             kinds.append(("requests", policy.rpm))
@@ -145,7 +149,9 @@ class Governor:
             kinds.append(("tokens", policy.tpm))
             buckets.append(Bucket(f"tpm:{policy.name}", tokens, policy.tpm, policy.tpm / 60))
         refuse = policy.over_budget != "cap"
-        answer = await self._safe(self.state.admit(limits, buckets, refuse), None)
+        answer = await self._safe(
+            self.state.admit(limits, buckets, refuse, hold=estimate_usd, ttls=ttls), None
+        )
         if answer is None:  # failed open: nothing known, nothing taken
             return Admission({})
         totals, taken = answer
@@ -182,7 +188,10 @@ class Governor:
                 limit_headers=headers,
             )
         return Admission(
-            headers, capped=bool(over), tokens_taken=tokens if policy.tpm is not None else 0
+            headers,
+            capped=bool(over),
+            tokens_taken=tokens if policy.tpm is not None else 0,
+            held_usd=estimate_usd if limits and not over else 0.0,
         )
 
     async def spent(self, policy: KeyPolicy) -> dict[str, float | None] | None:
@@ -207,10 +216,11 @@ class Governor:
     async def settle(
         self, policy: KeyPolicy, cost_usd: float, tokens_taken: int, tokens: int
     ) -> None:
-        """After the answer: its cost into the key's day and month, and the tokens it used
-        beyond (or short of) what it took from the token bucket, in one call."""
+        """After the answer: its cost (less what its admission held: negative when the
+        estimate was more) into the key's day and month, and the tokens it used beyond (or
+        short of) what it took from the token bucket, in one call."""
         adds: list[tuple[str, float, float]] = []
-        if policy.budgeted and cost_usd > 0:
+        if policy.budgeted and cost_usd != 0:
             (day, day_left), (month, month_left) = periods(self._wall())
             if policy.budget_daily_usd is not None:
                 adds.append((f"spend:{policy.name}:d:{day}", cost_usd, day_left + 3600))

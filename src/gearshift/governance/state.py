@@ -17,9 +17,13 @@ The primitives, all keyed by strings the caller builds (a key's name, a period, 
   used beyond its estimate), and may leave the bucket below zero; a negative amount gives
   back (never beyond ``capacity``).
 - ``get(key)`` / ``put(key, value, ttl)``: bytes with an expiry (the response cache).
-- ``admit(limits, buckets, block)``: one request's checks in one call: the totals of the
-  counters ``limits`` names, then from every bucket its cost, all or none (when any is short
-  nothing is taken; with ``block``, nothing either when a total has reached its limit).
+- ``admit(limits, buckets, block, hold=, ttls=)``: one request's checks in one call: the
+  totals of the counters ``limits`` names (as they were before this request), then from every
+  bucket its cost, all or none (when any is short nothing is taken; with ``block``, nothing
+  either when a total has reached its limit); and when all went through and no total had
+  reached its limit, ``hold`` added to every counter (the request's estimated cost, held
+  until its settlement replaces it with the actual: requests in flight count against a
+  budget). ``ttls``: each counter's expiry when this creates it.
   ``settle(adds, charges)``: a request's counters and charges, in one call.
 
 Every Redis call is bounded by the backend's ``timeout``; a failure or a timeout raises
@@ -65,7 +69,13 @@ class Bucket:
 
 class State(Protocol):
     async def admit(
-        self, limits: Sequence[tuple[str, float]], buckets: Sequence[Bucket], block: bool
+        self,
+        limits: Sequence[tuple[str, float]],
+        buckets: Sequence[Bucket],
+        block: bool,
+        *,
+        hold: float = 0.0,
+        ttls: Sequence[float] = (),
     ) -> tuple[list[float], list[Taken]]: ...
 
     async def settle(
@@ -122,11 +132,18 @@ class MemoryState:
         self._max_bytes = max_bytes
 
     async def admit(
-        self, limits: Sequence[tuple[str, float]], buckets: Sequence[Bucket], block: bool
+        self,
+        limits: Sequence[tuple[str, float]],
+        buckets: Sequence[Bucket],
+        block: bool,
+        *,
+        hold: float = 0.0,
+        ttls: Sequence[float] = (),
     ) -> tuple[list[float], list[Taken]]:
         now = self._clock()
         totals = [await self.total(key) for key, _ in limits]
-        blocked = block and any(t >= limit for t, (_, limit) in zip(totals, limits, strict=True))
+        over = any(t >= limit for t, (_, limit) in zip(totals, limits, strict=True))
+        blocked = block and over
         levels = []
         for b in buckets:
             level, last = self._buckets.get(b.key, (b.capacity, now))
@@ -138,6 +155,9 @@ class MemoryState:
                 level -= b.cost
             self._buckets[b.key] = (level, now)
             taken.append(_taken(fits, level, b))
+        if fits and not over and hold > 0:
+            for (key, _), ttl in zip(limits, ttls or [86_400.0] * len(limits), strict=True):
+                await self.add(key, hold, ttl)
         return totals, taken
 
     async def settle(
@@ -239,9 +259,10 @@ return {ok, tostring(level)}
 """
 
 
-# KEYS: the n counters, then the m buckets. ARGV: n, the n limits, block (1/0), then cost,
-# capacity and per_second of each bucket. Returns the n totals, then ok and level per bucket
-# (numbers as strings: Redis would cut Lua floats to integers).
+# KEYS: the n counters, then the m buckets. ARGV: n, the n limits, block (1/0), hold, the n
+# counters' TTLs, then cost, capacity and per_second of each bucket. Returns the n totals
+# (before the hold), then ok and level per bucket (numbers as strings: Redis would cut Lua
+# floats to integers).
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -254,11 +275,13 @@ for i = 1, n do
   if v >= tonumber(ARGV[1 + i]) then over = true end
 end
 local blocked = ARGV[n + 2] == '1' and over
+local hold = tonumber(ARGV[n + 3])
+local first = 2 * n + 3
 local m = #KEYS - n
 local levels = {}
 local fits = not blocked
 for j = 1, m do
-  local base = n + 2 + (j - 1) * 3
+  local base = first + (j - 1) * 3
   local cost = tonumber(ARGV[base + 1])
   local capacity = tonumber(ARGV[base + 2])
   local rate = tonumber(ARGV[base + 3])
@@ -272,8 +295,16 @@ for j = 1, m do
   levels[j] = level
   if level < cost then fits = false end
 end
+if fits and not over and hold > 0 then
+  for i = 1, n do
+    redis.call('INCRBYFLOAT', KEYS[i], hold)
+    if redis.call('TTL', KEYS[i]) < 0 then
+      redis.call('EXPIRE', KEYS[i], math.max(1, math.ceil(tonumber(ARGV[n + 3 + i]))))
+    end
+  end
+end
 for j = 1, m do
-  local base = n + 2 + (j - 1) * 3
+  local base = first + (j - 1) * 3
   local cost = tonumber(ARGV[base + 1])
   local capacity = tonumber(ARGV[base + 2])
   local rate = tonumber(ARGV[base + 3])
@@ -323,12 +354,19 @@ class RedisState:
             raise StateUnavailable(f"Redis: {type(exc).__name__}: {exc}") from None
 
     async def admit(
-        self, limits: Sequence[tuple[str, float]], buckets: Sequence[Bucket], block: bool
+        self,
+        limits: Sequence[tuple[str, float]],
+        buckets: Sequence[Bucket],
+        block: bool,
+        *,
+        hold: float = 0.0,
+        ttls: Sequence[float] = (),
     ) -> tuple[list[float], list[Taken]]:
         p = self._prefix
         keys = [p + key for key, _ in limits] + [p + b.key for b in buckets]
         args: list[str | int] = [len(limits), *(repr(float(lim)) for _, lim in limits)]
-        args.append(int(block))
+        args += [int(block), repr(float(hold))]
+        args += [repr(float(t)) for t in (ttls or [86_400.0] * len(limits))]
         for b in buckets:
             args += [repr(float(b.cost)), repr(float(b.capacity)), repr(float(b.per_second))]
         out = await self._call(self._admit(keys=keys, args=args))
