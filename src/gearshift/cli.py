@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,31 @@ def _run(
         on_hangup=reloader.hangup,
         on_listen=listening,
     )
+
+
+def cmd_outcomes(args: argparse.Namespace) -> int:
+    from gearshift.learn.outcomes import SqliteOutcomes, routing_row
+
+    config = _load(args.config)
+    try:
+        store = SqliteOutcomes.open(config.learn)
+    except ConfigError as exc:
+        print(f"gearshift: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rows = store.call(lambda: list(store.outcomes(labeled=None if args.all else True)))
+    finally:
+        store.close_now()
+    lines = b"".join(
+        orjson.dumps(routing_row(o) if o.weak_suffices is not None else asdict(o)) + b"\n"
+        for o in rows
+    )
+    if args.out:
+        Path(args.out).write_bytes(lines)
+    else:
+        sys.stdout.buffer.write(lines)
+    print(f"{len(rows)} rows", file=sys.stderr)
+    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -487,6 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
+
+    out = sub.add_parser(
+        "outcomes",
+        help="the outcome store's labeled rows as JSONL, in the routing-dev schema "
+        "(what calibrate reads)",
+    )
+    out.add_argument("--config", help="the config whose [learn] store to read")
+    out.add_argument("--all", action="store_true", help="every row, labeled or not")
+    out.add_argument("--out", help="write here (default: standard output)")
+    out.set_defaults(func=cmd_outcomes)
 
     check = sub.add_parser("check-config", help="validate a config file, print it resolved")
     check.add_argument("file", nargs="?", help="config file (default: embedded catalog)")

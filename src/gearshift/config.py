@@ -24,6 +24,7 @@ import msgspec
 from gearshift import config_checks as checks
 from gearshift.config_checks import ConfigError as ConfigError
 from gearshift.governance.spec import CacheSpec, KeySpec, StateSpec
+from gearshift.learn.spec import LearnSpec
 from gearshift.serve.store import StoreSpec
 
 if TYPE_CHECKING:
@@ -336,6 +337,7 @@ class ConfigFile(_Strict, frozen=True):
     keys: list[KeySpec] = []
     state: StateSpec = StateSpec()
     cache: CacheSpec = CacheSpec()
+    learn: LearnSpec = LearnSpec()  # shadow comparisons and the outcome store (gearshift.learn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +405,7 @@ class Config:
     state_url: Secret | None = None
     cache: CacheSpec = field(default_factory=CacheSpec)
     admin_key: Secret | None = None  # server.admin_key, resolved
+    learn: LearnSpec = field(default_factory=LearnSpec)
 
     def redacted(self) -> dict[str, object]:
         """The resolved configuration as plain data with every secret replaced by ``***``."""
@@ -414,6 +417,7 @@ class Config:
             "keys": [msgspec.to_builtins(p) for p in self.key_policies.values()],
             "state": msgspec.to_builtins(self.state),
             "cache": msgspec.to_builtins(self.cache),
+            "learn": msgspec.to_builtins(self.learn),
             "routing": msgspec.to_builtins(self.routing),
             "reliability": msgspec.to_builtins(self.reliability),
             "providers": [
@@ -783,6 +787,10 @@ def resolve(
         raw.keys, environ, source=source, tiers=raw.routing.tiers, models=models
     )
     keys += [secret for secret, _ in named]
+    for field_name in ("reference", "cheap_reference"):
+        name = getattr(raw.learn, field_name)
+        if name is not None and name not in models:
+            raise ConfigError(f"{source}: $.learn.{field_name}: unknown model {name!r}")
     state_url = _secret(raw.state.url, environ, f"{source}: $.state.url")
     admin_key = _secret(raw.server.admin_key, environ, f"{source}: $.server.admin_key")
     if raw.server.admin_key is not None and admin_key is None:
@@ -812,6 +820,7 @@ def resolve(
         state_url=state_url,
         cache=raw.cache,
         admin_key=admin_key,
+        learn=raw.learn,
     )
 
 

@@ -67,7 +67,10 @@ async def stream_answer(
         # The client's bytes, in its own format, kept for the cache (up to the entry limit).
         kept: list[bytes] | None = [] if ex.cache_key else None
         size, limit = 0, request[LIVE].config.cache.max_entry_bytes
+        sample = ex.sample  # chosen for the outcome store: its chat pieces are kept
         async for piece in stream.pieces():
+            if sample is not None:
+                sample.keep(piece)
             if encoder is not None:
                 piece = encoder.feed(piece)
                 if not piece:

@@ -33,6 +33,8 @@ from gearshift.governance.governor import Governor
 from gearshift.governance.keys import NO_POLICY, KeyPolicy
 from gearshift.governance.state import MemoryState, RedisState
 from gearshift.inbound.chat import ChatRequest, parse_chat
+from gearshift.learn.outcomes import SqliteOutcomes
+from gearshift.learn.shadow import Shadow
 from gearshift.observe import Observation, stats
 from gearshift.observe.access import AccessLog, BatchWriter
 from gearshift.observe.metrics import CONTENT_TYPE, Metrics
@@ -58,6 +60,7 @@ from gearshift.serve.appkeys import (
     REQUEST_ID,
     ROUTER,
     SESSIONS,
+    SHADOW,
     SPEND,
     STATE,
     STATS,
@@ -361,6 +364,9 @@ async def _route(
             ex=ex,
         )
     ex.decision_s = time.perf_counter() - began
+    shadow = request.app.get(SHADOW)
+    if shadow is not None:
+        shadow.choose(ex, chat, live.policy)
     form = _CACHED_FORMS.get(request.path) if live.config.cache.enabled else None
     if form is not None:
         owner = _owner(request) if live.key_digests else ""
@@ -377,6 +383,8 @@ async def _route(
         _log_attempts(ex)
         return exc
     _log_attempts(ex)
+    if ex.sample is not None and isinstance(answer, Completion):
+        ex.sample.body = answer.body  # (a stream's pieces are kept as they go out)
     return answer
 
 
@@ -473,6 +481,48 @@ async def reload_config(request: web.Request) -> web.Response:
     return _json(outcome.doc())
 
 
+async def feedback(request: web.Request) -> web.Response:
+    """``POST /gearshift/feedback``: the application's verdict on an answer it got, by the
+    ``x-request-id`` that answer carried: ``{"request_id", "label": "good" | "bad"}`` or a
+    ``score`` from 0 to 1 (0.5 and above: good), and an optional ``note``. Stored beside the
+    request when it was recorded (for the same proxy key); it outranks a judge's label."""
+    body = await request_body.read_body(request, request[LIVE].config)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(
+            f"The request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("request_id"), str):
+        raise BadRequest(
+            "request_id (the x-request-id of the answer) is required, a string.",
+            param="request_id", code="missing_required_parameter",
+        )  # fmt: skip
+    label, score = doc.get("label"), doc.get("score")
+    if (
+        label not in (None, "good", "bad")
+        or (
+            score is not None
+            and (
+                isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1
+            )
+        )
+        or (label is None and score is None)
+    ):
+        raise BadRequest(
+            'Send "label": "good" or "bad", or a "score" from 0 to 1.',
+            param="label", code="invalid_value",
+        )  # fmt: skip
+    note = doc["note"] if isinstance(doc.get("note"), str) else ""
+    value = float(score) if score is not None else None
+    good = label == "good" if label is not None else (value or 0.0) >= 0.5
+    labeled = await request.app[SHADOW].feedback(
+        doc["request_id"][:128], request[KEY].name, good,
+        value, note[:1000],
+    )  # fmt: skip
+    return _json({"stored": True, "labeled": labeled})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
@@ -518,6 +568,8 @@ async def _transport_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _flush_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
+    if SHADOW in app:
+        await app[SHADOW].close()  # shadow calls under way cancelled, the store closed
     await app[SPEND].drain()  # what answered requests cost, into their keys' budgets
     await app[CACHE].drain()
     await app[STATE].close()
@@ -579,11 +631,17 @@ def create_app(
     )
     app[SPEND] = spend = Spend(governor)
     app[CACHE] = cache = ResponseCache(state, config.cache)
-    app[OBSERVATION] = Observation([metrics_, stats_, access, Sticky(sessions), spend])
+    sinks: list[Any] = [metrics_, stats_, access, Sticky(sessions), spend]
     breakers = Breakers(config.reliability.breaker, clock, metrics_.breaker_changed)
     app[ROUTER] = router = Router(
         transport, config.reliability, clock=clock, rng=rng, breakers=breakers
     )
+    if config.learn.enabled:  # the outcome store opens with the app (a ConfigError if not)
+        store = SqliteOutcomes.open(config.learn)
+        app[SHADOW] = shadow = Shadow(config.learn, store, governor, router.run, rng=rng)
+        sinks.append(shadow)
+        app.router.add_post("/gearshift/feedback", feedback)
+    app[OBSERVATION] = Observation(sinks)
 
     def swapped(fresh: Live) -> None:  # what outlives a reload learns of the new one
         metrics_.retarget(fresh.config)

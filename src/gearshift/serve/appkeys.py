@@ -13,6 +13,7 @@ from gearshift.governance.gate import Spend
 from gearshift.governance.governor import Governor
 from gearshift.governance.keys import KeyPolicy
 from gearshift.governance.state import State
+from gearshift.learn.shadow import Shadow
 from gearshift.observe import Observation, stats
 from gearshift.observe.access import AccessLog
 from gearshift.observe.metrics import Metrics
@@ -35,6 +36,7 @@ GOVERNOR = web.AppKey("governor", Governor)
 SPEND = web.AppKey("spend", Spend)
 CACHE = web.AppKey("cache", ResponseCache)  # used with [cache] enabled
 STATE: web.AppKey[State] = web.AppKey("state")
+SHADOW = web.AppKey("shadow", Shadow)  # set only with [learn] enabled
 OBSERVATION = web.AppKey("observation", Observation)
 METRICS = web.AppKey("metrics", Metrics)
 STATS = web.AppKey("stats", stats.Stats)
@@ -46,6 +48,6 @@ STREAMS: web.AppKey[set[relay.Relay]] = web.AppKey("streams")  # streams being s
 
 __all__ = [
     "ACCESS_LOG", "CACHE", "CURRENT", "DRAINING", "GOVERNOR", "KEY", "LARGE_BODIES", "LIVE",
-    "METRICS", "OBSERVATION", "RELOADER", "REQUEST_ID", "ROUTER", "SESSIONS", "SPEND",
+    "METRICS", "OBSERVATION", "RELOADER", "REQUEST_ID", "ROUTER", "SESSIONS", "SHADOW", "SPEND",
     "STATE", "STATS", "STREAMS", "TRANSPORT",
 ]  # fmt: skip

@@ -88,6 +88,7 @@ class Exchange:
     budget_state: str | None = None
     limit_headers: dict[str, str] | None = None
     tokens_taken: int = 0
+    sample: Any = None  # chosen for the outcome store (learn/shadow.py's Sample)
     held_usd: float = 0.0  # the estimated cost its admission held in its key's budgets
 
     @property

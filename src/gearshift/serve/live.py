@@ -44,6 +44,7 @@ RESTART_ONLY = {
     "reliability.breaker": "the circuit breakers",
     "cache.max_entries": "the in-process state's size bound",
     "cache.max_bytes": "the in-process state's size bound",
+    "learn": "the outcome store and the shadow sampler",
 }
 
 
@@ -97,6 +98,7 @@ def carry_over(running: Config, new: Config) -> tuple[Config, list[str]]:
             "reliability.breaker": (running.reliability.breaker, new.reliability.breaker),
             "cache.max_entries": (running.cache.max_entries, new.cache.max_entries),
             "cache.max_bytes": (running.cache.max_bytes, new.cache.max_bytes),
+            "learn": (running.learn, new.learn),
         }.items()
         if a != b
     ]
@@ -109,6 +111,7 @@ def carry_over(running: Config, new: Config) -> tuple[Config, list[str]]:
         state_url=running.state_url,
         store=running.store,
         metrics_dir=running.metrics_dir,
+        learn=running.learn,
         routing=msgspec.structs.replace(new.routing, sticky=running.routing.sticky),
         reliability=msgspec.structs.replace(new.reliability, breaker=running.reliability.breaker),
         cache=msgspec.structs.replace(

@@ -1,0 +1,314 @@
+"""The outcome store: recorded requests, the answers a shadow comparison got for them, and
+their labels (the application's feedback, a judge's verdict). Embedded SQLite by default,
+one file every worker opens (WAL, a busy timeout), bounded by age and size; ``OutcomeStore``
+is the interface a shared backend would implement.
+
+- **A row** is one recorded request: its body (redacted per ``[learn] redact``), the
+  classifier's features, the decision (tier, score), who answered and what it cost, and for
+  a shadow comparison the reference model's answer and cost.
+- **Labels**: ``weak_suffices`` (1: the cheaper answer was acceptable; 0: it was not), with
+  where it came from. Feedback (``POST /gearshift/feedback``) outranks a judge: a judge's
+  verdict never replaces feedback. Feedback on a request that was not recorded is kept in
+  its own table (the application said something; there is nothing to refit from).
+- **Export** (``rows``/``export``): labeled rows in the routing-dev schema (``id``,
+  ``prompt``, ``weak_score``, ``strong_score``, ``weak_suffices`` …) plus the whole
+  ``request`` and its ``tier``, which ``gearshift calibrate`` reads.
+- **Threads**: all SQLite work on one thread per store; the event loop only waits for it.
+  A failed write is one WARNING line, never an exception into a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import orjson
+
+from gearshift.config_checks import ConfigError
+from gearshift.learn.spec import LearnSpec
+
+log = logging.getLogger("gearshift.learn")
+T = TypeVar("T")
+SCHEMA = 1
+BUSY_TIMEOUT = 5.0
+EXPIRE_EVERY = 60.0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One recorded request (``kind``: ``shadow`` with a reference answer, or ``record``)."""
+
+    request_id: str
+    at: float
+    kind: str
+    key: str
+    tier: str
+    score: str
+    model: str
+    model_tier: str
+    request: dict[str, Any]
+    features: dict[str, float]
+    answer: str | None
+    cost_usd: float
+    served_is_weak: bool = True  # the answer the client got came from the cheaper model
+    reference: str | None = None
+    reference_tier: str | None = None
+    reference_answer: str | None = None
+    reference_cost_usd: float | None = None
+    weak_suffices: int | None = None
+    label_source: str | None = None  # "feedback" or "judge"
+    reason: str | None = None
+
+
+_COLUMNS = [f for f in Outcome.__dataclass_fields__]
+_JSON = {"request", "features"}
+
+
+class OutcomeStore(Protocol):
+    async def record(self, outcome: Outcome) -> None: ...
+
+    async def feedback(
+        self, request_id: str, key: str, good: bool, score: float | None, note: str
+    ) -> bool:
+        """Store the application's verdict; True when it labels a recorded request (of the
+        same proxy key)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def default_path(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "gearshift" / "outcomes.sqlite3"
+
+
+class SqliteOutcomes:
+    """``OutcomeStore`` in one SQLite file (or ``:memory:``); build it with ``open``."""
+
+    def __init__(self, spec: LearnSpec, where: str, clock: Callable[[], float]) -> None:
+        self._spec = spec
+        self._where = where
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="gearshift-outcomes")
+        self._conn: sqlite3.Connection | None = None
+        self._expired_at = float("-inf")
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        spec: LearnSpec,
+        clock: Callable[[], float] = time.time,
+        environ: Mapping[str, str] | None = None,
+    ) -> SqliteOutcomes:
+        """Open (or create) the store ``spec.store`` names; ``ConfigError`` naming the path
+        when it cannot be opened or holds something else."""
+        if spec.store == ":memory:":
+            target, where = ":memory:", "':memory:'"
+        else:
+            path = (
+                Path(spec.store).expanduser()
+                if spec.store
+                else default_path(os.environ if environ is None else environ)
+            )
+            target, where = str(path), repr(str(path))
+        store = cls(spec, where, clock)
+        try:
+            if target != ":memory:":
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+            store._executor.submit(store._connect, target).result()
+        except (OSError, sqlite3.Error) as exc:
+            store._executor.shutdown()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigError(
+                f"$.learn.store: cannot open the outcome store {where}: {reason}"
+            ) from None
+        return store
+
+    def _connect(self, target: str) -> None:
+        conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and version != SCHEMA:
+            conn.close()
+            raise sqlite3.DatabaseError("not a gearshift outcome store (or another version)")
+        if target != ":memory:":
+            conn.execute("PRAGMA journal_mode=WAL")
+        cols = ", ".join(
+            f"{c} {'PRIMARY KEY' if c == 'request_id' else ''}".strip() for c in _COLUMNS
+        )
+        conn.execute(f"CREATE TABLE IF NOT EXISTS outcomes ({cols}, size INTEGER)")
+        conn.execute("CREATE INDEX IF NOT EXISTS outcomes_at ON outcomes (at)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS feedback "
+            "(request_id TEXT, key TEXT, at REAL, good INTEGER, score REAL, note TEXT)"
+        )
+        conn.execute(f"PRAGMA user_version = {SCHEMA}")
+        self._conn = conn
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T | None:
+        if self._closed:
+            return None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            log.warning("outcome store %s: %s", self._where, exc)
+            return None
+
+    async def record(self, outcome: Outcome) -> None:
+        await self._run(self.record_now, outcome)
+
+    def record_now(self, outcome: Outcome) -> None:
+        """(On the store's thread, or in a command.)"""
+        assert self._conn is not None
+        doc = asdict(outcome)
+        values = [orjson.dumps(doc[c]) if c in _JSON else doc[c] for c in _COLUMNS]
+        size = sum(len(v) for v in values if isinstance(v, bytes | str))
+        marks = ", ".join("?" for _ in range(len(_COLUMNS) + 1))
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO outcomes ({', '.join(_COLUMNS)}, size) VALUES ({marks})",
+            [*values, size],
+        )
+        self._bound()
+
+    def _bound(self) -> None:
+        """Rows older than ``max_age`` deleted (at most once a minute); the oldest evicted
+        while the rows' total size is over ``max_bytes``."""
+        assert self._conn is not None
+        now = self._clock()
+        if now - self._expired_at >= EXPIRE_EVERY:
+            self._expired_at = now
+            self._conn.execute("DELETE FROM outcomes WHERE at < ?", (now - self._spec.max_age,))
+            self._conn.execute("DELETE FROM feedback WHERE at < ?", (now - self._spec.max_age,))
+        (total,) = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM outcomes").fetchone()
+        if total > self._spec.max_bytes:
+            self._conn.execute(
+                "DELETE FROM outcomes WHERE request_id IN (SELECT request_id FROM outcomes "
+                "ORDER BY at LIMIT MAX(1, (SELECT COUNT(*) FROM outcomes) / 10))"
+            )
+
+    async def feedback(
+        self, request_id: str, key: str, good: bool, score: float | None, note: str
+    ) -> bool:
+        found = await self._run(self._feedback, request_id, key, good, score, note)
+        return bool(found)
+
+    def _feedback(
+        self, request_id: str, key: str, good: bool, score: float | None, note: str
+    ) -> bool:
+        assert self._conn is not None
+        self._conn.execute(
+            "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)",
+            (request_id, key, self._clock(), int(good), score, note),
+        )
+        row = self._conn.execute(
+            "SELECT served_is_weak FROM outcomes WHERE request_id = ? AND key = ?",
+            (request_id, key),
+        ).fetchone()
+        if row is None or not row[0]:
+            # Not recorded; or the client's answer came from the stronger model, and a
+            # verdict on it says nothing of the cheaper one.
+            return False
+        # The verdict is on the cheaper answer the client got: whether it sufficed.
+        self._conn.execute(
+            "UPDATE outcomes SET weak_suffices = ?, label_source = 'feedback', reason = ? "
+            "WHERE request_id = ?",
+            (int(good), note or ("the application said good" if good else "said bad"), request_id),
+        )
+        return True
+
+    def label_now(self, request_id: str, weak_suffices: bool, reason: str) -> bool:
+        """A judge's verdict; never over the application's feedback. True when written."""
+        assert self._conn is not None
+        cur = self._conn.execute(
+            "UPDATE outcomes SET weak_suffices = ?, label_source = 'judge', reason = ? "
+            "WHERE request_id = ? AND (label_source IS NULL OR label_source = 'judge')",
+            (int(weak_suffices), reason, request_id),
+        )
+        return cur.rowcount > 0
+
+    def outcomes(self, *, labeled: bool | None = None) -> Iterator[Outcome]:
+        """Every stored row, oldest first (``labeled``: only those with or without a label)."""
+        assert self._conn is not None
+        where = ""
+        if labeled is not None:
+            where = f" WHERE weak_suffices IS {'NOT ' if labeled else ''}NULL"
+        query = f"SELECT {', '.join(_COLUMNS)} FROM outcomes{where} ORDER BY at"
+        for values in self._conn.execute(query):
+            doc = {
+                c: orjson.loads(v) if c in _JSON else v
+                for c, v in zip(_COLUMNS, values, strict=True)
+            }
+            yield Outcome(**doc)
+
+    def feedback_count(self) -> int:
+        assert self._conn is not None
+        return int(self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown()
+
+    def close_now(self) -> None:
+        self._closed = True
+        self._executor.submit(self._close).result()
+        self._executor.shutdown()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the store's thread, waited for (commands: judge, export)."""
+        return self._executor.submit(fn, *args).result()
+
+
+def routing_row(o: Outcome) -> dict[str, Any]:
+    """A labeled row in the routing-dev schema, with its whole request (``calibrate``)."""
+    messages = o.request.get("messages") if isinstance(o.request, dict) else None
+    users = [m for m in messages or [] if isinstance(m, dict) and m.get("role") == "user"]
+    prompt = _text(users[-1]) if users else ""
+    previous = _text(users[-2]) if len(users) > 1 else None
+    weak, strong = (o.model, o.reference) if o.served_is_weak else (o.reference, o.model)
+    ok = bool(o.weak_suffices)
+    return {
+        "id": f"store/{o.request_id}",
+        "category": f"store-{o.tier}",
+        "prompt": prompt,
+        "previous_user_turn": previous,
+        "weak_model": weak,
+        "strong_model": strong,
+        "weak_score": 1.0 if ok else 0.0,
+        "strong_score": 1.0,
+        "score_scale": o.label_source or "",
+        "weak_suffices": ok,
+        "tier": "light" if ok else "frontier",
+        "request": o.request,
+        "reason": o.reason,
+    }
+
+
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+__all__ = ["Outcome", "OutcomeStore", "SqliteOutcomes", "default_path", "routing_row"]

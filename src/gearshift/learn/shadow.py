@@ -1,0 +1,287 @@
+"""Shadow comparisons: a sampled share of requests is also answered by a reference model, in
+the background, once the client's own answer is complete, and both answers go to the outcome
+store (``docs/learning.md``).
+
+- **Which requests** (``choose``, right after the routing decision): of those routed below
+  the frontier tier, ``shadow_share``; of those routed to it, ``frontier_share`` (then the
+  reference is a cheaper model: the pair says what routing down would have lost); then
+  ``record_share`` more, stored without a shadow call. Only answered requests (status 200)
+  are stored; a cached answer is not sampled.
+- **Never in the client's way**: the shadow call starts from the observation sink, after the
+  response went out, in a task of its own; it goes through the router (fallbacks, breakers)
+  with the reference pinned, non-streaming, whatever the client asked.
+- **Budget**: the shadow calls' spend per UTC day is a budget in ``[state]`` (the key
+  ``shadow``: shared by every process on Redis); each call holds its estimate while it runs.
+  Over it, requests are recorded without a shadow call ("paused"), with one INFO line a day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
+from typing import Any
+
+import orjson
+
+from gearshift.errors import GearshiftError, OverLimit
+from gearshift.governance.governor import Governor, StateDown
+from gearshift.governance.keys import KeyPolicy
+from gearshift.inbound.chat import ChatRequest
+from gearshift.learn.outcomes import Outcome, SqliteOutcomes
+from gearshift.learn.spec import LearnSpec
+from gearshift.providers import Completion
+from gearshift.routing import policy
+from gearshift.serve import relay
+from gearshift.serve.exchange import Exchange
+
+log = logging.getLogger("gearshift.learn")
+_WORDS = ("w:", "p:", "h:")  # the classifier's word features: prefix and the word
+MAX_KEPT = 1 << 20  # bytes of a streamed answer kept for the store (a longer one is cut)
+
+
+@dataclass(slots=True)
+class Sample:
+    """A request chosen for the store: how (``shadow`` or ``record``), what it asked, and the
+    client's answer (a whole body, or the chat stream's pieces as they went out)."""
+
+    kind: str
+    chat: ChatRequest
+    routing: policy.Policy
+    body: bytes | None = None
+    pieces: list[bytes] = field(default_factory=list)
+    kept: int = 0
+
+    def keep(self, piece: bytes) -> None:
+        if self.kept < MAX_KEPT:
+            self.pieces.append(piece)
+            self.kept += len(piece)
+
+    def answer(self) -> str:
+        if self.body is not None:
+            return answer_text(self.body)
+        return stream_text(b"".join(self.pieces))
+
+
+def answer_text(body: bytes) -> str:
+    """The text of a chat completion (its first choice; tool calls as JSON)."""
+    try:
+        doc = orjson.loads(body)
+        message = doc["choices"][0]["message"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return ""
+    text = message.get("content") or ""
+    if message.get("tool_calls"):
+        text += orjson.dumps(message["tool_calls"]).decode()
+    return str(text)
+
+
+def stream_text(data: bytes) -> str:
+    """The text of a chat completion stream's content deltas."""
+    out = []
+    for line in data.split(b"\n"):
+        if not line.startswith(b"data: ") or line == b"data: [DONE]":
+            continue
+        try:
+            delta = orjson.loads(line[6:])["choices"][0]["delta"]
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+            continue
+        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+            out.append(delta["content"])
+    return "".join(out)
+
+
+def redacted(body: dict[str, Any], mode: str) -> dict[str, Any]:
+    """``body`` with every message text hashed (``hash``) or emptied (``drop``)."""
+    if mode == "none":
+        return body
+
+    def text(value: str) -> str:
+        return "sha256:" + hashlib.sha256(value.encode()).hexdigest() if mode == "hash" else ""
+
+    def part(p: Any) -> Any:
+        if isinstance(p, dict) and isinstance(p.get("text"), str):
+            return {**p, "text": text(p["text"])}
+        return p
+
+    messages = []
+    for m in body.get("messages") or []:
+        if not isinstance(m, dict):
+            continue
+        c = m.get("content")
+        if isinstance(c, str):
+            m = {**m, "content": text(c)}
+        elif isinstance(c, list):
+            m = {**m, "content": [part(p) for p in c]}
+        messages.append(m)
+    return {**body, "messages": messages}
+
+
+class Shadow:
+    """Chooses the sampled requests and, as an observation sink, stores them and runs their
+    shadow calls."""
+
+    def __init__(
+        self,
+        spec: LearnSpec,
+        store: SqliteOutcomes,
+        governor: Governor,
+        run: Any,  # Router.run
+        *,
+        rng: random.Random | None = None,
+        wall: Any = time.time,
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self._governor = governor
+        self._run = run
+        self._rng = rng or random.Random()
+        self._wall = wall
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._budget = KeyPolicy("shadow", budget_daily_usd=spec.budget_daily_usd)
+        self._paused_day: str | None = None
+        self.done = 0  # samples stored (tests wait on it)
+        self._progress: asyncio.Event | None = None
+        self.shadow_cost_usd = 0.0
+
+    def choose(self, ex: Exchange, chat: ChatRequest, routing: policy.Policy) -> None:
+        """After the decision: whether this request is sampled, and how."""
+        plan = ex.plan
+        if plan is None or not self.spec.enabled:
+            return
+        top = plan.tier == routing.tiers[-1]
+        draw = self._rng.random()
+        share = self.spec.frontier_share if top else self.spec.shadow_share
+        if draw < share:
+            ex.sample = Sample("shadow", chat, routing)
+        elif draw < share + self.spec.record_share:
+            ex.sample = Sample("record", chat, routing)
+
+    def begin(self, ex: Exchange) -> None:
+        pass
+
+    def finish(self, ex: Exchange) -> None:
+        sample = ex.sample
+        if sample is None or ex.status != 200 or ex.served_by is None or ex.cache == "hit":
+            return
+        task = asyncio.get_running_loop().create_task(self._compare(ex, sample))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("shadow comparison failed", exc_info=task.exception())
+        self.done += 1
+        if self._progress is not None:
+            self._progress.set()
+
+    async def wait_done(self, n: int) -> None:
+        """Until ``n`` samples are stored (tests)."""
+        while self.done < n:
+            self._progress = progress = asyncio.Event()
+            await progress.wait()
+
+    async def feedback(
+        self, request_id: str, key: str, good: bool, score: float | None, note: str
+    ) -> bool:
+        return await self.store.feedback(request_id, key, good, score, note)
+
+    async def close(self) -> None:
+        """At shutdown: shadow calls still running are cancelled (they never hold the
+        process), then the store closes."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.store.close()
+
+    async def _compare(self, ex: Exchange, sample: Sample) -> None:
+        plan, served = ex.plan, ex.served_by
+        assert plan is not None
+        assert served is not None
+        routing, chat = sample.routing, sample.chat
+        served_is_weak = plan.tier != routing.tiers[-1]
+        features = routing.rules.features(chat.body)[1]
+        if self.spec.redact != "none":
+            # A word feature is the word itself: only the table's own vocabulary stays.
+            known = routing.rules.spec.lexicon
+            features = {k: v for k, v in features.items() if k[:2] not in _WORDS or k[2:] in known}
+        outcome = Outcome(
+            request_id=ex.request_id, at=self._wall(), kind="record", key=ex.key,
+            tier=plan.tier, score=plan.score, model=served.name, model_tier=served.tier,
+            request=redacted(chat.body, self.spec.redact), features=features,
+            answer=self._kept(sample.answer()), served_is_weak=served_is_weak,
+            cost_usd=ex.account.cost_usd if ex.account is not None else 0.0,
+        )  # fmt: skip
+        if sample.kind == "shadow":
+            reference = self._reference(plan, routing, served_is_weak)
+            if reference is not None and reference.name != served.name:
+                await self._shadow(outcome, chat, routing, reference)
+        await self.store.record(outcome)
+
+    def _reference(self, plan: policy.Plan, routing: policy.Policy, weak: bool) -> Any:
+        models = routing.config.models
+        name = self.spec.reference if weak else self.spec.cheap_reference
+        if name:
+            return models.get(name)
+        if weak:
+            return plan.baseline or routing.baseline
+        lowest = [m for m in routing.config.offered if m.tier == routing.tiers[0]]
+        return lowest[0] if lowest else None
+
+    async def _shadow(
+        self, outcome: Outcome, chat: ChatRequest, routing: policy.Policy, reference: Any
+    ) -> None:
+        body = {k: v for k, v in chat.body.items() if k not in ("stream", "stream_options")}
+        body["model"] = reference.name
+        shadow_chat = dc_replace(
+            chat, body=body, model=reference.name, stream=False, client_wants_usage=False,
+            hints={},
+        )  # fmt: skip
+        ex = Exchange(f"{outcome.request_id}/shadow", time.perf_counter())
+        ex.requested = reference.name
+        ex.plan = plan = policy.plan(shadow_chat, routing, {"x-gearshift-route": "pin"})
+        try:
+            await self._governor.check(self._budget, 0, plan.est_cost_usd)
+        except StateDown:
+            return  # fail_closed and the state is down: no unbudgeted spend
+        except OverLimit:
+            day = time.strftime("%Y-%m-%d", time.gmtime(self._wall()))
+            if self._paused_day != day:
+                self._paused_day = day
+                log.info(
+                    "shadow comparisons paused: their budget of %g USD for %s is spent",
+                    self.spec.budget_daily_usd, day,
+                )  # fmt: skip
+            return
+        held = plan.est_cost_usd
+        cost = 0.0
+        try:
+            answer = await self._run(shadow_chat, ex)
+            if isinstance(answer, Completion):
+                relay.whole(ex, shadow_chat, answer)
+                outcome.kind = "shadow"
+                outcome.reference = reference.name
+                outcome.reference_tier = reference.tier
+                outcome.reference_answer = self._kept(answer_text(answer.body))
+                cost = ex.account.cost_usd if ex.account is not None else 0.0
+                outcome.reference_cost_usd = cost
+                self.shadow_cost_usd += cost
+        except GearshiftError as exc:
+            log.info("shadow call for %s failed: %s", outcome.request_id, exc)
+        finally:
+            await self._governor.settle(self._budget, cost - held, 0, 0)
+
+    def _kept(self, text: str) -> str | None:
+        if self.spec.redact == "none":
+            return text
+        if self.spec.redact == "hash":
+            return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+        return None
+
+
+__all__ = ["Sample", "Shadow", "answer_text", "redacted", "stream_text"]
