@@ -21,7 +21,6 @@ from gearshift.config import Config
 from gearshift.config import load as config_load
 from gearshift.errors import (
     BadRequest,
-    Forbidden,
     GearshiftError,
     MethodNotAllowed,
     NotFound,
@@ -56,6 +55,7 @@ from gearshift.serve.appkeys import (
     LIVE,
     METRICS,
     OBSERVATION,
+    ON_RELOADED,
     RELOADER,
     REQUEST_ID,
     ROUTER,
@@ -88,8 +88,6 @@ _SHUTTING_DOWN = GearshiftError(
 # Probes and the Prometheus scrape need no key (no prompt, key or per-request data there);
 # the reload takes the admin key, not a proxy key.
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/gearshift/reload"})
-RELOAD_PATH = "/gearshift/reload"  # open to the admin key only (its handler checks it)
-ON_RELOADED: web.AppKey[list[Callable[[], None]]] = web.AppKey("on_reloaded")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -423,106 +421,6 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-def _snapshot(app: web.Application) -> dict[str, Any]:
-    current = app[CURRENT].live
-    per_worker = current.config.metrics_dir is not None
-    doc = app[STATS].snapshot(app[ROUTER].breakers.states(), per_worker=per_worker)
-    last = app[RELOADER].last
-    doc["config"] = {
-        "source": current.config.source,
-        "generation": current.generation,
-        "last_reload": None if last is None else {"trigger": last.trigger, **last.doc()},
-    }
-    return doc
-
-
-async def stats_json(request: web.Request) -> web.Response:
-    """The aggregates of this process, with each budgeted key's spend this day and month
-    read from the shared state (every process's, on Redis)."""
-    doc = _snapshot(request.app)
-    keys = doc["keys"]
-    for key in request[LIVE].config.key_policies.values():
-        row = keys.setdefault(key.name, {"requests": 0, "refused": 0, "cost_usd": 0.0,
-                                         "savings_usd": 0.0})  # fmt: skip
-        if key.budgeted:
-            row["budget"] = await request.app[GOVERNOR].spent(key) or "state unavailable"
-    return _json(doc)
-
-
-async def status_page(request: web.Request) -> web.Response:
-    return web.Response(text=stats.page(_snapshot(request.app)), content_type="text/html")
-
-
-async def reload_config(request: web.Request) -> web.Response:
-    """``POST /gearshift/reload`` with the admin key (``server.admin_key``): the
-    configuration and the rule table read again, validated, swapped in; 200 with what
-    changed, or 422 with why the new one was rejected (the running one stays)."""
-    admin = request[LIVE].admin_digest
-    if admin is None:
-        raise Forbidden(
-            "Reloading over HTTP is off: set server.admin_key (or send gearshift SIGHUP).",
-            code="reload_disabled",
-        )
-    if not _known(_digest(_presented_key(request)), (admin,)):
-        raise Unauthorized(
-            "Incorrect or missing admin key for POST /gearshift/reload.", code="invalid_admin_key"
-        )
-    outcome = await request.app[RELOADER].reload(f"{RELOAD_PATH} from {request.remote}")
-    if not outcome.ok:
-        error = BadRequest(
-            f"The new configuration was rejected; generation {outcome.generation} stays in "
-            f"force: {outcome.reason}",
-            status=422,
-            code="invalid_config",
-        )
-        return _json(outcome.doc() | orjson.loads(error.body()), status=422)
-    for tell in request.app[ON_RELOADED]:
-        tell()
-    return _json(outcome.doc())
-
-
-async def feedback(request: web.Request) -> web.Response:
-    """``POST /gearshift/feedback``: the application's verdict on an answer it got, by the
-    ``x-request-id`` that answer carried: ``{"request_id", "label": "good" | "bad"}`` or a
-    ``score`` from 0 to 1 (0.5 and above: good), and an optional ``note``. Stored beside the
-    request when it was recorded (for the same proxy key); it outranks a judge's label."""
-    body = await request_body.read_body(request, request[LIVE].config)
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(
-            f"The request body is not valid JSON: {exc}", code="invalid_json"
-        ) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("request_id"), str):
-        raise BadRequest(
-            "request_id (the x-request-id of the answer) is required, a string.",
-            param="request_id", code="missing_required_parameter",
-        )  # fmt: skip
-    label, score = doc.get("label"), doc.get("score")
-    if (
-        label not in (None, "good", "bad")
-        or (
-            score is not None
-            and (
-                isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1
-            )
-        )
-        or (label is None and score is None)
-    ):
-        raise BadRequest(
-            'Send "label": "good" or "bad", or a "score" from 0 to 1.',
-            param="label", code="invalid_value",
-        )  # fmt: skip
-    note = doc["note"] if isinstance(doc.get("note"), str) else ""
-    value = float(score) if score is not None else None
-    good = label == "good" if label is not None else (value or 0.0) >= 0.5
-    labeled = await request.app[SHADOW].feedback(
-        doc["request_id"][:128], request[KEY].name, good,
-        value, note[:1000],
-    )  # fmt: skip
-    return _json({"stored": True, "labeled": labeled})
-
-
 async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
@@ -640,7 +538,6 @@ def create_app(
         store = SqliteOutcomes.open(config.learn)
         app[SHADOW] = shadow = Shadow(config.learn, store, governor, router.run, rng=rng)
         sinks.append(shadow)
-        app.router.add_post("/gearshift/feedback", feedback)
     app[OBSERVATION] = Observation(sinks)
 
     def swapped(fresh: Live) -> None:  # what outlives a reload learns of the new one
@@ -666,13 +563,10 @@ def create_app(
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{name:.+}}", get_model)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/gearshift/stats", stats_json)
-    app.router.add_post(RELOAD_PATH, reload_config)
-    app.router.add_get("/gearshift", status_page)
-    app.router.add_get("/", status_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    from gearshift.serve import formats  # it imports this module's handlers
+    from gearshift.serve import admin, formats  # they import this module's helpers
 
+    admin.add_routes(app)
     formats.add_routes(app)
     return app

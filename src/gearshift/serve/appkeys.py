@@ -5,6 +5,7 @@ app."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -28,6 +29,8 @@ CURRENT = web.AppKey("current", Current)
 # ... and the one a request read as it arrived (every handler reads this one).
 LIVE = web.RequestKey("live", Live)
 RELOADER = web.AppKey("reloader", Reloader)
+RELOAD_PATH = "/gearshift/reload"  # open to the admin key only (its handler checks it)
+ON_RELOADED: web.AppKey[list[Callable[[], None]]] = web.AppKey("on_reloaded")
 TRANSPORT = web.AppKey("transport", Transport)
 ROUTER = web.AppKey("router", Router)
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -47,7 +50,26 @@ LARGE_BODIES = web.AppKey("large_bodies", asyncio.Semaphore)
 STREAMS: web.AppKey[set[relay.Relay]] = web.AppKey("streams")  # streams being served
 
 __all__ = [
-    "ACCESS_LOG", "CACHE", "CURRENT", "DRAINING", "GOVERNOR", "KEY", "LARGE_BODIES", "LIVE",
-    "METRICS", "OBSERVATION", "RELOADER", "REQUEST_ID", "ROUTER", "SESSIONS", "SHADOW", "SPEND",
-    "STATE", "STATS", "STREAMS", "TRANSPORT",
+    "ACCESS_LOG",
+    "CACHE",
+    "CURRENT",
+    "DRAINING",
+    "GOVERNOR",
+    "KEY",
+    "LARGE_BODIES",
+    "LIVE",
+    "METRICS",
+    "OBSERVATION",
+    "ON_RELOADED",
+    "RELOADER",
+    "RELOAD_PATH",
+    "REQUEST_ID",
+    "ROUTER",
+    "SESSIONS",
+    "SHADOW",
+    "SPEND",
+    "STATE",
+    "STATS",
+    "STREAMS",
+    "TRANSPORT",
 ]  # fmt: skip
