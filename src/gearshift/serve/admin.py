@@ -100,13 +100,7 @@ async def feedback(request: web.Request) -> web.Response:
     ``x-request-id`` that answer carried: ``{"request_id", "label": "good" | "bad"}`` or a
     ``score`` from 0 to 1 (0.5 and above: good), and an optional ``note``. Stored beside the
     request when it was recorded (for the same proxy key); it outranks a judge's label."""
-    body = await request_body.read_body(request, request[LIVE].config)
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(
-            f"The request body is not valid JSON: {exc}", code="invalid_json"
-        ) from None
+    doc = request_body.json_body(await request_body.read_body(request, request[LIVE].config))
     if not isinstance(doc, dict) or not isinstance(doc.get("request_id"), str):
         raise BadRequest(
             "request_id (the x-request-id of the answer) is required, a string.",

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -65,6 +66,17 @@ async def read_body(request: web.Request, config: Config) -> bytes | bytearray:
     return body
 
 
+def json_body(raw: bytes | bytearray) -> Any:
+    """A body parsed as JSON, or a 400 ``invalid_json`` saying why (the endpoints that take
+    JSON and are not an inbound format: feedback, embeddings)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(
+            f"The request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+
+
 async def read_chat(request: web.Request, config: Config, length: int | None, parse: Parse) -> Any:
     """The body read and parsed; its bytes are not kept. Large bodies (over 1 MiB, or of
     unknown length) are read and parsed a few at a time (``server.large_body_parses``): six
@@ -87,4 +99,4 @@ async def read_chat(request: web.Request, config: Config, length: int | None, pa
         gate.release()
 
 
-__all__ = ["LARGE_BODY", "Parse", "read_body", "read_chat", "too_large"]
+__all__ = ["LARGE_BODY", "Parse", "json_body", "read_body", "read_chat", "too_large"]

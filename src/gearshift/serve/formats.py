@@ -32,7 +32,7 @@ from gearshift.serve.accounting import Tokens, account
 from gearshift.serve.answers import stream_answer
 from gearshift.serve.app import _presented_key, anthropic_error, error_response, serve
 from gearshift.serve.appkeys import CACHE, CURRENT, LIVE, OBSERVATION, REQUEST_ID, TRANSPORT
-from gearshift.serve.body import read_body, too_large
+from gearshift.serve.body import json_body, read_body, too_large
 from gearshift.serve.cached import replay as replay_cached
 from gearshift.serve.cached import store as store_cached
 from gearshift.serve.exchange import Exchange
@@ -285,13 +285,7 @@ async def embeddings(request: web.Request) -> web.Response:
     no routing; its usage is accounted (cost in ``x-gearshift-cost-usd``, in /metrics and
     /gearshift/stats like any answer)."""
     config = request[LIVE].config
-    raw = await _read_limited(request)
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(
-            f"The request body is not valid JSON: {exc}", code="invalid_json"
-        ) from None
+    doc = json_body(await _read_limited(request))
     if not isinstance(doc, dict) or not isinstance(doc.get("model"), str):
         raise BadRequest(
             "you must provide a model parameter (a string)", param="model", code="invalid_type"
