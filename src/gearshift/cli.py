@@ -4,7 +4,8 @@
 ``mock-upstream`` (the fake OpenAI, Anthropic and Gemini APIs), ``demo`` (gearshift and the
 mock, driven by the official SDK), and the offline routing tools: ``route`` (one decision
 and its plan), ``classify`` (replay a log of requests), ``eval`` (quality figures on labeled
-data) and ``calibrate`` (refit the rule table).
+data) and ``calibrate`` (refit the rule table), and the learning loop's ``outcomes``, ``judge`` and
+``report`` (``learn/commands.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -210,28 +210,24 @@ def _run(
 
 
 def cmd_outcomes(args: argparse.Namespace) -> int:
-    from gearshift.learn.outcomes import SqliteOutcomes, routing_row
+    from gearshift.learn import commands
 
-    config = _load(args.config)
-    try:
-        store = SqliteOutcomes.open(config.learn)
-    except ConfigError as exc:
-        print(f"gearshift: {exc}", file=sys.stderr)
+    return commands.outcomes(_load(args.config), args.all, args.out)
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from gearshift.learn import commands
+
+    if (args.limit is not None and args.limit < 1) or args.concurrency < 1:
+        print("gearshift judge: --limit and --concurrency must be at least 1", file=sys.stderr)
         return 2
-    try:
-        rows = store.call(lambda: list(store.outcomes(labeled=None if args.all else True)))
-    finally:
-        store.close_now()
-    lines = b"".join(
-        orjson.dumps(routing_row(o) if o.weak_suffices is not None else asdict(o)) + b"\n"
-        for o in rows
-    )
-    if args.out:
-        Path(args.out).write_bytes(lines)
-    else:
-        sys.stdout.buffer.write(lines)
-    print(f"{len(rows)} rows", file=sys.stderr)
-    return 0
+    return commands.judge(_load(args.config), args.again, args.limit, args.concurrency, args.json)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gearshift.learn import commands
+
+    return commands.report(_load(args.config), args.json)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -443,6 +439,17 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from gearshift.offline.evaluate import evaluate_files
 
+    if args.from_store:
+        from gearshift.learn import commands
+
+        return commands.from_store(
+            _load(args.config), args.files, out=None, candidate_path=args.rules,
+            as_json=args.json,
+        )  # fmt: skip
+    if not args.files:
+        print("gearshift eval: give labeled files, or --from-store", file=sys.stderr)
+        return 2
+
     return evaluate_files(
         args.files,
         args.rules,
@@ -457,6 +464,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from gearshift.offline.evaluate import calibrate_files
+
+    if args.from_store:
+        from gearshift.learn import commands
+
+        return commands.from_store(_load(args.config), args.files, out=args.out)
+    if not args.files:
+        print("gearshift calibrate: give labeled files, or --from-store", file=sys.stderr)
+        return 2
 
     weights = {}
     for item in args.weight:
@@ -523,6 +538,27 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--all", action="store_true", help="every row, labeled or not")
     out.add_argument("--out", help="write here (default: standard output)")
     out.set_defaults(func=cmd_outcomes)
+
+    jd = sub.add_parser(
+        "judge",
+        help="ask the judge model whether the cheaper answer of each stored shadow pair was "
+        "acceptable (both orders); writes the labels",
+    )
+    jd.add_argument("--config", help="the config: its [learn] store, judge and budget")
+    jd.add_argument("--again", action="store_true", help="judge pairs judged before too")
+    jd.add_argument("--limit", type=int, help="at most this many pairs")
+    jd.add_argument("--concurrency", type=int, default=4, help="pairs judged at once")
+    jd.add_argument("--json", action="store_true", help="the tally as JSON")
+    jd.set_defaults(func=cmd_judge)
+
+    rp = sub.add_parser(
+        "report",
+        help="per task cluster: share of traffic, savings, judged quality gap (95%% CI); "
+        "the requests where the cheaper answer lost",
+    )
+    rp.add_argument("--config", help="the config whose [learn] store to read")
+    rp.add_argument("--json", action="store_true", help="machine-readable output")
+    rp.set_defaults(func=cmd_report)
 
     check = sub.add_parser("check-config", help="validate a config file, print it resolved")
     check.add_argument("file", nargs="?", help="config file (default: embedded catalog)")
@@ -593,8 +629,18 @@ def build_parser() -> argparse.ArgumentParser:
     classify.set_defaults(func=cmd_classify)
 
     ev = sub.add_parser("eval", help="routing quality on labeled data (AUC, APGR, accuracy)")
-    ev.add_argument("files", nargs="+", help="labeled JSONL files")
-    ev.add_argument("--rules", help="rule table to measure (default: shipped)")
+    ev.add_argument("files", nargs="*", help="labeled JSONL files")
+    ev.add_argument(
+        "--rules",
+        help="rule table to measure (default: shipped); with --from-store: the candidate "
+        "(default: one refitted in memory)",
+    )
+    ev.add_argument(
+        "--from-store",
+        action="store_true",
+        help="the table in force (the config's) and a candidate side by side on the outcome "
+        "store's held-back rows (and the files given)",
+    )
     ev.add_argument("--json", action="store_true", help="machine-readable output")
     ev.add_argument("--plot", help="write the cost/quality curve to this PNG (matplotlib)")
     ev.add_argument(
@@ -608,7 +654,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="print per file the savings at frontier recall >= R (e.g. 0.95)",
     )
-    ev.add_argument("--config", help="catalog for the costs (default: the built-in catalog)")
+    ev.add_argument(
+        "--config",
+        help="catalog for the costs (default: the built-in catalog); with --from-store also "
+        "the store and the table in force",
+    )
     ev.add_argument(
         "--by-language",
         action="store_true",
@@ -618,12 +668,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     cal = sub.add_parser("calibrate", help="fit the rule table's weights and thresholds")
-    cal.add_argument("files", nargs="+", help="labeled JSONL files")
+    cal.add_argument("files", nargs="*", help="labeled JSONL files")
     cal.add_argument(
         "--out",
         required=True,
         help="where to write the fitted table: OUT (TOML) and OUT's .lexicons.msgpack beside it",
     )
+    cal.add_argument(
+        "--from-store",
+        action="store_true",
+        help="refit the table in force on the outcome store's labeled rows (and the files "
+        "given); written only if it beats the table in force on held-back rows (exit 1 if not)",
+    )
+    cal.add_argument("--config", help="with --from-store: the config (store, table, [learn])")
     cal.add_argument("--seed", help="table whose features to refit (default: shipped)")
     cal.add_argument(
         "--target-recall",

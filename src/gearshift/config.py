@@ -787,7 +787,7 @@ def resolve(
         raw.keys, environ, source=source, tiers=raw.routing.tiers, models=models
     )
     keys += [secret for secret, _ in named]
-    for field_name in ("reference", "cheap_reference"):
+    for field_name in ("reference", "cheap_reference", "judge"):
         name = getattr(raw.learn, field_name)
         if name is not None and name not in models:
             raise ConfigError(f"{source}: $.learn.{field_name}: unknown model {name!r}")

@@ -439,4 +439,15 @@ class RedisState:
         await self._redis.aclose()
 
 
-__all__ = ["Bucket", "MemoryState", "RedisState", "State", "StateUnavailable", "Taken"]
+def open_state(config: Any, now: Callable[[], float] = time.monotonic) -> State:
+    """The state ``config`` (a ``Config``) names: Redis at ``state.url``, else in-process
+    (bounded by the cache's sizes)."""
+    if config.state.backend == "redis" and config.state_url is not None:
+        spec = config.state
+        return RedisState(config.state_url.reveal(), prefix=spec.prefix, timeout=spec.timeout)
+    return MemoryState(now, max_entries=config.cache.max_entries, max_bytes=config.cache.max_bytes)
+
+
+__all__ = [
+    "Bucket", "MemoryState", "RedisState", "State", "StateUnavailable", "Taken", "open_state",
+]  # fmt: skip

@@ -37,7 +37,9 @@ from gearshift.learn.spec import LearnSpec
 
 log = logging.getLogger("gearshift.learn")
 T = TypeVar("T")
-SCHEMA = 1
+SCHEMA = 2
+# Columns added since schema 1 (a store of that version gains them when opened).
+_ADDED = {2: ("redact", "judged_at", "judge_cost_usd", "verdict")}
 BUSY_TIMEOUT = 5.0
 EXPIRE_EVERY = 60.0
 
@@ -66,6 +68,10 @@ class Outcome:
     weak_suffices: int | None = None
     label_source: str | None = None  # "feedback" or "judge"
     reason: str | None = None
+    redact: str = "none"  # how the request and answers were stored ([learn] redact)
+    judged_at: float | None = None
+    judge_cost_usd: float = 0.0
+    verdict: str | None = None  # the judge's: "agree" (both orders), "split", "invalid"
 
 
 _COLUMNS = [f for f in Outcome.__dataclass_fields__]
@@ -137,9 +143,14 @@ class SqliteOutcomes:
         conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and version != SCHEMA:
+        if tables and version not in (1, SCHEMA):
             conn.close()
             raise sqlite3.DatabaseError("not a gearshift outcome store (or another version)")
+        if tables and version < SCHEMA:
+            for added in range(version + 1, SCHEMA + 1):
+                for column in _ADDED[added]:
+                    conn.execute(f"ALTER TABLE outcomes ADD COLUMN {column}")
+            conn.execute("UPDATE outcomes SET redact = 'none', judge_cost_usd = 0.0")
         if target != ":memory:":
             conn.execute("PRAGMA journal_mode=WAL")
         cols = ", ".join(
@@ -151,6 +162,7 @@ class SqliteOutcomes:
             "CREATE TABLE IF NOT EXISTS feedback "
             "(request_id TEXT, key TEXT, at REAL, good INTEGER, score REAL, note TEXT)"
         )
+        conn.execute("CREATE TABLE IF NOT EXISTS judge_costs (at REAL, cost REAL)")
         conn.execute(f"PRAGMA user_version = {SCHEMA}")
         self._conn = conn
 
@@ -225,15 +237,64 @@ class SqliteOutcomes:
         )
         return True
 
-    def label_now(self, request_id: str, weak_suffices: bool, reason: str) -> bool:
-        """A judge's verdict; never over the application's feedback. True when written."""
+    def label_now(
+        self,
+        request_id: str,
+        weak_suffices: bool | None,
+        reason: str,
+        *,
+        verdict: str = "agree",
+        cost_usd: float = 0.0,
+    ) -> bool:
+        """A judge's verdict (``weak_suffices`` None: no label, as for a split verdict);
+        never over the application's feedback. True when written."""
         assert self._conn is not None
         cur = self._conn.execute(
-            "UPDATE outcomes SET weak_suffices = ?, label_source = 'judge', reason = ? "
+            "UPDATE outcomes SET weak_suffices = ?, label_source = ?, reason = ?, "
+            "judged_at = ?, judge_cost_usd = judge_cost_usd + ?, verdict = ? "
             "WHERE request_id = ? AND (label_source IS NULL OR label_source = 'judge')",
-            (int(weak_suffices), reason, request_id),
-        )
+            (
+                None if weak_suffices is None else int(weak_suffices),
+                None if weak_suffices is None else "judge",
+                reason, self._clock(), cost_usd, verdict, request_id,
+            ),
+        )  # fmt: skip
         return cur.rowcount > 0
+
+    def to_judge(self, *, again: bool = False, limit: int | None = None) -> list[Outcome]:
+        """Shadow pairs with both answers in text, not labeled by feedback, not yet judged
+        (``again``: judged ones too), oldest first."""
+        assert self._conn is not None
+        where = (
+            "kind = 'shadow' AND redact = 'none' AND answer IS NOT NULL "
+            "AND reference_answer IS NOT NULL AND (label_source IS NULL OR label_source = 'judge')"
+        )
+        if not again:
+            where += " AND judged_at IS NULL"
+        query = f"SELECT {', '.join(_COLUMNS)} FROM outcomes WHERE {where} ORDER BY at"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        return [self._outcome(values) for values in self._conn.execute(query)]
+
+    def judge_spent(self, cost_usd: float) -> None:
+        """What a judge's calls cost (labeled or not: the budget counts every call)."""
+        assert self._conn is not None
+        self._conn.execute("INSERT INTO judge_costs VALUES (?, ?)", (self._clock(), cost_usd))
+        self._conn.execute("DELETE FROM judge_costs WHERE at < ?", (self._clock() - 40 * 86_400,))
+
+    def judge_spent_since(self, since: float) -> float:
+        """What judge calls cost since ``since`` (a wall time)."""
+        assert self._conn is not None
+        (total,) = self._conn.execute(
+            "SELECT COALESCE(SUM(cost), 0) FROM judge_costs WHERE at >= ?", (since,)
+        ).fetchone()
+        return float(total)
+
+    @staticmethod
+    def _outcome(values: Any) -> Outcome:
+        pairs = zip(_COLUMNS, values, strict=True)
+        doc = {c: orjson.loads(v) if c in _JSON else v for c, v in pairs}
+        return Outcome(**doc)
 
     def outcomes(self, *, labeled: bool | None = None) -> Iterator[Outcome]:
         """Every stored row, oldest first (``labeled``: only those with or without a label)."""
@@ -243,11 +304,7 @@ class SqliteOutcomes:
             where = f" WHERE weak_suffices IS {'NOT ' if labeled else ''}NULL"
         query = f"SELECT {', '.join(_COLUMNS)} FROM outcomes{where} ORDER BY at"
         for values in self._conn.execute(query):
-            doc = {
-                c: orjson.loads(v) if c in _JSON else v
-                for c, v in zip(_COLUMNS, values, strict=True)
-            }
-            yield Outcome(**doc)
+            yield self._outcome(values)
 
     def feedback_count(self) -> int:
         assert self._conn is not None
@@ -269,6 +326,10 @@ class SqliteOutcomes:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """``fn(*args)`` on the store's thread, awaited (None after a SQLite error, logged)."""
+        return await self._run(fn, *args)
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the store's thread, waited for (commands: judge, export)."""

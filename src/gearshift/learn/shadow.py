@@ -41,6 +41,7 @@ from gearshift.serve.exchange import Exchange
 
 log = logging.getLogger("gearshift.learn")
 _WORDS = ("w:", "p:", "h:")  # the classifier's word features: prefix and the word
+REPORT_EVERY = 30.0  # seconds a status page's report is reused
 MAX_KEPT = 1 << 20  # bytes of a streamed answer kept for the store (a longer one is cut)
 
 
@@ -147,6 +148,7 @@ class Shadow:
         self.done = 0  # samples stored (tests wait on it)
         self._progress: asyncio.Event | None = None
         self.shadow_cost_usd = 0.0
+        self._report: tuple[float, dict[str, Any]] | None = None
 
     def choose(self, ex: Exchange, chat: ChatRequest, routing: policy.Policy) -> None:
         """After the decision: whether this request is sampled, and how."""
@@ -191,6 +193,20 @@ class Shadow:
     ) -> bool:
         return await self.store.feedback(request_id, key, good, score, note)
 
+    async def report(self, rules: Any) -> dict[str, Any] | None:
+        """The store's report (``learn/report.py``), built at most every ``REPORT_EVERY``
+        seconds on the store's thread."""
+        from gearshift.learn import report
+
+        now = time.monotonic()
+        if self._report is None or now - self._report[0] >= REPORT_EVERY:
+            store = self.store
+            doc = await store.run(lambda: report.build(store.outcomes(), rules).doc())
+            if doc is None:
+                return None
+            self._report = (now, doc)
+        return self._report[1]
+
     async def close(self) -> None:
         """At shutdown: shadow calls still running are cancelled (they never hold the
         process), then the store closes."""
@@ -216,6 +232,7 @@ class Shadow:
             request=redacted(chat.body, self.spec.redact), features=features,
             answer=self._kept(sample.answer()), served_is_weak=served_is_weak,
             cost_usd=ex.account.cost_usd if ex.account is not None else 0.0,
+            redact=self.spec.redact,
         )  # fmt: skip
         if sample.kind == "shadow":
             reference = self._reference(plan, routing, served_is_weak)

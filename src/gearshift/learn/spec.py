@@ -19,7 +19,16 @@ class LearnSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     call (so that feedback on them can label them). ``budget_daily_usd``: the shadow calls'
     spend per UTC day (in ``[state]``: shared by every process on Redis); shadowing pauses
     when it is reached. ``redact``: ``none`` keeps message text; ``hash`` replaces each text
-    by its SHA-256, ``drop`` by nothing (the classifier's features are kept either way)."""
+    by its SHA-256, ``drop`` by nothing (the classifier's features are kept either way).
+
+    ``judge``: the model ``gearshift judge`` asks to compare stored pairs (default: the
+    strongest offered model); its calls spend from ``judge_budget_daily_usd`` per UTC day.
+    ``target_recall``: the frontier recall a refit from the store (``calibrate
+    --from-store``) is measured and tuned at; ``hold_back``: the share of labeled rows kept
+    out of the refit to prove it; ``store_weight``: the store rows' weight against the
+    current table (or the given data files); ``min_gain``: the saving the candidate must add
+    on the held-back rows; ``margin``: how much worse it may be on any other set or task
+    cluster."""
 
     enabled: bool = False
     shadow_share: Share = 0.05
@@ -32,6 +41,13 @@ class LearnSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_age: Annotated[float, msgspec.Meta(gt=0, le=10 * 365 * 86_400)] = 90 * 86_400.0
     max_bytes: Annotated[int, msgspec.Meta(ge=1 << 20, le=1 << 40)] = 1 << 30
     redact: Literal["none", "hash", "drop"] = "none"
+    judge: str | None = None
+    judge_budget_daily_usd: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 2.0
+    target_recall: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.95
+    hold_back: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.3
+    store_weight: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 1.0
+    min_gain: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.01
+    margin: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.02
 
 
 __all__ = ["LearnSpec"]

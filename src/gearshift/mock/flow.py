@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextvars
 import hmac
 import math
 import re
@@ -22,6 +23,8 @@ from typing import Any, ClassVar, NoReturn, TypeGuard
 
 import orjson
 from aiohttp import web
+
+from gearshift.mock import judge
 
 _SLOW_EXTRA_S = 0.2
 _ANSWER_WORDS = 12
@@ -73,6 +76,11 @@ class MockSettings:
     api_key: str | None = None
     cut_after: int = 2  # content events a ``stream-cut`` stream sends before it is cut
     retry_after_s: float | None = None  # sent with http-429/503 answers instead of 1 s
+    # The mock judge (``mock/judge.py``): the hidden property's word, the models whose answers
+    # still pass with it, and whether answer 1 always passes (a position-biased judge).
+    judge_marker: str | None = None
+    judge_strong: tuple[str, ...] = ()
+    judge_bias: bool = False
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "chunk_delay_ms"):
@@ -89,6 +97,16 @@ class MockSettings:
             raise ValueError("api_key must be a string or null")
         if not isinstance(self.cut_after, int) or self.cut_after < 0:
             raise ValueError(f"cut_after must be an integer >= 0, got {self.cut_after!r}")
+        if self.judge_marker is not None and not (
+            isinstance(self.judge_marker, str) and self.judge_marker.strip()
+        ):
+            raise ValueError("judge_marker must be null or a non-empty string")
+        strong = self.judge_strong
+        if not isinstance(strong, list | tuple) or not all(isinstance(m, str) for m in strong):
+            raise ValueError("judge_strong must be a list of model names")
+        self.judge_strong = tuple(strong)
+        if not isinstance(self.judge_bias, bool):
+            raise ValueError("judge_bias must be a boolean")
         ra = self.retry_after_s
         if ra is not None and (not _is_number(ra) or not math.isfinite(ra) or ra < 0):
             raise ValueError(f"retry_after_s must be null or a number >= 0, got {ra!r}")
@@ -166,6 +184,8 @@ class MockState:
 
 
 MOCK_STATE: web.AppKey[MockState] = web.AppKey("gearshift_mock_state", MockState)
+_DEFAULT_SETTINGS = MockSettings()
+_SETTINGS: contextvars.ContextVar[MockSettings] = contextvars.ContextVar("gearshift_mock_settings")
 
 
 # --- Shared helpers ------------------------------------------------------------------------
@@ -254,9 +274,13 @@ class _Outcome:
 def _outcome(
     model: str, question: str, limit: int | None, tool: str | None, prompt: int
 ) -> _Outcome:
-    """The answer: a call of ``tool`` if given, else the text cut to ``limit`` words."""
+    """The answer: a call of ``tool`` if given, else the text cut to ``limit`` words (a
+    judge's request gets the mock judge's verdict)."""
     if tool is not None:
         return _Outcome(None, tool, False, prompt, len(_TOOL_ARGUMENTS.split()) + 1)
+    judged = judge.verdict(question, _SETTINGS.get(_DEFAULT_SETTINGS))
+    if judged is not None:
+        return _Outcome(judged, None, False, prompt, len(judged.split()))
     words = question.split()[:_ANSWER_WORDS]
     text = f"Mock answer from {model}: " + " ".join(words)
     all_words = text.split()
@@ -448,6 +472,7 @@ class _Api(ABC):
         self, request: web.Request, state: MockState, raw: Any, seq: int
     ) -> web.StreamResponse:
         settings = state.settings  # one snapshot: a config change mid-request cannot mix
+        _SETTINGS.set(settings)  # (this handler's task only: what ``_outcome`` reads)
         headers = {self.id_header: f"req_mock{seq}"} if self.id_header else {}
         if settings.latency_ms > 0:
             await asyncio.sleep(settings.latency_ms / 1000)

@@ -161,8 +161,9 @@ def _pct(samples: list[float], q: float) -> float:
     return samples[min(len(samples) - 1, int(q * len(samples)))] if samples else 0.0
 
 
-def page(snapshot: dict[str, Any]) -> str:
-    """The status page for a browser: the snapshot's numbers as tables."""
+def page(snapshot: dict[str, Any], extra: str = "") -> str:
+    """The status page for a browser: the snapshot's numbers as tables (``extra``: more
+    sections, HTML, before the breakers)."""
     e = html.escape
     s = snapshot
     models = (
@@ -215,7 +216,8 @@ overhead p50 {o["p50"]:.3f} ms, p99 {o["p99"]:.3f} ms</p>
 <h2>Models</h2><table><tr><th>model</th><th>requests</th><th>share</th><th>cost</th>
 <th>baseline</th><th>saved</th></tr>{models}</table>
 <h2>Tiers</h2><table><tr><th>tier</th><th>requests</th><th>share</th></tr>{tiers}</table>
-{keys}<h2>Circuit breakers</h2><table><tr><th>deployment</th><th>state</th></tr>{breakers}</table>
+{keys}{extra}
+<h2>Circuit breakers</h2><table><tr><th>deployment</th><th>state</th></tr>{breakers}</table>
 <p>JSON: <a href="/gearshift/stats">/gearshift/stats</a> · Prometheus:
 <a href="/metrics">/metrics</a></p>
 </body></html>

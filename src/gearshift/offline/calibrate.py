@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,9 +219,12 @@ def design(
     min_rows: int,
     rows_by_dataset: Sequence[str],
     fixed: Sequence[str],
+    own: Collection[str] = (),
+    keep: Collection[str] = (),
 ) -> Design:
     """The columns: the table's hand-made features (``fixed``), and words seen in
-    ``min_rows`` rows of 2+ datasets."""
+    ``min_rows`` rows of 2+ datasets, or of one of the ``own`` datasets (an application's
+    own traffic: its vocabulary is what there is to learn), and the ``keep`` words."""
     fixed = list(fixed)
     rows_per_word: Counter[str] = Counter()
     sets_per_word: dict[str, set[str]] = defaultdict(set)
@@ -233,8 +236,16 @@ def design(
         rows_per_word.update(seen)
         for w in seen:
             sets_per_word[w].add(ds)
+    own_rows: Counter[str] = Counter()
+    if own:
+        for f, ds in zip(feats, rows_by_dataset, strict=True):
+            if ds in own:
+                own_rows.update({("h:" if k[0] == "h" else "w:") + k[2:]
+                                 for k in f if k.startswith(("w:", "p:", "h:"))})  # fmt: skip
     vocab = sorted(
-        w for w, n in rows_per_word.items() if n >= min_rows and len(sets_per_word[w]) >= 2
+        {w for w, n in rows_per_word.items() if n >= min_rows and len(sets_per_word[w]) >= 2}
+        | {w for w, n in own_rows.items() if n >= min_rows}
+        | set(keep)
     )
     columns = fixed + vocab
     return Design(columns, {c: i for i, c in enumerate(columns)}, len(fixed))
@@ -270,13 +281,18 @@ def _train(
     n_fixed: int,
     iterations: int = 400,
     no_bias: bool = False,
+    center: Any = None,
+    bias0: float = 0.0,
 ) -> tuple[float, Any]:
-    """Weighted L2 logistic regression by Adam on the full batch (deterministic)."""
+    """Weighted L2 logistic regression by Adam on the full batch (deterministic). With
+    ``center`` (and ``bias0``), the fit starts there and the penalty pulls toward it (a
+    prior: the table being refitted) instead of toward zero."""
     import numpy as np
 
     k = x.shape[1]
-    coef = np.zeros(k)
-    bias = 0.0
+    center = np.zeros(k) if center is None else center
+    coef = center.copy()
+    bias = bias0
     l2 = np.full(k, l2_words)
     l2[:n_fixed] = l2_fixed
     m, v = np.zeros(k + 1), np.zeros(k + 1)
@@ -286,7 +302,7 @@ def _train(
         z = x @ coef + bias
         p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
         g = (p - y) * w / wsum
-        grad = np.concatenate([x.T @ g + l2 * coef, [g.sum()]])
+        grad = np.concatenate([x.T @ g + l2 * (coef - center), [g.sum()]])
         m = b1 * m + (1 - b1) * grad
         v = b2 * v + (1 - b2) * grad * grad
         step = lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
@@ -310,6 +326,11 @@ class FitOptions:
     inner_folds: int = 3
     dataset_effects: bool = True
     dataset_weights: dict[str, float] = field(default_factory=dict)  # default 1 each
+    # A refit from an application's own traffic (``learn/refit.py``): the table whose weights
+    # the fit starts from and is pulled toward, and the datasets whose words need no second
+    # dataset to enter the lexicon.
+    prior: Rules | None = None
+    own_datasets: frozenset[str] = frozenset()
 
 
 def sample_weights(
@@ -338,11 +359,24 @@ def fit(
     fixed = list(seed.spec.counters) + ["re:" + p.id for p in seed.spec.patterns]
     if seed.spec.semantic:
         fixed.append("semantic")  # the distilled lexicon is kept; only its weight is fitted
-    d = design(feats, options.min_rows, [e.dataset for e in examples], fixed)
+    prior = options.prior
+    kept_words = _prior_words(prior) if prior is not None else {}
+    d = design(
+        feats, options.min_rows, [e.dataset for e in examples], fixed,
+        own=options.own_datasets, keep=kept_words,
+    )  # fmt: skip
     x = _matrix(d, feats, seed.spec.prev_lexicon_scale)
     y = np.array([e.strong for e in examples], dtype=float)
     w = np.array(sample_weights(examples, options.dataset_weights))
     datasets = sorted({e.dataset for e in examples})
+    center, bias0 = None, 0.0
+    if prior is not None:
+        center = np.zeros(len(d.columns))
+        for column, weight in {**_prior_fixed(prior), **kept_words}.items():
+            j = d.index.get(column)
+            if j is not None:
+                center[j] = weight
+        bias0 = prior.spec.bias
     if options.dataset_effects and len(datasets) > 1:
         # One intercept per dataset while fitting, so the weights learn what separates easy
         # from hard *within* a source rather than which source a prompt came from.
@@ -355,11 +389,14 @@ def fit(
             options.l2_words,
             d.n_fixed + len(datasets),
             no_bias=True,
+            center=None if center is None else np.concatenate([[bias0] * len(datasets), center]),
         )
         effects, coef = coef_all[: len(datasets)], coef_all[len(datasets) :]
         bias = float(np.mean(effects))
     else:
-        bias, coef = _train(x, y, w, options.l2_fixed, options.l2_words, d.n_fixed)
+        bias, coef = _train(
+            x, y, w, options.l2_fixed, options.l2_words, d.n_fixed, center=center, bias0=bias0
+        )
     spec = seed.spec
     counters = {c: round(float(coef[d.index[c]]), 4) for c in spec.counters}
     patterns = [
@@ -368,7 +405,7 @@ def fit(
     words = sorted(
         ((abs(float(coef[j])), d.columns[j]) for j in range(d.n_fixed, len(d.columns))),
         reverse=True,
-    )[: options.max_words]
+    )[: options.max_words + len(kept_words)]
     kept = sorted(word for mag, word in words if mag >= 0.01)
     lexicon = {w[2:]: round(float(coef[d.index[w]]), 4) for w in kept if w[0] == "w"}
     lead_lexicon = {w[2:]: round(float(coef[d.index[w]]), 4) for w in kept if w[0] == "h"}
@@ -394,6 +431,23 @@ def fit(
     scores = [fitted.score(e.body)[0] for e in examples]
     t = choose_thresholds(scores, examples, options.target_quality)
     return fitted.with_thresholds(t.standard, t.frontier)
+
+
+def _prior_fixed(prior: Rules) -> dict[str, float]:
+    """The prior table's weights by design column: counters, ``re:`` patterns, semantic."""
+    spec = prior.spec
+    out = dict(spec.counters)
+    out.update({"re:" + p.id: p.weight for p in spec.patterns})
+    if spec.semantic:
+        out["semantic"] = spec.semantic_weight
+    return out
+
+
+def _prior_words(prior: Rules) -> dict[str, float]:
+    """The prior table's word weights by design column (``w:`` lexicon, ``h:`` lead)."""
+    out = {"w:" + word: weight for word, weight in prior.spec.lexicon.items()}
+    out.update({"h:" + word: weight for word, weight in prior.spec.lead_lexicon.items()})
+    return out
 
 
 # Presets: a frontier recall each, on the judged sets, held out while fitting.

@@ -5,6 +5,7 @@ Reading them is ``classify.load_rules``; only the offline tools write tables."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,15 +24,21 @@ def lexicons_path(path: str | Path) -> Path:
 
 def write_rules(spec: RulesFile, path: str | Path, header: Iterable[str] = ()) -> Path:
     """Write the table to ``path`` (TOML, naming its lexicons file) and its word maps to
-    ``lexicons_path(path)`` (msgpack); returns the latter."""
+    ``lexicons_path(path)`` (msgpack); returns the latter. Each file is replaced whole (a
+    temporary file renamed over it), the lexicons first: a table read in between (a reload)
+    finds the digests disagree and is refused, never half a file."""
     data = encode_lexicons(spec)
     sibling = lexicons_path(path)
-    sibling.write_bytes(data)
+    _replace(sibling, data)
     digest = hashlib.sha256(data).hexdigest()
-    Path(path).write_bytes(
-        encode_rules(spec, header, lexicons=sibling.name, lexicons_sha256=digest)
-    )
+    _replace(Path(path), encode_rules(spec, header, lexicons=sibling.name, lexicons_sha256=digest))
     return sibling
+
+
+def _replace(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
 
 
 def encode_lexicons(spec: RulesFile) -> bytes:

@@ -64,7 +64,15 @@ async def stats_json(request: web.Request) -> web.Response:
 
 
 async def status_page(request: web.Request) -> web.Response:
-    return web.Response(text=stats.page(_snapshot(request.app)), content_type="text/html")
+    extra = ""
+    shadow = request.app.get(SHADOW)
+    if shadow is not None:  # the outcome store's report (``gearshift report``)
+        from gearshift.learn import report
+
+        doc = await shadow.report(request[LIVE].policy.rules)
+        extra = report.html_section(doc) if doc is not None else ""
+    page = stats.page(_snapshot(request.app), extra)
+    return web.Response(text=page, content_type="text/html")
 
 
 async def reload_config(request: web.Request) -> web.Response:

@@ -30,7 +30,7 @@ from gearshift.governance.cache import Entry, ResponseCache
 from gearshift.governance.gate import Spend, plan_for_key
 from gearshift.governance.governor import Governor
 from gearshift.governance.keys import NO_POLICY, KeyPolicy
-from gearshift.governance.state import MemoryState, RedisState
+from gearshift.governance.state import open_state
 from gearshift.inbound.chat import ChatRequest, parse_chat
 from gearshift.learn.outcomes import SqliteOutcomes
 from gearshift.learn.shadow import Shadow
@@ -515,15 +515,7 @@ def create_app(
     app[ACCESS_LOG] = access = AccessLog(config, writer)
     clock = clock or SystemClock()
     app[SESSIONS] = sessions = Sessions(config.routing.sticky, clock.now)
-    app[STATE] = state = (
-        RedisState(
-            config.state_url.reveal(), prefix=config.state.prefix, timeout=config.state.timeout
-        )
-        if config.state.backend == "redis" and config.state_url is not None
-        else MemoryState(
-            clock.now, max_entries=config.cache.max_entries, max_bytes=config.cache.max_bytes
-        )
-    )
+    app[STATE] = state = open_state(config, clock.now)
     app[GOVERNOR] = governor = Governor(
         state, config.state, on_error=lambda: metrics_.state_error(config.state.backend)
     )

@@ -1,0 +1,252 @@
+"""The learning loop's commands: ``outcomes`` (export), ``judge``, ``report``, and the
+``--from-store`` faces of ``calibrate`` and ``eval`` (``docs/learning.md``)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from gearshift.config import Config, ConfigError
+from gearshift.learn import judge as judging
+from gearshift.learn import refit as refitting
+from gearshift.learn import report as reporting
+from gearshift.learn.outcomes import Outcome, SqliteOutcomes, routing_row
+from gearshift.routing.classify import Rules, RulesError, load_rules
+
+
+def open_store(config: Config) -> SqliteOutcomes | None:
+    try:
+        return SqliteOutcomes.open(config.learn)
+    except ConfigError as exc:
+        print(f"gearshift: {exc}", file=sys.stderr)
+        return None
+
+
+def read_rows(config: Config, labeled: bool | None = None) -> list[Outcome] | None:
+    store = open_store(config)
+    if store is None:
+        return None
+    try:
+        return store.call(lambda: list(store.outcomes(labeled=labeled)))
+    finally:
+        store.close_now()
+
+
+def current_rules(config: Config) -> Rules | None:
+    try:
+        return load_rules(config.routing.rules)
+    except RulesError as exc:
+        print(f"gearshift: {exc}", file=sys.stderr)
+        return None
+
+
+# ---------------------------------------------------------------- outcomes
+
+
+def outcomes(config: Config, every: bool, out: str | None) -> int:
+    rows = read_rows(config, labeled=None if every else True)
+    if rows is None:
+        return 2
+    lines = b"".join(
+        orjson.dumps(routing_row(o) if o.weak_suffices is not None else asdict(o)) + b"\n"
+        for o in rows
+    )
+    if out:
+        Path(out).write_bytes(lines)
+    else:
+        sys.stdout.buffer.write(lines)
+    print(f"{len(rows)} rows", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- judge
+
+
+async def judge_store(
+    config: Config,
+    store: SqliteOutcomes,
+    *,
+    again: bool = False,
+    limit: int | None = None,
+    concurrency: int = 4,
+    transport: Any = None,
+) -> judging.Tally:
+    """Judge the store's unjudged pairs with ``[learn] judge`` (default: the strongest
+    offered model), through a router of its own, under the judge's daily budget."""
+    from gearshift.governance.governor import Governor
+    from gearshift.governance.state import open_state
+    from gearshift.routing.policy import Policy
+    from gearshift.serve.router import Router
+    from gearshift.serve.transport import HTTPTransport
+
+    rows = await store.run(lambda: store.to_judge(again=again, limit=limit)) or []
+    if not rows:
+        return judging.Tally()
+    rules = load_rules(config.routing.rules)
+    routing = Policy.build(config, rules)
+    model = config.learn.judge or (routing.baseline.name if routing.baseline else None)
+    if model is None:
+        raise ConfigError("no judge model: set [learn] judge, or configure a provider")
+    transport = transport or HTTPTransport(config.providers, config.server.max_response_bytes)
+    state = open_state(config)
+    governor = Governor(state, config.state)
+    await transport.start()
+    try:
+        judge = judging.Judge(
+            store, governor, Router(transport, config.reliability).run, routing, model,
+            config.learn.judge_budget_daily_usd,
+        )  # fmt: skip
+        if config.state.backend == "memory":
+            await judge.prime()
+        return await judge.run_all(rows, concurrency)
+    finally:
+        await transport.close()
+        await state.close()
+
+
+def judge(config: Config, again: bool, limit: int | None, concurrency: int, as_json: bool) -> int:
+    store = open_store(config)
+    if store is None:
+        return 2
+
+    async def go() -> judging.Tally:
+        try:
+            return await judge_store(
+                config, store, again=again, limit=limit, concurrency=concurrency
+            )
+        finally:
+            await store.close()
+
+    try:
+        tally = asyncio.run(go())
+    except ConfigError as exc:
+        print(f"gearshift judge: {exc}", file=sys.stderr)
+        return 2
+    doc = tally.doc()
+    if as_json:
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+    else:
+        print(
+            f"judged {doc['judged']} pairs: the cheaper answer sufficed in {doc['suffices']}, "
+            f"lost in {doc['lost']}; {doc['split']} split verdicts and {doc['invalid']} "
+            f"unparsed replies left unlabeled; {doc['failed']} failed, "
+            f"{doc['skipped_for_budget']} left for the budget; cost ${doc['cost_usd']:.6f}"
+        )
+    for error in tally.errors[:10]:
+        print(f"  {error}", file=sys.stderr)
+    return 0 if not tally.failed else 1
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(config: Config, as_json: bool, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    rules = current_rules(config)
+    rows = read_rows(config)
+    if rules is None or rows is None:
+        return 2
+    doc = reporting.build(rows, rules).doc()
+    if as_json:
+        out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        reporting.write_text(doc, out)
+    return 0
+
+
+# ---------------------------------------------------------------- refit
+
+
+def _files(paths: Sequence[str]) -> dict[str, list[Any]] | None:
+    from gearshift.offline import calibrate as cal
+
+    try:
+        examples = cal.load_examples(paths)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        print(f"gearshift: cannot read labeled data: {exc}", file=sys.stderr)
+        return None
+    out: dict[str, list[Any]] = {}
+    for e in examples:
+        out.setdefault(e.dataset, []).append(e)
+    return out
+
+
+def from_store(
+    config: Config,
+    files: Sequence[str],
+    *,
+    out: str | None,
+    candidate_path: str | None = None,
+    as_json: bool = False,
+    stream: TextIO | None = None,
+) -> int:
+    """``calibrate --from-store`` (``out``: write the candidate there if it is accepted;
+    exit 1 when refused) and ``eval --from-store`` (no ``out``: print only; the candidate
+    is ``candidate_path``, else fitted here)."""
+    from gearshift.offline import report as rep
+    from gearshift.routing.tablefile import write_rules
+
+    stream = stream or sys.stdout
+    current = current_rules(config)
+    rows = read_rows(config, labeled=True)
+    by_file = _files(files)
+    if current is None or rows is None or by_file is None:
+        return 2
+    spec = config.learn
+    data = refitting.store_data(rows, spec, current)
+    if candidate_path is not None:
+        try:
+            candidate = load_rules(candidate_path)
+        except RulesError as exc:
+            print(f"gearshift: {exc}", file=sys.stderr)
+            return 2
+    else:
+        if not data.train:
+            print(
+                "gearshift: the outcome store has no labeled rows with text to fit "
+                f"({len(rows)} labeled, {data.redacted} redacted): switch [learn] on, "
+                "run `gearshift judge`, or send feedback",
+                file=sys.stderr,
+            )
+            return 1
+        try:
+            import numpy  # noqa: F401
+        except ImportError:
+            print("gearshift: a refit needs numpy: pip install 'gearshift[fit]'", file=sys.stderr)
+            return 2
+        others = [e for rows_ in by_file.values() for e in rows_]
+        candidate = refitting.refit(current, data.train, others, spec)
+    comparison = refitting.compare(
+        current, candidate, data.held, by_file, spec, rep.tier_costs(config)
+    )
+    comparison.train_rows, comparison.redacted = len(data.train), data.redacted
+    if as_json:
+        stream.write(orjson.dumps(comparison.doc()).decode() + "\n")
+    else:
+        refitting.write_text(comparison, stream)
+    if out is None:
+        return 0
+    if not comparison.accepted:
+        print(f"gearshift calibrate: nothing written to {out}", file=sys.stderr)
+        return 1
+    header = [
+        "gearshift rule table, refitted from the outcome store by "
+        "`gearshift calibrate --from-store` (docs/learning.md).",
+        "Weights are logistic-regression coefficients; score = sigmoid(bias + sum).",
+    ]
+    lexicons = write_rules(candidate.spec, out, header)
+    if not as_json:
+        stream.write(
+            f"wrote {out} and {lexicons}. Point [routing] rules at it (if it is not already) "
+            "and reload: kill -HUP <gearshift pid>, or POST /gearshift/reload\n"
+        )
+    return 0
+
+
+__all__ = ["from_store", "judge", "judge_store", "outcomes", "report"]

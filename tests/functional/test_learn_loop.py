@@ -1,0 +1,237 @@
+"""The learning loop end to end, through the real app, the mock upstream and its judge:
+synthetic traffic with a property the shipped table cannot see → shadow pairs in the store →
+`gearshift judge` labels (both orders) → `calibrate --from-store` writes a table that routes
+the property's requests up on a fresh slice → a hot reload puts it in force. A refit that
+cannot be better is refused and writes nothing; a position-biased judge labels nothing it
+cannot confirm in both orders; the report shows the gap where it is."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from conftest import MakeConfig
+from learn_traffic import MARKER, hidden_traffic, traffic
+
+from gearshift.config import Config
+from gearshift.learn import commands
+from gearshift.learn.outcomes import SqliteOutcomes
+from gearshift.mock import MOCK_STATE
+from gearshift.routing.classify import load_rules
+from gearshift.routing.tablefile import write_rules
+from gearshift.serve.app import SHADOW, create_app
+
+pytest.importorskip("numpy")  # the refit (the `fit` extra, installed by the test extra)
+
+ClientFactory = Callable[..., Awaitable[TestClient]]
+ADMIN = "sk-admin-0123456789"
+
+
+class Loop:
+    def __init__(self, client: TestClient, config: Config, rules: Path) -> None:
+        self.client = client
+        self.config = config
+        self.rules = rules
+
+    async def send(self, rows: list[tuple[dict[str, Any], bool]]) -> list[str]:
+        tiers = []
+        for body, _ in rows:
+            resp = await self.client.post("/v1/chat/completions", json=body)
+            assert resp.status == 200, await resp.text()
+            await resp.read()
+            tiers.append(resp.headers["x-gearshift-tier"])
+        return tiers
+
+    async def stored(self, n: int) -> None:
+        async with asyncio.timeout(30):
+            await self.client.app[SHADOW].wait_done(n)
+
+    async def judge(self, **options: Any) -> Any:
+        store = SqliteOutcomes.open(self.config.learn)
+        try:
+            return await commands.judge_store(self.config, store, **options)
+        finally:
+            await store.close()
+
+    async def refit(self, out: Path | None) -> tuple[int, str]:
+        text = io.StringIO()
+        rc = await asyncio.to_thread(
+            commands.from_store, self.config, [], out=None if out is None else str(out),
+            stream=text,
+        )  # fmt: skip
+        return rc, text.getvalue()
+
+
+async def start(aiohttp_client: ClientFactory, make_config: MakeConfig, tmp_path: Path) -> Loop:
+    rules = tmp_path / "rules.toml"
+    write_rules(load_rules(None).spec, rules)  # the shipped table, where a refit will go
+    toml = (
+        '[server]\nadmin_key = "env:ADMIN"\n'
+        f'[routing]\nrules = "{rules}"\n'
+        f'[learn]\nenabled = true\nshadow_share = 1.0\nstore = "{tmp_path / "o.sqlite3"}"\n'
+        'judge = "gpt-4o"\n'
+    )
+
+    def load() -> Config:
+        return make_config(toml, environ={"ADMIN": ADMIN})
+
+    config = load()
+    client = await aiohttp_client(create_app(config, load_config=load))
+    return Loop(client, config, rules)
+
+
+def mock_judge(mock: TestServer, **settings: Any) -> None:
+    state = mock.app[MOCK_STATE]
+    state.settings = replace(state.settings, judge_marker=MARKER, judge_strong=("gpt-4o",),
+                             **settings)  # fmt: skip
+
+
+async def test_judged_shadow_pairs_refit_a_table_that_routes_the_hidden_property_up(
+    aiohttp_client: ClientFactory,
+    make_config: MakeConfig,
+    tmp_path: Path,
+    mock_upstream: TestServer,
+) -> None:
+    loop = await start(aiohttp_client, make_config, tmp_path)
+    rows = traffic(random.Random(1), 240)
+    hidden = sum(h for _, h in rows)
+    # The premise: the shipped table sends all of it below the frontier.
+    assert set(await loop.send(rows)) == {"light"}
+    await loop.stored(len(rows))
+    mock_judge(mock_upstream)
+    before = len(mock_upstream.app[MOCK_STATE].requests)
+
+    tally = await loop.judge()
+    assert (tally.judged, tally.lost, tally.suffices, tally.split) == (240, hidden, 240 - hidden, 0)
+    assert tally.cost_usd > 0  # accounted: the judge's calls have a price
+    calls = mock_upstream.app[MOCK_STATE].requests[before:]
+    assert len(calls) == 2 * 240  # both orders of every pair
+    assert {c.body["model"] for c in calls} == {"gpt-4o"}
+    assert (await loop.judge()).judged == 0  # judged once; `--again` to judge again
+
+    # The report: the support task carries the gap, the extraction task none.
+    out = io.StringIO()
+    assert commands.report(loop.config, as_json=True, out=out) == 0
+    doc = orjson.loads(out.getvalue())
+    gaps = {c["example"][:20]: c for c in doc["clusters"]}
+    support, extract = gaps["You are the support "], gaps["Extract the city nam"]
+    assert support["lost"] == hidden
+    assert support["gap_low"] < hidden / support["rows"] < support["gap_high"]
+    assert extract["lost"] == 0
+    assert extract["saving_share"] > 0.9  # the light model costs a fraction of the reference
+    assert len(doc["lost"]) == 20
+    assert doc["lost_total"] == hidden
+    assert all("kestrel" in r["prompt"].lower() for r in doc["lost"])
+    page = await (await loop.client.get("/gearshift")).text()
+    assert "Shadow mode" in page
+    assert "quality gap" in page
+
+    rc, text = await loop.refit(loop.rules)
+    assert rc == 0, text
+    assert "ACCEPTED" in text
+
+    # A fresh slice of the same traffic: the new table routes the property's requests up.
+    fresh = traffic(random.Random(2), 200)
+    table = load_rules(loop.rules)
+    up = [table.decide(b).tier == "frontier" for b, h in fresh if h]
+    down = [table.decide(b).tier != "frontier" for b, h in fresh if not h]
+    assert sum(up) / len(up) >= 0.9
+    assert sum(down) / len(down) >= 0.9
+
+    # Still the old table in force, until a reload picks the new one up.
+    marked = [r for r in fresh if r[1]][:10]
+    plain = [r for r in fresh if not r[1]][:10]
+    assert set(await loop.send(marked)) == {"light"}
+    resp = await loop.client.post("/gearshift/reload", headers={"authorization": f"Bearer {ADMIN}"})
+    assert resp.status == 200, await resp.text()
+    tiers = await loop.send(marked)
+    assert tiers.count("frontier") >= 9
+    assert (await loop.send(plain)).count("frontier") <= 1
+
+
+async def test_a_refit_that_cannot_be_better_is_refused_and_writes_nothing(
+    aiohttp_client: ClientFactory,
+    make_config: MakeConfig,
+    tmp_path: Path,
+    mock_upstream: TestServer,
+) -> None:
+    loop = await start(aiohttp_client, make_config, tmp_path)
+    # The property is in the middle of long messages: the judge sees it, the table cannot.
+    rows = hidden_traffic(random.Random(3), 120)
+    assert set(await loop.send(rows)) == {"light"}
+    await loop.stored(len(rows))
+    mock_judge(mock_upstream)
+    tally = await loop.judge()
+    assert tally.lost == sum(h for _, h in rows) > 0
+    table = loop.rules.read_bytes()
+
+    rc, text = await loop.refit(loop.rules)
+    assert rc == 1
+    assert "REFUSED" in text
+    assert "must gain" in text
+    assert loop.rules.read_bytes() == table  # nothing written
+
+    # `eval --from-store` shows the same comparison, and never writes.
+    rc, text = await loop.refit(None)
+    assert rc == 0
+    assert "REFUSED" in text
+
+
+async def test_a_position_biased_judge_labels_only_what_both_orders_agree_on(
+    aiohttp_client: ClientFactory,
+    make_config: MakeConfig,
+    tmp_path: Path,
+    mock_upstream: TestServer,
+) -> None:
+    loop = await start(aiohttp_client, make_config, tmp_path)
+    rows = traffic(random.Random(4), 40)
+    hidden = sum(h for _, h in rows)
+    await loop.send(rows)
+    await loop.stored(len(rows))
+    mock_judge(mock_upstream, judge_bias=True)  # answer 1 always passes
+    tally = await loop.judge()
+    # With the cheaper answer first, the biased judge passes it; second, it fails it: split.
+    assert (tally.split, tally.lost, tally.suffices) == (hidden, 0, 40 - hidden)
+    store = SqliteOutcomes.open(loop.config.learn)
+    try:
+        labeled = store.call(lambda: list(store.outcomes(labeled=True)))
+    finally:
+        store.close_now()
+    assert len(labeled) == 40 - hidden
+    assert all(MARKER not in str(o.request).lower() for o in labeled)
+
+
+async def test_the_judge_stops_at_its_budget(
+    aiohttp_client: ClientFactory,
+    make_config: MakeConfig,
+    tmp_path: Path,
+    mock_upstream: TestServer,
+) -> None:
+    loop = await start(aiohttp_client, make_config, tmp_path)
+    await loop.send(traffic(random.Random(5), 10))
+    await loop.stored(10)
+    mock_judge(mock_upstream)
+    cheap = replace(loop.config, learn=replace_learn(loop.config, judge_budget_daily_usd=1e-9))
+    loop.config = cheap
+    tally = await loop.judge(concurrency=1)
+    # The first call's estimate is held against the budget; then the budget is spent.
+    assert tally.judged <= 1
+    assert tally.skipped >= 9
+    before = len(mock_upstream.app[MOCK_STATE].requests)
+    again = await loop.judge(concurrency=1)  # a second run remembers what the first spent
+    assert again.judged == 0
+    assert len(mock_upstream.app[MOCK_STATE].requests) == before  # not one more call
+
+
+def replace_learn(config: Config, **changes: Any) -> Any:
+    import msgspec
+
+    return msgspec.structs.replace(config.learn, **changes)

@@ -1,0 +1,134 @@
+"""The learning loop's pure parts: the judge's strict verdicts and how both orders combine,
+the report's interval, the held-back split, the refit's refusal when the candidate is worse
+elsewhere, and an outcome store of the first schema opened by this one."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gearshift.learn.judge import Unparsed, Verdict, combine, judge_messages, parse_verdict
+from gearshift.learn.outcomes import Outcome, SqliteOutcomes
+from gearshift.learn.refit import compare, held_back
+from gearshift.learn.report import wilson
+from gearshift.learn.spec import LearnSpec
+from gearshift.offline.calibrate import Example
+from gearshift.offline.report import Costs, TierPrice
+from gearshift.routing.classify import load_rules
+
+GOOD = '{"acceptable_1": true, "acceptable_2": false, "better": "1", "reason": "2 is wrong"}'
+
+
+def test_a_verdict_is_one_json_object_with_exactly_its_fields() -> None:
+    assert parse_verdict(GOOD) == Verdict(True, False, "1", "2 is wrong")
+    assert parse_verdict(f"```json\n{GOOD}\n```").acceptable_2 is False
+    assert parse_verdict(f"  {GOOD}\n").better == "1"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Answer 1 is better.",
+        f"Here is my verdict: {GOOD}",
+        GOOD + " Hope this helps",
+        GOOD.replace("true", '"yes"'),  # a string is not a boolean
+        GOOD.replace('"1"', '"first"'),
+        GOOD.replace('"reason"', '"why"'),
+        GOOD[:-1] + ', "confidence": 0.9}',  # a field the rubric did not ask for
+        f"```python\n{GOOD}\n```",
+        f"```json\n{GOOD}",
+        "",
+    ],
+)
+def test_anything_else_is_not_a_verdict(reply: str) -> None:
+    with pytest.raises(Unparsed):
+        parse_verdict(reply)
+
+
+def test_both_orders_must_agree_on_the_cheaper_answer() -> None:
+    ok_first = Verdict(True, True, "same", "")  # cheaper first: acceptable
+    bad_second = Verdict(True, False, "1", "")  # cheaper second: not acceptable
+    ok_second = Verdict(False, True, "2", "")
+    bad_first = Verdict(False, True, "2", "")
+    assert combine(ok_first, ok_second) == (True, "agree")
+    assert combine(bad_first, bad_second) == (False, "agree")
+    assert combine(ok_first, bad_second) == (None, "split")  # position bias: no label
+
+
+def test_the_judge_sees_the_request_and_both_answers_in_their_places() -> None:
+    request = {"messages": [{"role": "system", "content": "Be brief."},
+                            {"role": "user", "content": "Capital of Peru?"}]}  # fmt: skip
+    system, user = judge_messages(request, "Lima.", "It is Lima, the capital.")
+    assert "acceptable" in system["content"]
+    assert "Do not judge by length" in system["content"]
+    assert user["content"] == (
+        "<request>\n[system]\nBe brief.\n\n[user]\nCapital of Peru?\n</request>\n"
+        "<answer_1>\nLima.\n</answer_1>\n<answer_2>\nIt is Lima, the capital.\n</answer_2>"
+    )
+
+
+def test_wilson_interval() -> None:
+    low, high = wilson(10, 100)
+    assert low == pytest.approx(0.0552, abs=1e-3)
+    assert high == pytest.approx(0.1744, abs=1e-3)
+    assert wilson(0, 20)[0] == 0.0
+    assert wilson(0, 20)[1] == pytest.approx(0.161, abs=1e-3)
+    assert all(math.isnan(v) for v in wilson(0, 0))
+
+
+def test_the_held_back_share_is_stable_and_close_to_asked() -> None:
+    ids = [f"req-{i}" for i in range(4000)]
+    held = [held_back(i, 0.3) for i in ids]
+    assert abs(sum(held) / len(held) - 0.3) < 0.03
+    assert held == [held_back(i, 0.3) for i in ids]
+
+
+def _example(i: int, text: str, strong: int) -> Example:
+    body = {"model": "auto", "messages": [{"role": "user", "content": text}]}
+    return Example(f"r{i}", "store", f"r{i}", body, strong, float(1 - strong), 1.0, "c")
+
+
+COSTS = Costs(TierPrice("light", "cheap", 0.1, 0.4), TierPrice("frontier", "big", 2.0, 8.0))
+
+
+def test_a_candidate_that_loses_recall_where_the_current_table_had_it_is_refused() -> None:
+    current = load_rules(None)
+    # Rows the table in force sends to the frontier (long proofs) need it; short ones not.
+    hard = "Prove that there are infinitely many primes, with a rigorous argument. " * 3
+    held = [_example(i, hard, 1) for i in range(6)]
+    held += [_example(10 + i, f"Say hi to {i}.", 0) for i in range(24)]
+    assert sum(current.decide(e.body).tier == "frontier" for e in held[:6]) == 6
+    # A "candidate" that never sends anything up: it saves more, but it lost the recall.
+    lazy = current.with_thresholds(0.999999, 0.999999)
+    verdict = compare(current, lazy, held, {}, LearnSpec(min_gain=0.0), COSTS)
+    assert not verdict.accepted
+    assert any("frontier recall as deployed 0.0%" in r for r in verdict.reasons)
+    same = compare(current, current, held, {}, LearnSpec(), COSTS)
+    assert not same.accepted
+    assert any("must gain" in r for r in same.reasons)
+    few = compare(current, current, held[:10], {}, LearnSpec(), COSTS)
+    assert any("too few held-back rows" in r for r in few.reasons)
+
+
+def test_a_store_of_the_first_schema_is_opened_and_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    old = [c for c in Outcome.__dataclass_fields__ if c not in
+           ("redact", "judged_at", "judge_cost_usd", "verdict")]  # fmt: skip
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE outcomes ({', '.join(old)}, size INTEGER)")
+    values = ["r1", 1.0, "shadow", "k", "light", "0.1", "m", "light", "{}", "{}", "a", 0.0,
+              1, "ref", "frontier", "b", 0.1, None, None, None, 10]  # fmt: skip
+    conn.execute(f"INSERT INTO outcomes VALUES ({', '.join('?' for _ in values)})", values)
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SqliteOutcomes.open(LearnSpec(store=str(path)))
+    try:
+        (row,) = store.call(lambda: list(store.outcomes()))
+        assert (row.redact, row.judge_cost_usd, row.verdict) == ("none", 0.0, None)
+        assert [o.request_id for o in store.call(store.to_judge)] == ["r1"]
+    finally:
+        store.close_now()
