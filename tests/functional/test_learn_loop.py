@@ -33,6 +33,7 @@ pytest.importorskip("numpy")  # the refit (the `fit` extra, installed by the tes
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 ADMIN = "sk-admin-0123456789"
+TAG = __import__("os").environ.get("GS_TAG", "req")
 
 
 class Loop:
@@ -40,11 +41,18 @@ class Loop:
         self.client = client
         self.config = config
         self.rules = rules
+        self.sent = 0
+
+    async def post(self, body: dict[str, Any]) -> Any:
+        """One request, with an id of the test's (which rows are held back depends on it)."""
+        self.sent += 1
+        headers = {"x-request-id": f"{TAG}-{self.sent}"}
+        return await self.client.post("/v1/chat/completions", json=body, headers=headers)
 
     async def send(self, rows: list[tuple[dict[str, Any], bool]]) -> list[str]:
         tiers = []
         for body, _ in rows:
-            resp = await self.client.post("/v1/chat/completions", json=body)
+            resp = await self.post(body)
             assert resp.status == 200, await resp.text()
             await resp.read()
             tiers.append(resp.headers["x-gearshift-tier"])
@@ -70,14 +78,16 @@ class Loop:
         return rc, text.getvalue()
 
 
-async def start(aiohttp_client: ClientFactory, make_config: MakeConfig, tmp_path: Path) -> Loop:
+async def start(
+    aiohttp_client: ClientFactory, make_config: MakeConfig, tmp_path: Path, learn: str = ""
+) -> Loop:
     rules = tmp_path / "rules.toml"
     write_rules(load_rules(None).spec, rules)  # the shipped table, where a refit will go
     toml = (
         '[server]\nadmin_key = "env:ADMIN"\n'
         f'[routing]\nrules = "{rules}"\n'
         f'[learn]\nenabled = true\nshadow_share = 1.0\nstore = "{tmp_path / "o.sqlite3"}"\n'
-        'judge = "gpt-4o"\n'
+        f'judge = "gpt-4o"\n{learn}'
     )
 
     def load() -> Config:
@@ -235,3 +245,111 @@ def replace_learn(config: Config, **changes: Any) -> Any:
     import msgspec
 
     return msgspec.structs.replace(config.learn, **changes)
+
+
+async def test_feedback_on_redacted_rows_refits_on_their_stored_features(
+    aiohttp_client: ClientFactory,
+    make_config: MakeConfig,
+    tmp_path: Path,
+    mock_upstream: TestServer,
+) -> None:
+    """With redact = "hash" no text is stored and the judge has nothing to read; the
+    application's feedback labels the rows, and the refit learns from the features kept
+    (the table's vocabulary: here "birthday", a word it knows but barely weighs)."""
+    loop = await start(aiohttp_client, make_config, tmp_path, 'redact = "hash"\n')
+    rows = present_traffic(random.Random(6), 200)
+    for body, property_ in rows:
+        resp = await loop.post(body)
+        assert resp.status == 200
+        assert resp.headers["x-gearshift-tier"] != "frontier"
+        # At once, as an application does: before its row is stored (its shadow call runs).
+        verdict = {"request_id": resp.headers["x-request-id"],
+                   "label": "bad" if property_ else "good"}  # fmt: skip
+        fed = await loop.client.post("/gearshift/feedback", json=verdict)
+        assert (await fed.json())["stored"] is True
+    await loop.stored(len(rows))
+    store = SqliteOutcomes.open(loop.config.learn)
+    try:
+        labeled = store.call(lambda: list(store.outcomes(labeled=True)))
+    finally:
+        store.close_now()
+    assert len(labeled) == len(rows)
+    assert sum(not o.weak_suffices for o in labeled) == sum(p for _, p in rows)
+    assert {o.label_source for o in labeled} == {"feedback"}
+    assert (await loop.judge()).judged == 0  # no text to judge
+    rc, text = await loop.refit(loop.rules)
+    assert rc == 0, text
+    assert "redacted: on their features" in text
+    table = load_rules(loop.rules)
+    fresh = present_traffic(random.Random(7), 200)
+    up = [table.decide(b).tier == "frontier" for b, p in fresh if p]
+    down = [table.decide(b).tier != "frontier" for b, p in fresh if not p]
+    assert sum(up) / len(up) >= 0.9
+    assert sum(down) / len(down) >= 0.9
+
+
+def present_traffic(rng: random.Random, n: int) -> list[tuple[dict[str, Any], bool]]:
+    rows = traffic(rng, n, hidden_share=0.0)
+    out = []
+    for body, _ in rows:
+        ask = body["messages"][1]["content"]
+        if "order" in ask:
+            property_ = rng.random() < 0.4
+            ask += " It is a birthday present." if property_ else " It is for our parcel."
+            body = {**body, "messages": [body["messages"][0], {"role": "user", "content": ask}]}
+            out.append((body, property_))
+        else:
+            out.append((body, False))
+    return out
+
+
+async def test_the_judge_leaves_rows_the_application_labeled(
+    aiohttp_client: ClientFactory,
+    make_config: MakeConfig,
+    tmp_path: Path,
+    mock_upstream: TestServer,
+) -> None:
+    loop = await start(aiohttp_client, make_config, tmp_path)
+    rows = traffic(random.Random(8), 20, hidden_share=1.0)
+    ids = []
+    for body, _ in rows:
+        resp = await loop.post(body)
+        ids.append(resp.headers["x-request-id"])
+    await loop.stored(len(rows))
+    marked = ids[next(i for i, (_, h) in enumerate(rows) if h)]
+    fed = await loop.client.post(
+        "/gearshift/feedback", json={"request_id": marked, "label": "good"}
+    )
+    assert (await fed.json())["labeled"] is True
+    mock_judge(mock_upstream)
+    tally = await loop.judge()
+    assert tally.judged == len(rows) - 1
+    store = SqliteOutcomes.open(loop.config.learn)
+    try:
+        row = next(o for o in store.call(lambda: list(store.outcomes())) if o.request_id == marked)
+    finally:
+        store.close_now()
+    # The judge would have said it lost; the application said it was good, and that stands.
+    assert (row.weak_suffices, row.label_source, row.judged_at) == (1, "feedback", None)
+
+
+async def test_the_server_judges_in_the_background_when_asked(
+    aiohttp_client: ClientFactory,
+    make_config: MakeConfig,
+    tmp_path: Path,
+    mock_upstream: TestServer,
+) -> None:
+    loop = await start(aiohttp_client, make_config, tmp_path, "judge_every = 0.01\n")
+    mock_judge(mock_upstream)
+    rows = traffic(random.Random(9), 30)
+    await loop.send(rows)
+    await loop.stored(len(rows))
+    shadow = loop.client.app[SHADOW]
+    store = shadow.store
+    async with asyncio.timeout(30):
+        while await store.run(store.to_judge):
+            await shadow.wait_judged(shadow.judge_rounds + 1)
+    labeled = store.call(lambda: list(store.outcomes(labeled=True)))
+    assert len(labeled) == len(rows)
+    assert sum(not o.weak_suffices for o in labeled) == sum(h for _, h in rows)
+    assert all(o.label_source == "judge" and o.judge_cost_usd > 0 for o in labeled)

@@ -132,3 +132,53 @@ def test_a_store_of_the_first_schema_is_opened_and_gains_the_new_columns(tmp_pat
         assert [o.request_id for o in store.call(store.to_judge)] == ["r1"]
     finally:
         store.close_now()
+
+
+def test_a_score_from_stored_features_is_the_score_from_the_text() -> None:
+    from gearshift.offline.calibrate import score_features
+
+    rules = load_rules(None)
+    bodies = [
+        {"messages": [{"role": "user", "content": "Classify: 'great battery'."}]},
+        {"messages": [{"role": "system", "content": "You are a careful tax adviser."},
+                      {"role": "user", "content": "Prove that sqrt(2) is irrational."}]},
+        {"messages": [{"role": "user", "content": "Write a Python function to merge intervals."},
+                      {"role": "assistant", "content": "def merge(xs): ..."},
+                      {"role": "user", "content": "Now make it handle 10^6 intervals fast."}]},
+        {"messages": [{"role": "user", "content": "```js\nconst a = 1;\n```\nWhy is this slow?"}],
+         "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+        {"messages": [{"role": "user", "content": "Übersetze ins Englische: Guten Morgen!"}]},
+    ]  # fmt: skip
+    for body in bodies:
+        assert score_features(rules, rules.features(body)[1]) == pytest.approx(
+            rules.score(body)[0], abs=1e-9
+        )
+
+
+def test_one_holder_has_the_lease_until_it_expires(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = SqliteOutcomes.open(LearnSpec(store=str(tmp_path / "o.sqlite3")), clock=lambda: now[0])
+    try:
+        assert store.call(store.lease, "judge", "a", 60.0)
+        assert not store.call(store.lease, "judge", "b", 60.0)
+        assert store.call(store.lease, "judge", "a", 60.0)  # renewed
+        now[0] += 61
+        assert store.call(store.lease, "judge", "b", 60.0)
+        assert not store.call(store.lease, "judge", "a", 60.0)
+    finally:
+        store.close_now()
+
+
+def test_a_widened_threshold_catches_for_free_what_the_recall_let_go() -> None:
+    from gearshift.offline.risk import recall_threshold, widened
+
+    scores = [0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9]
+    labels = [0, 0, 0, 1, 1, 1, 1]
+    cut = recall_threshold(scores, labels, [1.0] * 7, 0.75)
+    assert cut == 0.7  # the highest that keeps 3 of 4: the row at 0.6 is let go
+    assert widened(cut, scores, labels) == pytest.approx(0.45)  # halfway to the 0.3 below
+    noisy = [0, 0, 1, 0, 1, 1, 1]  # a row not needing it just under the cut: halfway to it
+    assert widened(recall_threshold(scores, noisy, [1.0] * 7, 0.75), scores, noisy) == (
+        pytest.approx(0.65)
+    )
+    assert widened(0.7, [0.6, 0.7], [1, 1]) == 0.6  # nothing below: the lowest positive

@@ -209,9 +209,8 @@ def from_store(
     else:
         if not data.train:
             print(
-                "gearshift: the outcome store has no labeled rows with text to fit "
-                f"({len(rows)} labeled, {data.redacted} redacted): switch [learn] on, "
-                "run `gearshift judge`, or send feedback",
+                f"gearshift: the outcome store has no labeled rows to fit ({len(data.held)} "
+                "held back): switch [learn] on, run `gearshift judge`, or send feedback",
                 file=sys.stderr,
             )
             return 1

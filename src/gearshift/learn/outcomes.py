@@ -163,6 +163,9 @@ class SqliteOutcomes:
             "(request_id TEXT, key TEXT, at REAL, good INTEGER, score REAL, note TEXT)"
         )
         conn.execute("CREATE TABLE IF NOT EXISTS judge_costs (at REAL, cost REAL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT, until REAL)"
+        )
         conn.execute(f"PRAGMA user_version = {SCHEMA}")
         self._conn = conn
 
@@ -189,6 +192,14 @@ class SqliteOutcomes:
             f"INSERT OR REPLACE INTO outcomes ({', '.join(_COLUMNS)}, size) VALUES ({marks})",
             [*values, size],
         )
+        # Feedback that came before the row (its shadow call was still running) labels it now.
+        early = self._conn.execute(
+            "SELECT good, note FROM feedback WHERE request_id = ? AND key = ? "
+            "ORDER BY at DESC LIMIT 1",
+            (outcome.request_id, outcome.key),
+        ).fetchone()
+        if early is not None and outcome.served_is_weak:
+            self._label_feedback(outcome.request_id, bool(early[0]), early[1])
         self._bound()
 
     def _bound(self) -> None:
@@ -229,13 +240,17 @@ class SqliteOutcomes:
             # Not recorded; or the client's answer came from the stronger model, and a
             # verdict on it says nothing of the cheaper one.
             return False
+        self._label_feedback(request_id, good, note)
+        return True
+
+    def _label_feedback(self, request_id: str, good: bool, note: str) -> None:
         # The verdict is on the cheaper answer the client got: whether it sufficed.
+        assert self._conn is not None
         self._conn.execute(
             "UPDATE outcomes SET weak_suffices = ?, label_source = 'feedback', reason = ? "
             "WHERE request_id = ?",
             (int(good), note or ("the application said good" if good else "said bad"), request_id),
         )
-        return True
 
     def label_now(
         self,
@@ -275,6 +290,20 @@ class SqliteOutcomes:
         if limit is not None:
             query += f" LIMIT {int(limit)}"
         return [self._outcome(values) for values in self._conn.execute(query)]
+
+    def lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Whether ``holder`` has (took or renewed) the lease ``name`` for ``seconds``: one
+        process of those sharing the store does a background job."""
+        assert self._conn is not None
+        now = self._clock()
+        self._conn.execute(
+            "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+            "holder = excluded.holder, until = excluded.until "
+            "WHERE leases.until < ? OR leases.holder = excluded.holder",
+            (name, holder, now + seconds, now),
+        )
+        row = self._conn.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
+        return row is not None and row[0] == holder
 
     def judge_spent(self, cost_usd: float) -> None:
         """What a judge's calls cost (labeled or not: the budget counts every call)."""

@@ -1,8 +1,9 @@
 """A refit from the outcome store that has to prove itself (``gearshift calibrate
 --from-store``, ``gearshift eval --from-store``).
 
-- **Data.** The store's labeled rows (feedback, or the judge agreeing in both orders), with
-  their text (a redacted row has none to fit on and is left out, counted). A stable share
+- **Data.** The store's labeled rows (feedback, or the judge agreeing in both orders). A
+  redacted row has no text: it is fitted and scored on the features stored with it (the
+  table's own counters, patterns and vocabulary; no lean for uncertain requests). A stable share
   (``[learn] hold_back``, by a hash of the request id) is held back; the rest is fitted.
 - **The fit** starts from the table in force and is pulled toward it (``FitOptions.prior``):
   the shipped data is not installed with gearshift (its licences keep it out), and the table
@@ -49,20 +50,20 @@ def held_back(request_id: str, share: float) -> bool:
 class StoreData:
     train: list[cal.Example]
     held: list[cal.Example]
-    redacted: int = 0  # labeled rows without text, left out
+    redacted: int = 0  # labeled rows without text: fitted and measured on their features
 
 
 def store_data(outcomes: Sequence[Outcome], spec: LearnSpec, rules: Rules) -> StoreData:
-    """The labeled rows with text as examples (``category``: their task cluster), split."""
+    """The labeled rows as examples (``category``: their task cluster), split."""
     data = StoreData([], [])
     for i, o in enumerate(outcomes):
         if o.weak_suffices is None:
             continue
-        if o.redact != "none":
-            data.redacted += 1
-            continue
         example = cal.example_from_row(routing_row(o), STORE, i)
         example.category = cluster_of(o.request, o.features, rules)
+        if o.redact != "none":  # no text: the features stored with it (the table's own)
+            data.redacted += 1
+            example.features = o.features
         (data.held if held_back(o.request_id, spec.hold_back) else data.train).append(example)
     return data
 
@@ -112,10 +113,13 @@ class Figures:
 def figures(
     rules: Rules, examples: Sequence[cal.Example], recall: float, costs: rep.Costs
 ) -> Figures:
-    scores = [rules.score(e.body)[0] for e in examples]
+    scores = [cal.score_of(rules, e) for e in examples]
     labels = [e.strong for e in examples]
     at = rep.savings_at_recall(scores, examples, recall, costs, rules)
-    routed = [rules.decide(e.body).tier == "frontier" for e in examples]
+    routed = [
+        (rules.decide(e.body).tier if e.features is None else rules.tier_for(s)) == "frontier"
+        for e, s in zip(examples, scores, strict=True)
+    ]
     pos = sum(labels)
     hit = sum(1 for r, y in zip(routed, labels, strict=True) if r and y)
     frontier = [costs.cost(e.body, costs.frontier) for e in examples]
@@ -146,7 +150,7 @@ class Comparison:
             "accepted": self.accepted,
             "reasons": self.reasons,
             "train_rows": self.train_rows,
-            "redacted_rows_left_out": self.redacted,
+            "redacted_rows": self.redacted,
             "sets": {
                 name: {"current": cur.doc(), "candidate": cand.doc()}
                 for name, (cur, cand) in self.sets.items()
@@ -223,7 +227,7 @@ def _p(v: float) -> str:
 def write_text(comparison: Comparison, out: Any) -> None:
     out.write(
         f"refit on {comparison.train_rows} labeled store rows"
-        + (f" ({comparison.redacted} redacted rows left out)" if comparison.redacted else "")
+        + (f" ({comparison.redacted} redacted: on their features)" if comparison.redacted else "")
         + "; measured on the held-back rows\n"
         "saving: share of the all-frontier bill saved at the target frontier recall (the "
         "threshold set on these rows); as deployed: at each table's own thresholds\n\n"

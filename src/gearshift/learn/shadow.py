@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from typing import Any
@@ -41,6 +43,7 @@ from gearshift.serve.exchange import Exchange
 
 log = logging.getLogger("gearshift.learn")
 _WORDS = ("w:", "p:", "h:")  # the classifier's word features: prefix and the word
+JUDGE_BATCH = 200  # pairs a background round judges at most
 REPORT_EVERY = 30.0  # seconds a status page's report is reused
 MAX_KEPT = 1 << 20  # bytes of a streamed answer kept for the store (a longer one is cut)
 
@@ -135,6 +138,7 @@ class Shadow:
         *,
         rng: random.Random | None = None,
         wall: Any = time.time,
+        state_kind: str = "memory",
     ) -> None:
         self.spec = spec
         self.store = store
@@ -149,6 +153,9 @@ class Shadow:
         self._progress: asyncio.Event | None = None
         self.shadow_cost_usd = 0.0
         self._report: tuple[float, dict[str, Any]] | None = None
+        self._judging: asyncio.Task[None] | None = None
+        self._state_kind = state_kind
+        self.judge_rounds = 0
 
     def choose(self, ex: Exchange, chat: ChatRequest, routing: policy.Policy) -> None:
         """After the decision: whether this request is sampled, and how."""
@@ -193,6 +200,46 @@ class Shadow:
     ) -> bool:
         return await self.store.feedback(request_id, key, good, score, note)
 
+    def start_judging(self, every: float, current: Callable[[], policy.Policy]) -> None:
+        """Judge the stored pairs in the background every ``every`` seconds, through this
+        process's router and state, ``current()`` giving the routing in force."""
+        loop = asyncio.get_running_loop()
+        self._judging = loop.create_task(self._judge_rounds(every, current, self._state_kind))
+
+    async def _judge_rounds(
+        self, every: float, current: Callable[[], policy.Policy], state_kind: str
+    ) -> None:
+        from gearshift.learn.judge import Judge
+
+        primed = state_kind != "memory"  # (on Redis the state itself remembers the spend)
+        holder = f"{os.getpid()}:{id(self)}"
+        lease = max(2 * every, 600.0)
+        while True:
+            await asyncio.sleep(every)
+            store = self.store
+            if not await store.run(store.lease, "judge", holder, lease):
+                continue  # another process (a worker) judges
+            routing = current()
+            model = self.spec.judge or (routing.baseline.name if routing.baseline else None)
+            rows = await self.store.run(lambda: self.store.to_judge(limit=JUDGE_BATCH)) or []
+            if model is not None and rows:
+                judge = Judge(self.store, self._governor, self._run, routing, model,
+                              self.spec.judge_budget_daily_usd)  # fmt: skip
+                if not primed:
+                    await judge.prime()
+                    primed = True
+                tally = await judge.run_all(rows, concurrency=2)
+                log.info("judged in the background: %s", tally.doc())
+            self.judge_rounds += 1
+            if self._progress is not None:
+                self._progress.set()
+
+    async def wait_judged(self, rounds: int) -> None:
+        """Until ``rounds`` background judging rounds are done (tests)."""
+        while self.judge_rounds < rounds:
+            self._progress = progress = asyncio.Event()
+            await progress.wait()
+
     async def report(self, rules: Any) -> dict[str, Any] | None:
         """The store's report (``learn/report.py``), built at most every ``REPORT_EVERY``
         seconds on the store's thread."""
@@ -210,9 +257,10 @@ class Shadow:
     async def close(self) -> None:
         """At shutdown: shadow calls still running are cancelled (they never hold the
         process), then the store closes."""
-        for task in list(self._tasks):
+        tasks = [*self._tasks, *([self._judging] if self._judging is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.store.close()
 
     async def _compare(self, ex: Exchange, sample: Sample) -> None:

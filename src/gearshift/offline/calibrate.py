@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from gearshift.offline.languages import language_of
-from gearshift.offline.risk import isotonic, recall_threshold
+from gearshift.offline.risk import isotonic, recall_threshold, widened
 from gearshift.routing.classify import Rules, RulesFile, Thresholds
 from gearshift.routing.risk import RiskMap
 
@@ -46,6 +46,34 @@ class Example:
     category: str = ""
     judged: bool = False  # a tier by judgment ("tiers" schema), not a measured outcome
     language: str = "en"  # the row's ``language``, else a guess (offline/languages.py)
+    # Stored features instead of a text to compute them from (a redacted outcome-store row):
+    # scored by ``score_features``.
+    features: dict[str, float] | None = None
+
+
+def score_features(rules: Rules, f: Mapping[str, float]) -> float:
+    """The score ``rules`` gives a request whose features (``Rules.features``) are ``f``: the
+    same sum as ``Rules.score`` without the text (a word in the ask and the previous turn
+    counts once; no lean for uncertain requests)."""
+    spec = rules.spec
+    z = spec.bias + sum(w * f.get(c, 0.0) for c, w in spec.counters.items())
+    z += sum(p.weight for p in spec.patterns if f.get("re:" + p.id))
+    main = {k[2:] for k in f if k.startswith("w:")}
+    lexicon = spec.lexicon
+    z += sum(lexicon.get(w, 0.0) for w in main)
+    prev = {k[2:] for k in f if k.startswith("p:")} - main
+    z += spec.prev_lexicon_scale * sum(lexicon.get(w, 0.0) for w in prev)
+    z += sum(spec.lead_lexicon.get(k[2:], 0.0) for k in f if k.startswith("h:"))
+    if spec.semantic:
+        z += spec.semantic_weight * f.get("semantic", 0.0)
+    if z >= 0:  # (as Rules.score)
+        return 1.0 / (1.0 + math.exp(-z))
+    return math.exp(z) / (1.0 + math.exp(z))
+
+
+def score_of(rules: Rules, e: Example) -> float:
+    """``e``'s score: from its text, or from its stored features."""
+    return rules.score(e.body)[0] if e.features is None else score_features(rules, e.features)
 
 
 def example_from_row(row: dict[str, Any], dataset: str, line: int) -> Example:
@@ -211,7 +239,7 @@ class Design:
 
 
 def features_of(rules: Rules, examples: Sequence[Example]) -> list[dict[str, float]]:
-    return [rules.features(e.body)[1] for e in examples]
+    return [rules.features(e.body)[1] if e.features is None else e.features for e in examples]
 
 
 def design(
@@ -428,7 +456,7 @@ def fit(
     )
     if options.target_recall is not None:
         return with_risk(fitted, seed, examples, options, feats)
-    scores = [fitted.score(e.body)[0] for e in examples]
+    scores = [score_of(fitted, e) for e in examples]
     t = choose_thresholds(scores, examples, options.target_quality)
     return fitted.with_thresholds(t.standard, t.frontier)
 
@@ -480,7 +508,7 @@ def with_risk(
         table = fit(seed, [examples[i] for i in keep], inner, [feats[i] for i in keep])
         for i, f in enumerate(assignment):
             if f == fold:
-                oof[i] = table.score(examples[i].body)[0]
+                oof[i] = score_of(table, examples[i])
     judged = [i for i, e in enumerate(examples) if e.judged] or list(range(len(examples)))
     recall_weights = sample_weights([examples[i] for i in judged])
     xs, ys = isotonic(
@@ -488,9 +516,10 @@ def with_risk(
     )
 
     def threshold(recall: float) -> float:
-        return recall_threshold(
-            [oof[i] for i in judged], [examples[i].strong for i in judged], recall_weights, recall
-        )
+        scores, labels = [oof[i] for i in judged], [examples[i].strong for i in judged]
+        cut = recall_threshold(scores, labels, recall_weights, recall)
+        # A refit from the store: what the recall misses for free is caught (``widened``).
+        return widened(cut, scores, labels) if options.prior is not None else cut
 
     mapped = Rules(
         msgspec.structs.replace(fitted.spec, risk=RiskMap(scores=xs, risks=ys, presets={})),

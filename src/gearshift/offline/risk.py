@@ -26,6 +26,20 @@ def recall_threshold(
     return 0.0
 
 
+def widened(threshold: float, scores: Sequence[float], labels: Sequence[int]) -> float:
+    """``threshold`` lowered past the rows needing the frontier just under it, to halfway to
+    the highest other row below it: the recall that costs nothing on these rows, and a
+    margin for rows to come (a refit from an application's traffic, where a property can
+    separate the two cleanly)."""
+    below = [s for s, y in zip(scores, labels, strict=True) if not y and s < threshold]
+    if not below:
+        positives = [s for s, y in zip(scores, labels, strict=True) if y]
+        return min(threshold, min(positives, default=threshold))
+    highest = max(below)
+    above = min(s for s in scores if s > highest)  # a row needing the frontier, or the cut
+    return (highest + above) / 2 if above <= threshold else threshold
+
+
 def isotonic(
     scores: Sequence[float], labels: Sequence[int], weights: Sequence[float], knots: int = 24
 ) -> tuple[list[float], list[float]]:

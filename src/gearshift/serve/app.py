@@ -457,6 +457,13 @@ async def _draining(app: web.Application) -> None:
     asyncio.get_running_loop().call_later(grace, cut_streams)
 
 
+async def _judging(app: web.Application) -> None:
+    """``[learn] judge_every``: the stored pairs judged in the background (``gearshift
+    judge``'s work, through this process's router and state)."""
+    current = app[CURRENT]
+    app[SHADOW].start_judging(current.live.config.learn.judge_every, lambda: current.live.policy)
+
+
 async def _transport_ctx(app: web.Application) -> AsyncIterator[None]:
     transport = app[TRANSPORT]
     await transport.start()
@@ -528,8 +535,12 @@ def create_app(
     )
     if config.learn.enabled:  # the outcome store opens with the app (a ConfigError if not)
         store = SqliteOutcomes.open(config.learn)
-        app[SHADOW] = shadow = Shadow(config.learn, store, governor, router.run, rng=rng)
+        app[SHADOW] = shadow = Shadow(
+            config.learn, store, governor, router.run, rng=rng, state_kind=config.state.backend
+        )
         sinks.append(shadow)
+        if config.learn.judge_every > 0:
+            app.on_startup.append(_judging)
     app[OBSERVATION] = Observation(sinks)
 
     def swapped(fresh: Live) -> None:  # what outlives a reload learns of the new one
