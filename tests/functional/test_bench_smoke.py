@@ -122,6 +122,17 @@ async def test_the_governance_benchmark_measures_keys_and_the_cache() -> None:
     assert "| 50/s | peer1 |" in text
 
 
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt install wrk)")
+async def test_the_learning_benchmark_measures_shadow_mode_and_the_refit() -> None:
+    pytest.importorskip("numpy")
+    text = await _bench(
+        "bench.learn", *("--round", "0.5", "--rounds", "1", "--rates", "50", "--rows", "300")
+    )
+    for row in ("| shadow-0.05 |", "| shadow-1.0 |", "| record-1.0 |", "| 300 |"):
+        assert row in text
+    assert "| 50/s | peer1 |" in text
+
+
 WRK_REPORT = """Running 5s test @ http://127.0.0.1:9500/v1/chat/completions
   1 threads and 16 connections
   Thread Stats   Avg      Stdev     Max   +/- Stdev

@@ -80,7 +80,7 @@ async def test_a_sampled_request_is_stored_with_the_reference_answer(
     assert first.reference_answer
     assert (first.reference_cost_usd or 0) > first.cost_usd > 0
     assert first.key == "team-a"
-    assert first.features  # what the table needs, kept whatever the redaction
+    assert first.features == {}  # the text is kept: they are read from it when needed
     assert rows[1].answer  # the streamed answer, from its pieces
     # Upstream: each client call, then its shadow call to the reference, never streamed.
     assert upstream_models(mock_upstream) == ["gpt-4o-mini", "gpt-4o", "gpt-4o-mini", "gpt-4o"]

@@ -182,3 +182,24 @@ def test_a_widened_threshold_catches_for_free_what_the_recall_let_go() -> None:
         pytest.approx(0.65)
     )
     assert widened(0.7, [0.6, 0.7], [1, 1]) == 0.6  # nothing below: the lowest positive
+
+
+def test_the_outcome_store_evicts_the_oldest_rows_over_max_bytes(tmp_path: Path) -> None:
+    now = [1000.0]
+    spec = LearnSpec(store=str(tmp_path / "o.sqlite3"), max_bytes=1 << 20)
+    store = SqliteOutcomes.open(spec, clock=lambda: now[0])
+    big = "x" * 50_000
+    try:
+        for i in range(60):
+            now[0] += 1
+            store.call(store.record_now, Outcome(
+                request_id=f"r{i}", at=now[0], kind="record", key="k", tier="light",
+                score="0.1", model="m", model_tier="light", request={}, features={},
+                answer=big, cost_usd=0.0,
+            ))  # fmt: skip
+        rows = store.call(lambda: [o.request_id for o in store.outcomes()])
+    finally:
+        store.close_now()
+    assert 15 <= len(rows) <= 21  # about 1 MiB of 50 kB rows, the oldest gone first
+    assert rows[-1] == "r59"
+    assert "r0" not in rows

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
@@ -248,4 +249,56 @@ def from_store(
     return 0
 
 
-__all__ = ["from_store", "judge", "judge_store", "outcomes", "report"]
+# ---------------------------------------------------------------- the command line
+
+
+def cmd_outcomes(args: argparse.Namespace) -> int:
+    return outcomes(args.load(args.config), args.all, args.out)
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    if (args.limit is not None and args.limit < 1) or args.concurrency < 1:
+        print("gearshift judge: --limit and --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    return judge(args.load(args.config), args.again, args.limit, args.concurrency, args.json)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    return report(args.load(args.config), args.json)
+
+
+def add_parsers(sub: Any, load: Callable[[str | None], Config]) -> None:
+    """The commands' parsers (``load``: how they read ``--config``, exiting on errors)."""
+    out = sub.add_parser(
+        "outcomes",
+        help="the outcome store's labeled rows as JSONL, in the routing-dev schema "
+        "(what calibrate reads)",
+    )
+    out.add_argument("--config", help="the config whose [learn] store to read")
+    out.add_argument("--all", action="store_true", help="every row, labeled or not")
+    out.add_argument("--out", help="write here (default: standard output)")
+    out.set_defaults(func=cmd_outcomes, load=load)
+
+    jd = sub.add_parser(
+        "judge",
+        help="ask the judge model whether the cheaper answer of each stored shadow pair was "
+        "acceptable (both orders); writes the labels",
+    )
+    jd.add_argument("--config", help="the config: its [learn] store, judge and budget")
+    jd.add_argument("--again", action="store_true", help="judge pairs judged before too")
+    jd.add_argument("--limit", type=int, help="at most this many pairs")
+    jd.add_argument("--concurrency", type=int, default=4, help="pairs judged at once")
+    jd.add_argument("--json", action="store_true", help="the tally as JSON")
+    jd.set_defaults(func=cmd_judge, load=load)
+
+    rp = sub.add_parser(
+        "report",
+        help="per task cluster: share of traffic, savings, judged quality gap (95%% CI); "
+        "the requests where the cheaper answer lost",
+    )
+    rp.add_argument("--config", help="the config whose [learn] store to read")
+    rp.add_argument("--json", action="store_true", help="machine-readable output")
+    rp.set_defaults(func=cmd_report, load=load)
+
+
+__all__ = ["add_parsers", "from_store", "judge", "judge_store", "outcomes", "report"]

@@ -3,9 +3,10 @@ their labels (the application's feedback, a judge's verdict). Embedded SQLite by
 one file every worker opens (WAL, a busy timeout), bounded by age and size; ``OutcomeStore``
 is the interface a shared backend would implement.
 
-- **A row** is one recorded request: its body (redacted per ``[learn] redact``), the
-  classifier's features, the decision (tier, score), who answered and what it cost, and for
-  a shadow comparison the reference model's answer and cost.
+- **A row** is one recorded request: its body (redacted per ``[learn] redact``; then with
+  the classifier's features, which the text gives otherwise), the decision (tier, score),
+  who answered and what it cost, and for a shadow comparison the reference model's answer
+  and cost.
 - **Labels**: ``weak_suffices`` (1: the cheaper answer was acceptable; 0: it was not), with
   where it came from. Feedback (``POST /gearshift/feedback``) outranks a judge: a judge's
   verdict never replaces feedback. Feedback on a request that was not recorded is kept in
@@ -14,7 +15,9 @@ is the interface a shared backend would implement.
   ``prompt``, ``weak_score``, ``strong_score``, ``weak_suffices`` …) plus the whole
   ``request`` and its ``tier``, which ``gearshift calibrate`` reads.
 - **Threads**: all SQLite work on one thread per store; the event loop only waits for it.
-  A failed write is one WARNING line, never an exception into a request.
+  Rows recorded while a write is under way go in the next one, in one transaction (WAL,
+  ``synchronous=NORMAL``). A failed write is one WARNING line, never an exception into a
+  request.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -107,6 +110,9 @@ class SqliteOutcomes:
         self._conn: sqlite3.Connection | None = None
         self._expired_at = float("-inf")
         self._closed = False
+        self._total = 0  # the rows' size, kept up to date between scans (``_bound``)
+        self._next: tuple[list[Outcome], asyncio.Future[None]] | None = None
+        self._writing = False
 
     @classmethod
     def open(
@@ -153,6 +159,9 @@ class SqliteOutcomes:
             conn.execute("UPDATE outcomes SET redact = 'none', judge_cost_usd = 0.0")
         if target != ":memory:":
             conn.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a power cut may
+            # lose the last rows, never the file (sqlite.org/pragma.html#pragma_synchronous).
+            conn.execute("PRAGMA synchronous=NORMAL")
         cols = ", ".join(
             f"{c} {'PRIMARY KEY' if c == 'request_id' else ''}".strip() for c in _COLUMNS
         )
@@ -162,6 +171,7 @@ class SqliteOutcomes:
             "CREATE TABLE IF NOT EXISTS feedback "
             "(request_id TEXT, key TEXT, at REAL, good INTEGER, score REAL, note TEXT)"
         )
+        conn.execute("CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id)")
         conn.execute("CREATE TABLE IF NOT EXISTS judge_costs (at REAL, cost REAL)")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT, until REAL)"
@@ -179,14 +189,66 @@ class SqliteOutcomes:
             return None
 
     async def record(self, outcome: Outcome) -> None:
-        await self._run(self.record_now, outcome)
+        """Store ``outcome``; rows that arrive while a write is under way go together in the
+        next one (one transaction), so a busy proxy writes in batches."""
+        if self._closed:
+            return
+        batch = self._next
+        if batch is None:
+            batch = self._next = (
+                [],
+                asyncio.get_running_loop().create_future(),
+            )
+            if not self._writing:
+                self._write_next()
+        batch[0].append(outcome)
+        await asyncio.shield(batch[1])
+
+    def _write_next(self) -> None:
+        batch = self._next
+        assert batch is not None
+        self._next = None
+        self._writing = True
+        done = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._record_many, batch[0]
+        )
+        done.add_done_callback(lambda future: self._written(batch[1], future))
+
+    def _written(self, waiting: asyncio.Future[None], future: asyncio.Future[None]) -> None:
+        self._writing = False
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            log.warning("outcome store %s: %s", self._where, error)
+        if not waiting.done():
+            waiting.set_result(None)
+        if self._next is not None and not self._closed:
+            self._write_next()
+
+    def _record_many(self, outcomes: list[Outcome]) -> None:
+        assert self._conn is not None
+        self._conn.execute("BEGIN")
+        try:
+            for outcome in outcomes:
+                self._insert(outcome)
+            self._bound()
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     def record_now(self, outcome: Outcome) -> None:
         """(On the store's thread, or in a command.)"""
+        self._insert(outcome)
+        self._bound()
+
+    def _insert(self, outcome: Outcome) -> None:
         assert self._conn is not None
-        doc = asdict(outcome)
-        values = [orjson.dumps(doc[c]) if c in _JSON else doc[c] for c in _COLUMNS]
+        values = [
+            orjson.dumps(getattr(outcome, c)) if c in _JSON else getattr(outcome, c)
+            for c in _COLUMNS
+        ]
         size = sum(len(v) for v in values if isinstance(v, bytes | str))
+        self._total += size
         marks = ", ".join("?" for _ in range(len(_COLUMNS) + 1))
         self._conn.execute(
             f"INSERT OR REPLACE INTO outcomes ({', '.join(_COLUMNS)}, size) VALUES ({marks})",
@@ -200,23 +262,30 @@ class SqliteOutcomes:
         ).fetchone()
         if early is not None and outcome.served_is_weak:
             self._label_feedback(outcome.request_id, bool(early[0]), early[1])
-        self._bound()
 
     def _bound(self) -> None:
         """Rows older than ``max_age`` deleted (at most once a minute); the oldest evicted
-        while the rows' total size is over ``max_bytes``."""
+        while the rows' total size (a running total, summed from the table again each
+        minute and after an eviction) is over ``max_bytes``."""
         assert self._conn is not None
         now = self._clock()
         if now - self._expired_at >= EXPIRE_EVERY:
+            # (Also where the running total learns of other processes' rows.)
             self._expired_at = now
             self._conn.execute("DELETE FROM outcomes WHERE at < ?", (now - self._spec.max_age,))
             self._conn.execute("DELETE FROM feedback WHERE at < ?", (now - self._spec.max_age,))
-        (total,) = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM outcomes").fetchone()
-        if total > self._spec.max_bytes:
+            self._total = self._size()
+        if self._total > self._spec.max_bytes:
             self._conn.execute(
                 "DELETE FROM outcomes WHERE request_id IN (SELECT request_id FROM outcomes "
                 "ORDER BY at LIMIT MAX(1, (SELECT COUNT(*) FROM outcomes) / 10))"
             )
+            self._total = self._size()
+
+    def _size(self) -> int:
+        assert self._conn is not None
+        (total,) = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM outcomes").fetchone()
+        return int(total)
 
     async def feedback(
         self, request_id: str, key: str, good: bool, score: float | None, note: str
@@ -340,10 +409,20 @@ class SqliteOutcomes:
         return int(self._conn.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
 
     async def close(self) -> None:
+        """Rows still waiting for a write are written, then the file is closed."""
         if self._closed:
             return
         self._closed = True
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        loop = asyncio.get_running_loop()
+        pending, self._next = self._next, None
+        if pending is not None:
+            try:
+                await loop.run_in_executor(self._executor, self._record_many, pending[0])
+            except sqlite3.Error as exc:
+                log.warning("outcome store %s: %s", self._where, exc)
+            if not pending[1].done():
+                pending[1].set_result(None)
+        await loop.run_in_executor(self._executor, self._close)
         self._executor.shutdown()
 
     def close_now(self) -> None:

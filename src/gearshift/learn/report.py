@@ -70,9 +70,12 @@ def strongest_feature(features: dict[str, float], rules: Rules) -> str | None:
 
 
 def cluster_of(request: dict[str, Any], features: dict[str, float], rules: Rules) -> str:
+    """``features``: those stored with a redacted row; without them, read from the text."""
     system = system_text(request)
     if system:
         return "system:" + hashlib.sha256(system.encode()).hexdigest()[:10]
+    if not features:
+        features = rules.features(request)[1]
     return "feature:" + (strongest_feature(features, rules) or "none")
 
 

@@ -269,11 +269,12 @@ class Shadow:
         assert served is not None
         routing, chat = sample.routing, sample.chat
         served_is_weak = plan.tier != routing.tiers[-1]
-        features = routing.rules.features(chat.body)[1]
+        features: dict[str, float] = {}  # with the text kept, they are read from it again
         if self.spec.redact != "none":
             # A word feature is the word itself: only the table's own vocabulary stays.
             known = routing.rules.spec.lexicon
-            features = {k: v for k, v in features.items() if k[:2] not in _WORDS or k[2:] in known}
+            found = routing.rules.features(chat.body)[1]
+            features = {k: v for k, v in found.items() if k[:2] not in _WORDS or k[2:] in known}
         outcome = Outcome(
             request_id=ex.request_id, at=self._wall(), kind="record", key=ex.key,
             tier=plan.tier, score=plan.score, model=served.name, model_tier=served.tier,
