@@ -80,6 +80,7 @@ def hidden_traffic(rng: random.Random, n: int) -> Rows:
     for _ in range(n):
         hidden = rng.random() < 0.35
         middle = "We are on the Kestrel plan. " if hidden else "We are on the Classic plan. "
-        ask = FILLER + middle + FILLER + "Please tell me what to do."
+        number = rng.randrange(10_000, 99_999)  # each request its own, both kinds alike
+        ask = f"Order {number}. " + FILLER + middle + FILLER + "Please tell me what to do."
         out.append((request(SUPPORT, ask), hidden))
     return out

@@ -181,6 +181,38 @@ async def test_redaction_leaves_no_message_text_in_the_store(
         answer_text = answer["choices"][0]["message"]["content"]
         (row,) = await stored(client, 1)
         assert row.features  # the classifier's features stay
+        # Tool calls, tool results, tool descriptions and image URLs are text too.
+        secret_call = {
+            "id": "c1",
+            "type": "function",
+            "function": {"name": "lookup", "arguments": f'{{"q": "{SECRET_WORDS}"}}'},
+        }
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    "name": "lookup",
+                    "description": f"Finds {SECRET_WORDS}",
+                    "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+                },
+            }
+        ]
+        messages = [
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is in this picture?"},
+                {"type": "image_url", "image_url": {"url": f"https://x.test/{SECRET_WORDS}.png"}},
+            ]},
+            {"role": "assistant", "content": None, "tool_calls": [secret_call]},
+            {"role": "tool", "tool_call_id": "c1", "content": f"found {SECRET_WORDS}"},
+        ]  # fmt: skip
+        resp = await client.post(
+            "/v1/chat/completions",
+            json={"model": "auto", "messages": messages, "tools": tools},
+            headers={"authorization": f"Bearer {KEYS['TEAM_A']}"},
+        )
+        assert resp.status == 200, await resp.text()
+        (_, row) = await stored(client, 2)
+        assert row.request["tools"][0]["function"]["name"] == "lookup"  # names are not text
         await client.close()  # the store closes: everything is on disk
         on_disk = b"".join(p.read_bytes() for p in where.iterdir() if p.is_file())
         assert SECRET_WORDS.encode() not in on_disk

@@ -78,24 +78,33 @@ class Loop:
         return rc, text.getvalue()
 
 
-async def start(
-    aiohttp_client: ClientFactory, make_config: MakeConfig, tmp_path: Path, learn: str = ""
-) -> Loop:
-    rules = tmp_path / "rules.toml"
-    write_rules(load_rules(None).spec, rules)  # the shipped table, where a refit will go
-    toml = (
-        '[server]\nadmin_key = "env:ADMIN"\n'
-        f'[routing]\nrules = "{rules}"\n'
-        f'[learn]\nenabled = true\nshadow_share = 1.0\nstore = "{tmp_path / "o.sqlite3"}"\n'
-        f'judge = "gpt-4o"\n{learn}'
-    )
+Start = Callable[..., Awaitable[Loop]]
 
-    def load() -> Config:
-        return make_config(toml, environ={"ADMIN": ADMIN})
 
-    config = load()
-    client = await aiohttp_client(create_app(config, load_config=load))
-    return Loop(client, config, rules)
+@pytest.fixture
+def start(aiohttp_client: ClientFactory, make_config: MakeConfig, tmp_path: Path) -> Start:
+    """Starts the gateway: shadow_share 1.0, the store and a copy of the shipped table in
+    ``tmp_path`` (where a refit goes), the admin key for reloads, gpt-4o as the judge;
+    ``learn``: more of ``[learn]``."""
+
+    async def go(learn: str = "") -> Loop:
+        rules = tmp_path / "rules.toml"
+        write_rules(load_rules(None).spec, rules)
+        toml = (
+            '[server]\nadmin_key = "env:ADMIN"\n'
+            f'[routing]\nrules = "{rules}"\n'
+            f'[learn]\nenabled = true\nshadow_share = 1.0\nstore = "{tmp_path / "o.sqlite3"}"\n'
+            f'judge = "gpt-4o"\n{learn}'
+        )
+
+        def load() -> Config:
+            return make_config(toml, environ={"ADMIN": ADMIN})
+
+        config = load()
+        client = await aiohttp_client(create_app(config, load_config=load))
+        return Loop(client, config, rules)
+
+    return go
 
 
 def mock_judge(mock: TestServer, **settings: Any) -> None:
@@ -105,12 +114,9 @@ def mock_judge(mock: TestServer, **settings: Any) -> None:
 
 
 async def test_judged_shadow_pairs_refit_a_table_that_routes_the_hidden_property_up(
-    aiohttp_client: ClientFactory,
-    make_config: MakeConfig,
-    tmp_path: Path,
-    mock_upstream: TestServer,
+    start: Start, mock_upstream: TestServer
 ) -> None:
-    loop = await start(aiohttp_client, make_config, tmp_path)
+    loop = await start()
     rows = traffic(random.Random(1), 240)
     hidden = sum(h for _, h in rows)
     # The premise: the shipped table sends all of it below the frontier.
@@ -168,12 +174,9 @@ async def test_judged_shadow_pairs_refit_a_table_that_routes_the_hidden_property
 
 
 async def test_a_refit_that_cannot_be_better_is_refused_and_writes_nothing(
-    aiohttp_client: ClientFactory,
-    make_config: MakeConfig,
-    tmp_path: Path,
-    mock_upstream: TestServer,
+    start: Start, mock_upstream: TestServer
 ) -> None:
-    loop = await start(aiohttp_client, make_config, tmp_path)
+    loop = await start()
     # The property is in the middle of long messages: the judge sees it, the table cannot.
     rows = hidden_traffic(random.Random(3), 120)
     assert set(await loop.send(rows)) == {"light"}
@@ -196,12 +199,9 @@ async def test_a_refit_that_cannot_be_better_is_refused_and_writes_nothing(
 
 
 async def test_a_position_biased_judge_labels_only_what_both_orders_agree_on(
-    aiohttp_client: ClientFactory,
-    make_config: MakeConfig,
-    tmp_path: Path,
-    mock_upstream: TestServer,
+    start: Start, mock_upstream: TestServer
 ) -> None:
-    loop = await start(aiohttp_client, make_config, tmp_path)
+    loop = await start()
     rows = traffic(random.Random(4), 40)
     hidden = sum(h for _, h in rows)
     await loop.send(rows)
@@ -219,13 +219,8 @@ async def test_a_position_biased_judge_labels_only_what_both_orders_agree_on(
     assert all(MARKER not in str(o.request).lower() for o in labeled)
 
 
-async def test_the_judge_stops_at_its_budget(
-    aiohttp_client: ClientFactory,
-    make_config: MakeConfig,
-    tmp_path: Path,
-    mock_upstream: TestServer,
-) -> None:
-    loop = await start(aiohttp_client, make_config, tmp_path)
+async def test_the_judge_stops_at_its_budget(start: Start, mock_upstream: TestServer) -> None:
+    loop = await start()
     await loop.send(traffic(random.Random(5), 10))
     await loop.stored(10)
     mock_judge(mock_upstream)
@@ -248,15 +243,12 @@ def replace_learn(config: Config, **changes: Any) -> Any:
 
 
 async def test_feedback_on_redacted_rows_refits_on_their_stored_features(
-    aiohttp_client: ClientFactory,
-    make_config: MakeConfig,
-    tmp_path: Path,
-    mock_upstream: TestServer,
+    start: Start, mock_upstream: TestServer
 ) -> None:
     """With redact = "hash" no text is stored and the judge has nothing to read; the
     application's feedback labels the rows, and the refit learns from the features kept
     (the table's vocabulary: here "birthday", a word it knows but barely weighs)."""
-    loop = await start(aiohttp_client, make_config, tmp_path, 'redact = "hash"\n')
+    loop = await start('redact = "hash"\n')
     rows = present_traffic(random.Random(6), 200)
     for body, property_ in rows:
         resp = await loop.post(body)
@@ -304,12 +296,9 @@ def present_traffic(rng: random.Random, n: int) -> list[tuple[dict[str, Any], bo
 
 
 async def test_the_judge_leaves_rows_the_application_labeled(
-    aiohttp_client: ClientFactory,
-    make_config: MakeConfig,
-    tmp_path: Path,
-    mock_upstream: TestServer,
+    start: Start, mock_upstream: TestServer
 ) -> None:
-    loop = await start(aiohttp_client, make_config, tmp_path)
+    loop = await start()
     rows = traffic(random.Random(8), 20, hidden_share=1.0)
     ids = []
     for body, _ in rows:
@@ -334,12 +323,9 @@ async def test_the_judge_leaves_rows_the_application_labeled(
 
 
 async def test_the_server_judges_in_the_background_when_asked(
-    aiohttp_client: ClientFactory,
-    make_config: MakeConfig,
-    tmp_path: Path,
-    mock_upstream: TestServer,
+    start: Start, mock_upstream: TestServer
 ) -> None:
-    loop = await start(aiohttp_client, make_config, tmp_path, "judge_every = 0.01\n")
+    loop = await start("judge_every = 0.01\n")
     mock_judge(mock_upstream)
     rows = traffic(random.Random(9), 30)
     await loop.send(rows)
@@ -353,3 +339,20 @@ async def test_the_server_judges_in_the_background_when_asked(
     assert len(labeled) == len(rows)
     assert sum(not o.weak_suffices for o in labeled) == sum(h for _, h in rows)
     assert all(o.label_source == "judge" and o.judge_cost_usd > 0 for o in labeled)
+
+
+async def test_one_judge_at_a_time_per_store(start: Start, mock_upstream: TestServer) -> None:
+    loop = await start()
+    await loop.send(traffic(random.Random(10), 4))
+    await loop.stored(4)
+    store = SqliteOutcomes.open(loop.config.learn)
+    try:
+        assert store.call(store.lease, "judge", "server:elsewhere", 600.0)
+        with pytest.raises(commands.Busy):
+            await commands.judge_store(loop.config, store)
+        store.call(store.release, "judge", "server:elsewhere")
+        assert (await commands.judge_store(loop.config, store)).judged == 4
+        # The command gave its lease back: another process may judge now.
+        assert store.call(store.lease, "judge", "server:elsewhere", 600.0)
+    finally:
+        await store.close()

@@ -51,11 +51,15 @@ def test_anything_else_is_not_a_verdict(reply: str) -> None:
 def test_both_orders_must_agree_on_the_cheaper_answer() -> None:
     ok_first = Verdict(True, True, "same", "")  # cheaper first: acceptable
     bad_second = Verdict(True, False, "1", "")  # cheaper second: not acceptable
-    ok_second = Verdict(False, True, "2", "")
+    ok_second = Verdict(True, True, "same", "")
     bad_first = Verdict(False, True, "2", "")
     assert combine(ok_first, ok_second) == (True, "agree")
     assert combine(bad_first, bad_second) == (False, "agree")
     assert combine(ok_first, bad_second) == (None, "split")  # position bias: no label
+    # Both answers fail in both orders: the frontier would not have helped, no label.
+    assert combine(Verdict(False, False, "same", ""), Verdict(False, False, "same", "")) == (
+        None, "both_fail",
+    )  # fmt: skip
 
 
 def test_the_judge_sees_the_request_and_both_answers_in_their_places() -> None:
@@ -106,6 +110,15 @@ def test_a_candidate_that_loses_recall_where_the_current_table_had_it_is_refused
     verdict = compare(current, lazy, held, {}, LearnSpec(min_gain=0.0), COSTS)
     assert not verdict.accepted
     assert any("frontier recall as deployed 0.0%" in r for r in verdict.reasons)
+    # The same ranking with thresholds that send everything up: it saves nothing as deployed.
+    eager = current.with_thresholds(0.0, 0.0)
+    verdict = compare(current, eager, held, {}, LearnSpec(min_gain=0.0), COSTS)
+    assert not verdict.accepted
+    assert any("as deployed the candidate saves 0.0%" in r for r in verdict.reasons)
+    # A data file is checked on its deployed recall too, even where its AUC is undefined.
+    files = {"hard_only": held[:6]}
+    verdict = compare(current, lazy, held, files, LearnSpec(min_gain=0.0), COSTS)
+    assert any(r.startswith("file:hard_only: frontier recall") for r in verdict.reasons)
     same = compare(current, current, held, {}, LearnSpec(), COSTS)
     assert not same.accepted
     assert any("must gain" in r for r in same.reasons)
@@ -116,20 +129,29 @@ def test_a_candidate_that_loses_recall_where_the_current_table_had_it_is_refused
 def test_a_store_of_the_first_schema_is_opened_and_gains_the_new_columns(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     old = [c for c in Outcome.__dataclass_fields__ if c not in
-           ("redact", "judged_at", "judge_cost_usd", "verdict")]  # fmt: skip
+           ("redact", "judged_at", "judge_cost_usd", "verdict", "judge_failures")]  # fmt: skip
     conn = sqlite3.connect(path)
     conn.execute(f"CREATE TABLE outcomes ({', '.join(old)}, size INTEGER)")
     values = ["r1", 1.0, "shadow", "k", "light", "0.1", "m", "light", "{}", "{}", "a", 0.0,
               1, "ref", "frontier", "b", 0.1, None, None, None, 10]  # fmt: skip
     conn.execute(f"INSERT INTO outcomes VALUES ({', '.join('?' for _ in values)})", values)
+    digest = "sha256:" + "ab" * 32  # a row stored with redact = "hash"
+    hashed = ["r2", 2.0, *values[2:10], digest, 0.0, 1, "ref", "frontier", digest, 0.1,
+              None, None, None, 10]  # fmt: skip
+    conn.execute(f"INSERT INTO outcomes VALUES ({', '.join('?' for _ in hashed)})", hashed)
+    dropped = ["r3", 3.0, *values[2:10], None, 0.0, 1, "ref", "frontier", None, 0.1,
+               None, None, None, 10]  # fmt: skip
+    conn.execute(f"INSERT INTO outcomes VALUES ({', '.join('?' for _ in dropped)})", dropped)
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
     store = SqliteOutcomes.open(LearnSpec(store=str(path)))
     try:
-        (row,) = store.call(lambda: list(store.outcomes()))
-        assert (row.redact, row.judge_cost_usd, row.verdict) == ("none", 0.0, None)
-        assert [o.request_id for o in store.call(store.to_judge)] == ["r1"]
+        rows = store.call(lambda: list(store.outcomes()))
+        assert [(o.redact, o.judge_cost_usd, o.verdict) for o in rows] == [
+            ("none", 0.0, None), ("hash", 0.0, None), ("drop", 0.0, None),
+        ]  # fmt: skip
+        assert [o.request_id for o in store.call(store.to_judge)] == ["r1"]  # text only
     finally:
         store.close_now()
 
@@ -182,6 +204,7 @@ def test_a_widened_threshold_catches_for_free_what_the_recall_let_go() -> None:
         pytest.approx(0.65)
     )
     assert widened(0.7, [0.6, 0.7], [1, 1]) == 0.6  # nothing below: the lowest positive
+    assert widened(1.0, [0.2, 0.4], [0, 0]) == 1.0  # nothing needs the frontier: unchanged
 
 
 def test_the_outcome_store_evicts_the_oldest_rows_over_max_bytes(tmp_path: Path) -> None:
@@ -203,3 +226,20 @@ def test_the_outcome_store_evicts_the_oldest_rows_over_max_bytes(tmp_path: Path)
     assert 15 <= len(rows) <= 21  # about 1 MiB of 50 kB rows, the oldest gone first
     assert rows[-1] == "r59"
     assert "r0" not in rows
+
+
+def test_processes_opening_one_store_at_once_all_open_it(tmp_path: Path) -> None:
+    """Workers open the store together at start-up: created (or upgraded) once, whole."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "shared.sqlite3"
+    code = (
+        "from gearshift.learn.outcomes import SqliteOutcomes\n"
+        "from gearshift.learn.spec import LearnSpec\n"
+        f"SqliteOutcomes.open(LearnSpec(store={str(path)!r})).close_now()\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+             for _ in range(6)]  # fmt: skip
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors

@@ -17,7 +17,7 @@ from gearshift.config import Config, ConfigError
 from gearshift.learn import judge as judging
 from gearshift.learn import refit as refitting
 from gearshift.learn import report as reporting
-from gearshift.learn.outcomes import Outcome, SqliteOutcomes, routing_row
+from gearshift.learn.outcomes import Outcome, OutcomeStore, SqliteOutcomes, routing_row
 from gearshift.routing.classify import Rules, RulesError, load_rules
 
 
@@ -69,9 +69,17 @@ def outcomes(config: Config, every: bool, out: str | None) -> int:
 # ---------------------------------------------------------------- judge
 
 
+LEASE = "judge"  # one judge at a time per store: the command, or one server process
+LEASE_SECONDS = 600.0
+
+
+class Busy(Exception):
+    """Another process is judging this store."""
+
+
 async def judge_store(
     config: Config,
-    store: SqliteOutcomes,
+    store: OutcomeStore,
     *,
     again: bool = False,
     limit: int | None = None,
@@ -79,9 +87,10 @@ async def judge_store(
     transport: Any = None,
 ) -> judging.Tally:
     """Judge the store's unjudged pairs with ``[learn] judge`` (default: the strongest
-    offered model), through a router of its own, under the judge's daily budget."""
-    from gearshift.governance.governor import Governor
-    from gearshift.governance.state import open_state
+    offered model), through a router of its own, under the judge's daily budget, holding
+    the store's judge lease (``Busy`` when another process holds it)."""
+    import os
+
     from gearshift.routing.policy import Policy
     from gearshift.serve.router import Router
     from gearshift.serve.transport import HTTPTransport
@@ -94,21 +103,24 @@ async def judge_store(
     model = config.learn.judge or (routing.baseline.name if routing.baseline else None)
     if model is None:
         raise ConfigError("no judge model: set [learn] judge, or configure a provider")
+    holder = f"command:{os.getpid()}"
+
+    async def keep() -> bool:  # the lease, renewed before each pair
+        return bool(await store.run(store.lease, LEASE, holder, LEASE_SECONDS))
+
+    if not await keep():
+        raise Busy("another process is judging this store (its lease); try again later")
     transport = transport or HTTPTransport(config.providers, config.server.max_response_bytes)
-    state = open_state(config)
-    governor = Governor(state, config.state)
     await transport.start()
     try:
         judge = judging.Judge(
-            store, governor, Router(transport, config.reliability).run, routing, model,
+            store, Router(transport, config.reliability).run, routing, model,
             config.learn.judge_budget_daily_usd,
         )  # fmt: skip
-        if config.state.backend == "memory":
-            await judge.prime()
-        return await judge.run_all(rows, concurrency)
+        return await judge.run_all(rows, concurrency, keep)
     finally:
         await transport.close()
-        await state.close()
+        await store.run(store.release, LEASE, holder)
 
 
 def judge(config: Config, again: bool, limit: int | None, concurrency: int, as_json: bool) -> int:
@@ -126,9 +138,12 @@ def judge(config: Config, again: bool, limit: int | None, concurrency: int, as_j
 
     try:
         tally = asyncio.run(go())
-    except ConfigError as exc:
+    except (ConfigError, RulesError) as exc:
         print(f"gearshift judge: {exc}", file=sys.stderr)
         return 2
+    except Busy as exc:
+        print(f"gearshift judge: {exc}", file=sys.stderr)
+        return 1
     doc = tally.doc()
     if as_json:
         sys.stdout.write(orjson.dumps(doc).decode() + "\n")
@@ -150,15 +165,27 @@ def judge(config: Config, again: bool, limit: int | None, concurrency: int, as_j
 def report(config: Config, as_json: bool, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     rules = current_rules(config)
-    rows = read_rows(config)
-    if rules is None or rows is None:
+    store = open_store(config)
+    if rules is None or store is None:
         return 2
-    doc = reporting.build(rows, rules).doc()
+    try:
+        doc = store.call(lambda: report_doc(store, rules))
+    finally:
+        store.close_now()
     if as_json:
         out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         reporting.write_text(doc, out)
     return 0
+
+
+def report_doc(store: OutcomeStore, rules: Rules, newest: int | None = None) -> dict[str, Any]:
+    """(On the store's thread.) The report over the store's rows (``newest``: the most
+    recent so many), with what judging cost by the store's ledger: every call, labeled row
+    or not, in the last 40 days."""
+    doc = reporting.build(store.outcomes(newest=newest), rules).doc()
+    doc["judge_cost_usd"] = round(store.judge_spent_since(0.0), 8)
+    return doc
 
 
 # ---------------------------------------------------------------- refit
@@ -212,6 +239,13 @@ def from_store(
             print(
                 f"gearshift: the outcome store has no labeled rows to fit ({len(data.held)} "
                 "held back): switch [learn] on, run `gearshift judge`, or send feedback",
+                file=sys.stderr,
+            )
+            return 1
+        if not any(e.strong for e in data.train):
+            print(
+                f"gearshift: none of the store's {len(data.train)} training rows needed the "
+                "frontier: there is nothing to learn yet",
                 file=sys.stderr,
             )
             return 1

@@ -4,15 +4,18 @@ acceptable for the request (``gearshift judge``; ``docs/learning.md``).
 - **Pairwise, both orders.** Each pair is put to the judge twice: the cheaper answer first,
   then second. A label is written only when both orders agree on the cheaper answer
   (``agree``); when they disagree (``split``: the judge's position bias, or a pair it cannot
-  tell apart) the row stays unlabeled, and so does a reply that does not parse (``invalid``).
+  tell apart) the row stays unlabeled, and so does a reply that does not parse (``invalid``)
+  and a pair where both answers fail (``both_fail``: the frontier would not have helped).
 - **The rubric** asks whether each answer is acceptable for the request (correct, does what
   was asked, complete enough), not which is longer, and which is better.
 - **Strict verdicts.** The reply must be one JSON object with exactly the fields of
   ``Verdict`` (a single code fence around it is tolerated); anything else is ``invalid``.
 - **Budgeted and accounted.** Every call goes through the router with the judge model pinned
-  (fallbacks and breakers apply), holds its estimate in the judge's daily budget
-  (``[learn] judge_budget_daily_usd``, kept in ``[state]``), and settles its actual cost.
-  What each row's judging cost is kept in the store (``judge_cost_usd``).
+  (fallbacks and breakers apply). Before it, what judging spent today (every call's cost is
+  kept in the store, whichever process made it) plus the estimates of the calls under way
+  must be under ``[learn] judge_budget_daily_usd``. Each labeled row keeps what judging it
+  cost (``judge_cost_usd``). A call that fails, or an empty reply, leaves the row to be
+  tried again; after three failures it is left.
 """
 
 from __future__ import annotations
@@ -27,11 +30,10 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from gearshift.errors import GearshiftError, OverLimit
-from gearshift.governance.governor import Governor, StateDown, periods
-from gearshift.governance.keys import KeyPolicy
+from gearshift.errors import GearshiftError
+from gearshift.governance.governor import periods
 from gearshift.inbound.chat import ChatRequest, content_text, parse_chat
-from gearshift.learn.outcomes import Outcome, SqliteOutcomes
+from gearshift.learn.outcomes import Outcome, OutcomeStore
 from gearshift.providers import Completion
 from gearshift.routing import policy
 from gearshift.serve import relay
@@ -57,7 +59,7 @@ Reply with exactly one JSON object and nothing else:
 
 MAX_TEXT = 12_000  # characters of each message and answer shown to the judge
 MAX_REASON = 600  # characters of the judge's reasons kept with a label
-JUDGE_MAX_TOKENS = 400
+JUDGE_MAX_TOKENS = 4096  # room for a reasoning judge; the verdict itself is short
 
 
 class Verdict(msgspec.Struct, forbid_unknown_fields=True):
@@ -114,10 +116,16 @@ def judge_messages(request: dict[str, Any], answer_1: str, answer_2: str) -> lis
 
 
 def combine(cheap_first: Verdict, cheap_second: Verdict) -> tuple[bool | None, str]:
-    """The label from both orders (None when they disagree) and its verdict name."""
-    first, second = cheap_first.acceptable_1, cheap_second.acceptable_2
-    if first == second:
-        return first, "agree"
+    """The label from both orders and its verdict name: the cheaper answer sufficed when
+    both orders accept it (``agree``); it did not when both reject it and accept the
+    stronger one (``agree``). When the orders disagree (``split``), or both answers fail
+    (``both_fail``: the frontier would not have helped), there is no label."""
+    cheap_ok = (cheap_first.acceptable_1, cheap_second.acceptable_2)
+    strong_ok = (cheap_first.acceptable_2, cheap_second.acceptable_1)
+    if cheap_ok == (True, True):
+        return True, "agree"
+    if cheap_ok == (False, False):
+        return (False, "agree") if strong_ok == (True, True) else (None, "both_fail")
     return None, "split"
 
 
@@ -148,32 +156,35 @@ class OutOfBudget(Exception):
 
 
 class Judge:
-    """Puts stored pairs to ``model`` through ``run`` (``Router.run``) under a daily budget."""
+    """Puts stored pairs to ``model`` through ``run`` (``Router.run``) under a daily budget
+    kept in the store (every judge call's cost, whichever process made it: the server's
+    rounds and the command see the same spend)."""
 
     def __init__(
         self,
-        store: SqliteOutcomes,
-        governor: Governor,
+        store: OutcomeStore,
         run: Callable[[ChatRequest, Exchange], Awaitable[Any]],
         routing: policy.Policy,
         model: str,
         budget_daily_usd: float,
+        *,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._governor = governor
         self._run = run
         self._routing = routing
         self._model = model
-        self._budget = KeyPolicy("judge", budget_daily_usd=budget_daily_usd)
+        self._budget = budget_daily_usd
+        self._wall = wall
+        self._held = 0.0  # estimates of this process's calls under way
 
-    async def prime(self) -> None:
-        """(In-process state) what the store says judging spent today counts against the
-        budget: the budget holds across runs of the command, not only within one."""
-        (_, left), _ = periods(time.time())
-        start = time.time() + left - 86_400
-        spent = await self._store.run(self._store.judge_spent_since, start)
-        if spent:
-            await self._governor.settle(self._budget, spent, 0, 0)
+    async def _admit(self, estimate: float) -> None:
+        (_, left), _ = periods(self._wall())
+        today = self._wall() + left - 86_400
+        spent = await self._store.run(self._store.judge_spent_since, today)
+        if spent is None or spent + self._held >= self._budget:
+            raise OutOfBudget
+        self._held += estimate
 
     async def ask(self, outcome: Outcome, cheap_first: bool) -> tuple[Verdict | None, float, str]:
         """One order: the verdict (None: unparsed), the call's cost, the raw reply."""
@@ -189,10 +200,7 @@ class Judge:
         ex = Exchange(f"judge/{outcome.request_id}/{int(cheap_first)}", time.perf_counter())
         ex.requested = self._model
         ex.plan = plan = policy.plan(chat, self._routing, {"x-gearshift-route": "pin"})
-        try:
-            await self._governor.check(self._budget, 0, plan.est_cost_usd)
-        except (OverLimit, StateDown):
-            raise OutOfBudget from None
+        await self._admit(plan.est_cost_usd)
         cost = 0.0
         try:
             answer = await self._run(chat, ex)
@@ -201,8 +209,12 @@ class Judge:
             relay.whole(ex, chat, answer)
             cost = ex.account.cost_usd if ex.account is not None else 0.0
         finally:
-            await self._governor.settle(self._budget, cost - plan.est_cost_usd, 0, 0)
+            self._held -= plan.est_cost_usd
+            if cost:
+                await self._store.run(self._store.judge_spent, cost)
         text = _answer_text(answer.body)
+        if not text.strip():  # (a reasoning judge out of tokens): tried again later
+            raise GearshiftError("the judge's reply is empty")
         try:
             return parse_verdict(text), cost, text
         except Unparsed:
@@ -216,17 +228,14 @@ class Judge:
                 results.append(await self.ask(outcome, cheap_first))
         except OutOfBudget:
             tally.skipped += 1
+            tally.cost_usd += sum(r[1] for r in results)
             raise
         except GearshiftError as exc:
             tally.failed += 1
+            tally.cost_usd += sum(r[1] for r in results)
             tally.errors.append(f"{outcome.request_id}: {exc}")
+            await self._store.run(self._store.judge_failed, outcome.request_id)
             return
-        finally:
-            spent = sum(r[1] for r in results)
-            if spent:
-                await self._store.run(self._store.judge_spent, spent)
-            if len(results) < 2:
-                tally.cost_usd += spent
         (v1, c1, t1), (v2, c2, t2) = results
         cost = c1 + c2
         tally.cost_usd += cost
@@ -238,7 +247,7 @@ class Judge:
             reason = "the judge's reply is not a verdict: " + bad[:200]
         else:
             label, verdict = combine(v1, v2)
-            reason = _reason(v1, v2, label)
+            reason = _reason(v1, v2, label, verdict)
             if label is None:
                 tally.split += 1
             elif label:
@@ -251,15 +260,26 @@ class Judge:
             )
         )
 
-    async def run_all(self, outcomes: list[Outcome], concurrency: int = 4) -> Tally:
+    async def run_all(
+        self,
+        outcomes: list[Outcome],
+        concurrency: int = 4,
+        keep: Callable[[], Awaitable[bool]] | None = None,
+    ) -> Tally:
         """Every row in ``outcomes``, ``concurrency`` at a time; stops taking new rows once
-        the budget is spent."""
+        the budget is spent, or when ``keep()`` (asked before each row: the lease still
+        held) says no."""
         tally = Tally()
         queue = list(reversed(outcomes))
         stop = asyncio.Event()
 
         async def worker() -> None:
             while queue and not stop.is_set():
+                if keep is not None and not await keep():
+                    stop.set()
+                    break
+                if not queue:  # (another worker took the last while this one waited)
+                    break
                 outcome = queue.pop()
                 try:
                     await self.pair(outcome, tally)
@@ -285,9 +305,11 @@ def _answer_text(body: bytes) -> str:
     return content if isinstance(content, str) else ""
 
 
-def _reason(cheap_first: Verdict, cheap_second: Verdict, label: bool | None) -> str:
-    if label is None:
+def _reason(cheap_first: Verdict, cheap_second: Verdict, label: bool | None, verdict: str) -> str:
+    if verdict == "split":
         head = "split verdict (the orders disagree; no label)"
+    elif verdict == "both_fail":
+        head = "neither answer was acceptable (no label: the frontier did not help)"
     else:
         head = "the cheaper answer " + ("sufficed" if label else "did not suffice")
     text = f"{head}: {cheap_first.reason.strip()} / {cheap_second.reason.strip()}"

@@ -42,9 +42,10 @@ log = logging.getLogger("gearshift.learn")
 T = TypeVar("T")
 SCHEMA = 2
 # Columns added since schema 1 (a store of that version gains them when opened).
-_ADDED = {2: ("redact", "judged_at", "judge_cost_usd", "verdict")}
+_ADDED = {2: ("redact", "judged_at", "judge_cost_usd", "verdict", "judge_failures")}
 BUSY_TIMEOUT = 5.0
 EXPIRE_EVERY = 60.0
+MAX_JUDGE_FAILURES = 3
 
 
 @dataclass(slots=True)
@@ -74,7 +75,8 @@ class Outcome:
     redact: str = "none"  # how the request and answers were stored ([learn] redact)
     judged_at: float | None = None
     judge_cost_usd: float = 0.0
-    verdict: str | None = None  # the judge's: "agree" (both orders), "split", "invalid"
+    verdict: str | None = None  # the judge's: "agree" (both orders), "split", "invalid"…
+    judge_failures: int = 0  # judge calls that failed on this row (after 3 it is left)
 
 
 _COLUMNS = [f for f in Outcome.__dataclass_fields__]
@@ -82,6 +84,10 @@ _JSON = {"request", "features"}
 
 
 class OutcomeStore(Protocol):
+    """What the server (``record``, ``feedback``) and the loop's commands (the rest, run on
+    the store's own thread by ``run``/``call``) need of a store; a shared backend would
+    implement it as ``SqliteOutcomes`` does."""
+
     async def record(self, outcome: Outcome) -> None: ...
 
     async def feedback(
@@ -90,6 +96,36 @@ class OutcomeStore(Protocol):
         """Store the application's verdict; True when it labels a recorded request (of the
         same proxy key)."""
         ...
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T | None: ...
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def outcomes(
+        self, *, labeled: bool | None = None, newest: int | None = None
+    ) -> Iterator[Outcome]: ...
+
+    def to_judge(self, *, again: bool = False, limit: int | None = None) -> list[Outcome]: ...
+
+    def label_now(
+        self,
+        request_id: str,
+        weak_suffices: bool | None,
+        reason: str,
+        *,
+        verdict: str = "agree",
+        cost_usd: float = 0.0,
+    ) -> bool: ...
+
+    def judge_spent(self, cost_usd: float) -> None: ...
+
+    def judge_spent_since(self, since: float) -> float: ...
+
+    def judge_failed(self, request_id: str) -> None: ...
+
+    def lease(self, name: str, holder: str, seconds: float) -> bool: ...
+
+    def release(self, name: str, holder: str) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -147,21 +183,42 @@ class SqliteOutcomes:
 
     def _connect(self, target: str) -> None:
         conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and version not in (1, SCHEMA):
-            conn.close()
-            raise sqlite3.DatabaseError("not a gearshift outcome store (or another version)")
-        if tables and version < SCHEMA:
-            for added in range(version + 1, SCHEMA + 1):
-                for column in _ADDED[added]:
-                    conn.execute(f"ALTER TABLE outcomes ADD COLUMN {column}")
-            conn.execute("UPDATE outcomes SET redact = 'none', judge_cost_usd = 0.0")
         if target != ":memory:":
             conn.execute("PRAGMA journal_mode=WAL")
             # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a power cut may
             # lose the last rows, never the file (sqlite.org/pragma.html#pragma_synchronous).
             conn.execute("PRAGMA synchronous=NORMAL")
+        # Created or upgraded in one write transaction: processes (workers) opening the same
+        # file at once see it whole, in its old or its new form.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._setup(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        conn.execute("COMMIT")
+        self._conn = conn
+        self._total = self._size()
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and version not in (1, SCHEMA):
+            raise sqlite3.DatabaseError("not a gearshift outcome store (or another version)")
+        if "outcomes" in tables and version < SCHEMA:
+            have = {r[1] for r in conn.execute("PRAGMA table_info(outcomes)")}
+            for column in _ADDED[2]:
+                if column not in have:
+                    conn.execute(f"ALTER TABLE outcomes ADD COLUMN {column}")
+            # How a row of schema 1 was redacted, from what it holds: "drop" left no answer,
+            # "hash" a digest in its place.
+            conn.execute(
+                "UPDATE outcomes SET judge_cost_usd = 0.0, judge_failures = 0, redact = CASE "
+                "WHEN answer IS NULL THEN 'drop' "
+                "WHEN answer GLOB 'sha256:*' AND length(answer) = 71 THEN 'hash' "
+                "ELSE 'none' END"
+            )
         cols = ", ".join(
             f"{c} {'PRIMARY KEY' if c == 'request_id' else ''}".strip() for c in _COLUMNS
         )
@@ -173,11 +230,11 @@ class SqliteOutcomes:
         )
         conn.execute("CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id)")
         conn.execute("CREATE TABLE IF NOT EXISTS judge_costs (at REAL, cost REAL)")
+        conn.execute("CREATE INDEX IF NOT EXISTS judge_costs_at ON judge_costs (at)")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT, until REAL)"
         )
         conn.execute(f"PRAGMA user_version = {SCHEMA}")
-        self._conn = conn
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T | None:
         if self._closed:
@@ -195,13 +252,10 @@ class SqliteOutcomes:
             return
         batch = self._next
         if batch is None:
-            batch = self._next = (
-                [],
-                asyncio.get_running_loop().create_future(),
-            )
-            if not self._writing:
-                self._write_next()
-        batch[0].append(outcome)
+            batch = self._next = ([], asyncio.get_running_loop().create_future())
+        batch[0].append(outcome)  # (before a write can take the batch to the store's thread)
+        if not self._writing:
+            self._write_next()
         await asyncio.shield(batch[1])
 
     def _write_next(self) -> None:
@@ -233,6 +287,7 @@ class SqliteOutcomes:
             self._bound()
         except BaseException:
             self._conn.execute("ROLLBACK")
+            self._total = self._size()
             raise
         self._conn.execute("COMMIT")
 
@@ -347,18 +402,33 @@ class SqliteOutcomes:
 
     def to_judge(self, *, again: bool = False, limit: int | None = None) -> list[Outcome]:
         """Shadow pairs with both answers in text, not labeled by feedback, not yet judged
-        (``again``: judged ones too), oldest first."""
+        (``again``: judged ones too), oldest first; those a judge call failed on come last,
+        and after ``MAX_JUDGE_FAILURES`` not at all."""
         assert self._conn is not None
         where = (
             "kind = 'shadow' AND redact = 'none' AND answer IS NOT NULL "
             "AND reference_answer IS NOT NULL AND (label_source IS NULL OR label_source = 'judge')"
+            f" AND judge_failures < {MAX_JUDGE_FAILURES}"
         )
         if not again:
             where += " AND judged_at IS NULL"
-        query = f"SELECT {', '.join(_COLUMNS)} FROM outcomes WHERE {where} ORDER BY at"
+        query = (
+            f"SELECT {', '.join(_COLUMNS)} FROM outcomes WHERE {where} ORDER BY judge_failures, at"
+        )
         if limit is not None:
             query += f" LIMIT {int(limit)}"
         return [self._outcome(values) for values in self._conn.execute(query)]
+
+    def judge_failed(self, request_id: str) -> None:
+        assert self._conn is not None
+        self._conn.execute(
+            "UPDATE outcomes SET judge_failures = judge_failures + 1 WHERE request_id = ?",
+            (request_id,),
+        )
+
+    def release(self, name: str, holder: str) -> None:
+        assert self._conn is not None
+        self._conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
 
     def lease(self, name: str, holder: str, seconds: float) -> bool:
         """Whether ``holder`` has (took or renewed) the lease ``name`` for ``seconds``: one
@@ -394,13 +464,18 @@ class SqliteOutcomes:
         doc = {c: orjson.loads(v) if c in _JSON else v for c, v in pairs}
         return Outcome(**doc)
 
-    def outcomes(self, *, labeled: bool | None = None) -> Iterator[Outcome]:
-        """Every stored row, oldest first (``labeled``: only those with or without a label)."""
+    def outcomes(
+        self, *, labeled: bool | None = None, newest: int | None = None
+    ) -> Iterator[Outcome]:
+        """Every stored row, oldest first (``labeled``: only those with or without a label;
+        ``newest``: only the most recent so many)."""
         assert self._conn is not None
         where = ""
         if labeled is not None:
             where = f" WHERE weak_suffices IS {'NOT ' if labeled else ''}NULL"
         query = f"SELECT {', '.join(_COLUMNS)} FROM outcomes{where} ORDER BY at"
+        if newest is not None:
+            query = f"SELECT * FROM ({query} DESC LIMIT {int(newest)}) ORDER BY at"
         for values in self._conn.execute(query):
             yield self._outcome(values)
 

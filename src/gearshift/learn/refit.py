@@ -11,11 +11,14 @@
   store's rows alone. Data files given beside it (the shipped sets, from a checkout, or the
   team's own) are fitted too; ``store_weight`` is the store's weight against them. The
   thresholds and the risk map come from out-of-fold scores at ``target_recall``.
-- **The proof**, on the held-back rows only: the candidate must save at least ``min_gain``
-  more (share of the all-frontier bill) at frontier recall ``target_recall`` than the table
-  in force; and be no worse by more than ``margin`` anywhere else: its recall of requests
-  needing the frontier as deployed (its own thresholds) on the held-back rows and on each
-  task cluster among them, and its AUC on each given data file. Otherwise it is refused.
+- **The proof**, on the held-back rows (held back by a hash of what they asked, so that a
+  prompt asked twice stays on one side): the candidate must save at least ``min_gain`` more
+  (share of the all-frontier bill) at frontier recall ``target_recall`` than the table in
+  force; as deployed (its own thresholds) it must save at least what the table in force
+  could at the recall it reaches, less ``margin``; and it may be no worse by more than
+  ``margin`` anywhere else: its frontier recall as deployed on the held-back rows, on each
+  task cluster among them and on each given data file, and its AUC on each data file (where
+  one is defined). Otherwise it is refused.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from gearshift.learn.outcomes import Outcome, routing_row
 from gearshift.learn.report import cluster_of
@@ -40,9 +45,10 @@ MIN_HELD_POSITIVE = 2  # of which needing the frontier
 MIN_CLUSTER = 10  # held-back rows of a cluster for it to be checked on its own
 
 
-def held_back(request_id: str, share: float) -> bool:
-    """Whether a row is held back: stable across runs (``eval`` and ``calibrate`` agree)."""
-    h = int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big")
+def held_back(key: str, share: float) -> bool:
+    """Whether a row is held back, by a hash of ``key`` (what it asked): stable across runs
+    (``eval`` and ``calibrate`` agree)."""
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
     return h / 2**64 < share
 
 
@@ -64,7 +70,9 @@ def store_data(outcomes: Sequence[Outcome], spec: LearnSpec, rules: Rules) -> St
         if o.redact != "none":  # no text: the features stored with it (the table's own)
             data.redacted += 1
             example.features = o.features
-        (data.held if held_back(o.request_id, spec.hold_back) else data.train).append(example)
+        # Held back by what was asked: the same prompt asked twice stays on one side.
+        asked = orjson.dumps(o.request.get("messages") if isinstance(o.request, dict) else None)
+        (data.held if held_back(asked.decode(), spec.hold_back) else data.train).append(example)
     return data
 
 
@@ -198,18 +206,31 @@ def compare(
             f"the candidate against {_p(cur.saving)} for the table in force; it must gain "
             f"{_p(spec.min_gain)}"
         )
+    # As deployed (its own thresholds), the candidate must save at least what the table in
+    # force could at the same recall, less the margin: a good ranking with bad thresholds
+    # does not pass.
+    scores = [cal.score_of(current, e) for e in held]
+    if not math.isnan(cand.recall) and cand.recall > 0:
+        could = rep.savings_at_recall(scores, held, cand.recall, costs)["saving"]
+        if not cand.deployed_saving >= could - spec.margin:
+            out.reasons.append(
+                f"held-back rows: as deployed the candidate saves {_p(cand.deployed_saving)} "
+                f"at frontier recall {_p(cand.recall)}; the table in force can save "
+                f"{_p(could)} there"
+            )
     for name, (c0, c1) in out.sets.items():
-        if name.startswith("file:"):
-            if c1.auc < c0.auc - spec.margin:
-                out.reasons.append(
-                    f"{name}: AUC {c1.auc:.3f} against {c0.auc:.3f}, worse by more than "
-                    f"{spec.margin:g}"
-                )
-            continue
-        if c0.positives and c1.recall < min(c0.recall, recall) - spec.margin:
+        if c0.positives and not c1.recall >= min(c0.recall, recall) - spec.margin:
             out.reasons.append(
                 f"{name}: frontier recall as deployed {_p(c1.recall)} against {_p(c0.recall)} "
                 f"for the table in force, worse by more than {_p(spec.margin)}"
+            )
+        if (
+            name.startswith("file:")
+            and not math.isnan(c0.auc)
+            and not c1.auc >= c0.auc - spec.margin
+        ):
+            out.reasons.append(
+                f"{name}: AUC {c1.auc:.3f} against {c0.auc:.3f}, worse by more than {spec.margin:g}"
             )
     out.accepted = not out.reasons
     if out.accepted:

@@ -1,7 +1,8 @@
 """What the outcome store says, per task cluster (``gearshift report`` and the status page).
 
-- **A task cluster** is the hash of the request's system prompt (one application task: one
-  system prompt), or, for a request without one, its strongest feature under the current
+- **A task cluster** is the hash of the opening of the request's system prompt, digits
+  masked (one application task: one system prompt, whatever it fills in), or, for a request
+  without one, its strongest feature under the current
   rule table (``feature:w:invoice``, ``feature:code_fence``).
 - **Per cluster**: its rows and share of the recorded traffic; for the shadowed ones served
   by the cheaper model, what they cost against what the reference model cost for the same
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import html
 import math
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +29,8 @@ from gearshift.learn.outcomes import Outcome
 from gearshift.routing.classify import Rules
 
 Z95 = 1.959964
+SYSTEM_CHARS = 200  # of the system prompt that name its cluster
+_DIGITS = re.compile(r"\d+")
 LOST_SHOWN = 20
 EXCERPT = 160
 
@@ -73,7 +77,10 @@ def cluster_of(request: dict[str, Any], features: dict[str, float], rules: Rules
     """``features``: those stored with a redacted row; without them, read from the text."""
     system = system_text(request)
     if system:
-        return "system:" + hashlib.sha256(system.encode()).hexdigest()[:10]
+        # A templated prompt (a date, a user's name or number in it) is still one task: the
+        # opening, digits masked.
+        opening = _DIGITS.sub("#", system[:SYSTEM_CHARS])
+        return "system:" + hashlib.sha256(opening.encode()).hexdigest()[:10]
     if not features:
         features = rules.features(request)[1]
     return "feature:" + (strongest_feature(features, rules) or "none")
@@ -242,22 +249,22 @@ def write_text(doc: dict[str, Any], out: TextIO) -> None:
 
 
 def html_section(doc: dict[str, Any]) -> str:
-    """The status page's section (shown with ``[learn]``)."""
-    e = html.escape
+    """The status page's section (shown with ``[learn]``): figures and request ids only."""
+    e = html.escape  # (no request text here: any proxy key may read this page)
     rows = "".join(
-        f"<tr><td title='{e(r['example'])}'>{e(r['cluster'])}</td><td>{r['rows']}</td>"
+        f"<tr><td>{e(r['cluster'])}</td><td>{r['rows']}</td>"
         f"<td>{_pct(r['share'])}</td><td>{_pct(r['saving_share'])}</td><td>{r['labeled']}</td>"
         f"<td>{r['lost']}</td><td>{e(_gap(r))}</td></tr>"
         for r in [*doc["clusters"][:20], doc["all"]]
     )
     lost = "".join(
-        f"<li><code>{e(r['request_id'])}</code> {e(r['cluster'])}: {e(r['prompt'])} "
-        f"<em>{e(str(r['reason']))}</em></li>"
+        f"<li><code>{e(r['request_id'])}</code> {e(r['cluster'])} ({e(str(r['source']))})</li>"
         for r in doc["lost"][:10]
     )
     return (
-        f"<h2>Shadow mode</h2><p>{doc['rows']} recorded requests; shadow calls "
-        f"${doc['shadow_cost_usd']:.4f}, judging ${doc['judge_cost_usd']:.4f}.</p>"
+        f"<h2>Shadow mode</h2><p>The {doc['rows']} most recent recorded requests; shadow "
+        f"calls ${doc['shadow_cost_usd']:.4f}, judging ${doc['judge_cost_usd']:.4f}. "
+        "Their texts: <code>gearshift report</code>.</p>"
         "<table><tr><th>task cluster</th><th>rows</th><th>share</th><th>saving</th>"
         "<th>labeled</th><th>lost</th><th>quality gap [95% CI]</th></tr>"
         f"{rows}</table>"

@@ -34,7 +34,7 @@ from gearshift.errors import GearshiftError, OverLimit
 from gearshift.governance.governor import Governor, StateDown
 from gearshift.governance.keys import KeyPolicy
 from gearshift.inbound.chat import ChatRequest
-from gearshift.learn.outcomes import Outcome, SqliteOutcomes
+from gearshift.learn.outcomes import Outcome, OutcomeStore
 from gearshift.learn.spec import LearnSpec
 from gearshift.providers import Completion
 from gearshift.routing import policy
@@ -45,6 +45,7 @@ log = logging.getLogger("gearshift.learn")
 _WORDS = ("w:", "p:", "h:")  # the classifier's word features: prefix and the word
 JUDGE_BATCH = 200  # pairs a background round judges at most
 REPORT_EVERY = 30.0  # seconds a status page's report is reused
+REPORT_ROWS = 5000  # the most recent rows the status page's report reads
 MAX_KEPT = 1 << 20  # bytes of a streamed answer kept for the store (a longer one is cut)
 
 
@@ -100,29 +101,56 @@ def stream_text(data: bytes) -> str:
 
 
 def redacted(body: dict[str, Any], mode: str) -> dict[str, Any]:
-    """``body`` with every message text hashed (``hash``) or emptied (``drop``)."""
+    """``body`` with every text the application or its users wrote hashed (``hash``) or
+    emptied (``drop``): message texts, tool-call arguments, tool results, image and file
+    URLs or data, and the tools' descriptions and parameter schemas (their names stay)."""
     if mode == "none":
         return body
 
     def text(value: str) -> str:
         return "sha256:" + hashlib.sha256(value.encode()).hexdigest() if mode == "hash" else ""
 
+    def hidden(value: Any) -> Any:  # any JSON value: its text hashed or emptied
+        return text(value if isinstance(value, str) else orjson.dumps(value).decode())
+
     def part(p: Any) -> Any:
-        if isinstance(p, dict) and isinstance(p.get("text"), str):
-            return {**p, "text": text(p["text"])}
-        return p
+        if not isinstance(p, dict):
+            return hidden(p)
+        kept = {"type": p.get("type")} if "type" in p else {}
+        return {**kept, **{k: hidden(v) for k, v in p.items() if k != "type"}}
 
     messages = []
     for m in body.get("messages") or []:
         if not isinstance(m, dict):
             continue
+        m = dict(m)
         c = m.get("content")
         if isinstance(c, str):
-            m = {**m, "content": text(c)}
+            m["content"] = text(c)
         elif isinstance(c, list):
-            m = {**m, "content": [part(p) for p in c]}
+            m["content"] = [part(p) for p in c]
+        elif c is not None:
+            m["content"] = hidden(c)
+        if isinstance(m.get("tool_calls"), list):
+            m["tool_calls"] = [
+                {**call, "function": {**call["function"],
+                                      "arguments": hidden(call["function"].get("arguments"))}}
+                if isinstance(call, dict) and isinstance(call.get("function"), dict)
+                else hidden(call)
+                for call in m["tool_calls"]
+            ]  # fmt: skip
         messages.append(m)
-    return {**body, "messages": messages}
+    out = {**body, "messages": messages}
+    if isinstance(body.get("tools"), list):
+        out["tools"] = [_tool(t, hidden) for t in body["tools"]]
+    return out
+
+
+def _tool(tool: Any, hidden: Callable[[Any], Any]) -> Any:
+    if not isinstance(tool, dict) or not isinstance(tool.get("function"), dict):
+        return hidden(tool)
+    function = {k: (v if k == "name" else hidden(v)) for k, v in tool["function"].items()}
+    return {**tool, "function": function}
 
 
 class Shadow:
@@ -132,7 +160,7 @@ class Shadow:
     def __init__(
         self,
         spec: LearnSpec,
-        store: SqliteOutcomes,
+        store: OutcomeStore,
         governor: Governor,
         run: Any,  # Router.run
         *,
@@ -155,6 +183,7 @@ class Shadow:
         self._report: tuple[float, dict[str, Any]] | None = None
         self._judging: asyncio.Task[None] | None = None
         self._state_kind = state_kind
+        self._holder = f"server:{os.getpid()}:{id(self)}"
         self.judge_rounds = 0
 
     def choose(self, ex: Exchange, chat: ChatRequest, routing: policy.Policy) -> None:
@@ -211,25 +240,25 @@ class Shadow:
     ) -> None:
         from gearshift.learn.judge import Judge
 
-        primed = state_kind != "memory"  # (on Redis the state itself remembers the spend)
-        holder = f"{os.getpid()}:{id(self)}"
+        store = self.store
         lease = max(2 * every, 600.0)
+
+        async def keep() -> bool:  # the store's judge lease, renewed before each pair
+            return bool(await store.run(store.lease, "judge", self._holder, lease))
+
         while True:
             await asyncio.sleep(every)
-            store = self.store
-            if not await store.run(store.lease, "judge", holder, lease):
-                continue  # another process (a worker) judges
-            routing = current()
-            model = self.spec.judge or (routing.baseline.name if routing.baseline else None)
-            rows = await self.store.run(lambda: self.store.to_judge(limit=JUDGE_BATCH)) or []
-            if model is not None and rows:
-                judge = Judge(self.store, self._governor, self._run, routing, model,
-                              self.spec.judge_budget_daily_usd)  # fmt: skip
-                if not primed:
-                    await judge.prime()
-                    primed = True
-                tally = await judge.run_all(rows, concurrency=2)
-                log.info("judged in the background: %s", tally.doc())
+            try:
+                routing = current()
+                model = self.spec.judge or (routing.baseline.name if routing.baseline else None)
+                rows = await store.run(lambda: store.to_judge(limit=JUDGE_BATCH)) or []
+                if model is not None and rows and await keep():
+                    judge = Judge(store, self._run, routing, model,
+                                  self.spec.judge_budget_daily_usd, wall=self._wall)  # fmt: skip
+                    tally = await judge.run_all(rows, concurrency=2, keep=keep)
+                    log.info("judged in the background: %s", tally.doc())
+            except Exception:  # a round's failure is logged; the next round tries again
+                log.exception("background judging failed")
             self.judge_rounds += 1
             if self._progress is not None:
                 self._progress.set()
@@ -243,12 +272,12 @@ class Shadow:
     async def report(self, rules: Any) -> dict[str, Any] | None:
         """The store's report (``learn/report.py``), built at most every ``REPORT_EVERY``
         seconds on the store's thread."""
-        from gearshift.learn import report
-
         now = time.monotonic()
         if self._report is None or now - self._report[0] >= REPORT_EVERY:
             store = self.store
-            doc = await store.run(lambda: report.build(store.outcomes(), rules).doc())
+            from gearshift.learn.commands import report_doc
+
+            doc = await store.run(lambda: report_doc(store, rules, REPORT_ROWS))
             if doc is None:
                 return None
             self._report = (now, doc)
@@ -261,6 +290,8 @@ class Shadow:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._judging is not None:  # another process may judge at once
+            await self.store.run(self.store.release, "judge", self._holder)
         await self.store.close()
 
     async def _compare(self, ex: Exchange, sample: Sample) -> None:
@@ -272,9 +303,13 @@ class Shadow:
         features: dict[str, float] = {}  # with the text kept, they are read from it again
         if self.spec.redact != "none":
             # A word feature is the word itself: only the table's own vocabulary stays.
-            known = routing.rules.spec.lexicon
+            spec = routing.rules.spec
             found = routing.rules.features(chat.body)[1]
-            features = {k: v for k, v in found.items() if k[:2] not in _WORDS or k[2:] in known}
+            features = {
+                k: v for k, v in found.items()
+                if k[:2] not in _WORDS
+                or k[2:] in (spec.lead_lexicon if k[:2] == "h:" else spec.lexicon)
+            }  # fmt: skip
         outcome = Outcome(
             request_id=ex.request_id, at=self._wall(), kind="record", key=ex.key,
             tier=plan.tier, score=plan.score, model=served.name, model_tier=served.tier,
@@ -312,7 +347,7 @@ class Shadow:
         ex.requested = reference.name
         ex.plan = plan = policy.plan(shadow_chat, routing, {"x-gearshift-route": "pin"})
         try:
-            await self._governor.check(self._budget, 0, plan.est_cost_usd)
+            admission = await self._governor.check(self._budget, 0, plan.est_cost_usd)
         except StateDown:
             return  # fail_closed and the state is down: no unbudgeted spend
         except OverLimit:
@@ -324,7 +359,7 @@ class Shadow:
                     self.spec.budget_daily_usd, day,
                 )  # fmt: skip
             return
-        held = plan.est_cost_usd
+        held = admission.held_usd  # (nothing when the state failed open)
         cost = 0.0
         try:
             answer = await self._run(shadow_chat, ex)

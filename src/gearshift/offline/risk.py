@@ -31,13 +31,17 @@ def widened(threshold: float, scores: Sequence[float], labels: Sequence[int]) ->
     the highest other row below it: the recall that costs nothing on these rows, and a
     margin for rows to come (a refit from an application's traffic, where a property can
     separate the two cleanly)."""
+    positives = [s for s, y in zip(scores, labels, strict=True) if y]
+    if not positives:
+        return threshold
     below = [s for s, y in zip(scores, labels, strict=True) if not y and s < threshold]
     if not below:
-        positives = [s for s, y in zip(scores, labels, strict=True) if y]
-        return min(threshold, min(positives, default=threshold))
+        return min(threshold, min(positives))
     highest = max(below)
-    above = min(s for s in scores if s > highest)  # a row needing the frontier, or the cut
-    return (highest + above) / 2 if above <= threshold else threshold
+    above = [s for s in scores if s > highest]  # rows needing the frontier, and the cut
+    if not above or min(above) > threshold:
+        return threshold
+    return (highest + min(above)) / 2
 
 
 def isotonic(
