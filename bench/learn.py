@@ -16,7 +16,8 @@
    open-loop rounds (the mock answering after 20 ms) give what each adds to the client's
    latency at fixed rates.
 2. **Offline**: a store of N labeled rows (synthetic: two tasks, a third of one with a
-   property that needs the frontier); the time of ``calibrate --from-store`` (the fit, its
+   property that needs the frontier, and a tenth of hard requests that the shipped table
+   sends to the frontier); the time of ``calibrate --from-store`` (the fit, its
    inner folds, the comparison) and of the report over it, in this process.
 """
 
@@ -145,6 +146,7 @@ SUPPORT = "You are the support assistant of an outdoor shop. Answer in two sente
 EXTRACT = "Extract the city named in the text. Reply with the city name only."
 ASKS = ("Where is my order {n}?", "How do I return the boots from order {n}?",
         "Can I change the address on order {n}?", "I was charged twice for order {n}.")  # fmt: skip
+HARD = "You are a careful mathematician."
 CITIES = ("Lisbon", "Oslo", "Toronto", "Nairobi", "Osaka", "Lima")
 
 
@@ -161,7 +163,12 @@ def synthetic_store(path: Path, rows: int, seed: int = 1) -> None:
     def fill() -> None:
         for i in range(rows):
             needs = False
-            if rng.random() < 0.6:
+            draw = rng.random()
+            if draw < 0.1:  # a request the shipped table sends to the frontier, needing it
+                n = rng.randrange(1, 9)
+                ask = f"Prove that there are infinitely many primes of the form 4k+{n}, rigorously."
+                system, needs = HARD, True
+            elif draw < 0.6:
                 ask = rng.choice(ASKS).format(n=rng.randrange(10_000, 99_999))
                 needs = rng.random() < 0.35
                 plan = "Kestrel" if needs else rng.choice(("Classic", "Summit"))

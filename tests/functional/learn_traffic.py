@@ -84,3 +84,26 @@ def hidden_traffic(rng: random.Random, n: int) -> Rows:
         ask = f"Order {number}. " + FILLER + middle + FILLER + "Please tell me what to do."
         out.append((request(SUPPORT, ask), hidden))
     return out
+
+
+HARD = (
+    "Prove that there are infinitely many primes of the form 4k+{n}, with a rigorous argument "
+    "that handles every case, and explain where the proof uses each assumption.",
+    "Design an algorithm that merges {n} sorted streams of unbounded length in bounded memory; "
+    "prove its correctness and derive its time and space complexity step by step.",
+    "Derive the closed form of the sum of k^{n} for k from 1 to N by induction, prove each "
+    "step rigorously, and check the result against the first values.",
+)
+
+
+def hard_traffic(rng: random.Random, n: int, marked: bool = False) -> Rows:
+    """Requests the shipped table sends to the frontier (``marked``: with the hidden
+    property's word, so the mock judge fails the cheaper answer to them)."""
+    tail = " Use the Kestrel notation." if marked else ""
+    return [
+        (request(SUPPORT_FREE, rng.choice(HARD).format(n=rng.randrange(3, 9)) + tail), marked)
+        for _ in range(n)
+    ]
+
+
+SUPPORT_FREE = "You are a careful mathematician and computer scientist."

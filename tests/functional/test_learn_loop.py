@@ -19,7 +19,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import MakeConfig
-from learn_traffic import MARKER, hidden_traffic, traffic
+from learn_traffic import MARKER, hard_traffic, hidden_traffic, traffic
 
 from gearshift.config import Config
 from gearshift.learn import commands
@@ -116,20 +116,23 @@ def mock_judge(mock: TestServer, **settings: Any) -> None:
 async def test_judged_shadow_pairs_refit_a_table_that_routes_the_hidden_property_up(
     start: Start, mock_upstream: TestServer
 ) -> None:
-    loop = await start()
+    loop = await start("frontier_share = 1.0\n")
     rows = traffic(random.Random(1), 240)
     hidden = sum(h for _, h in rows)
-    # The premise: the shipped table sends all of it below the frontier.
+    # The premise: the shipped table sends all of it below the frontier (and the hard
+    # requests of a third task to it: their pairs are with the cheaper model).
     assert set(await loop.send(rows)) == {"light"}
-    await loop.stored(len(rows))
+    assert set(await loop.send(hard_traffic(random.Random(11), 30))) == {"frontier"}
+    await loop.stored(len(rows) + 30)
     mock_judge(mock_upstream)
     before = len(mock_upstream.app[MOCK_STATE].requests)
 
     tally = await loop.judge()
-    assert (tally.judged, tally.lost, tally.suffices, tally.split) == (240, hidden, 240 - hidden, 0)
+    assert (tally.judged, tally.lost, tally.split) == (270, hidden, 0)
+    assert tally.suffices == 270 - hidden  # the hard ones too: the mock judge passes them
     assert tally.cost_usd > 0  # accounted: the judge's calls have a price
     calls = mock_upstream.app[MOCK_STATE].requests[before:]
-    assert len(calls) == 2 * 240  # both orders of every pair
+    assert len(calls) == 2 * 270  # both orders of every pair
     assert {c.body["model"] for c in calls} == {"gpt-4o"}
     assert (await loop.judge()).judged == 0  # judged once; `--again` to judge again
 
@@ -176,20 +179,24 @@ async def test_judged_shadow_pairs_refit_a_table_that_routes_the_hidden_property
 async def test_a_refit_that_cannot_be_better_is_refused_and_writes_nothing(
     start: Start, mock_upstream: TestServer
 ) -> None:
-    loop = await start()
+    loop = await start("frontier_share = 1.0\n")
     # The property is in the middle of long messages: the judge sees it, the table cannot.
     rows = hidden_traffic(random.Random(3), 120)
     assert set(await loop.send(rows)) == {"light"}
-    await loop.stored(len(rows))
+    # Hard requests that need the frontier (the judge fails the cheaper answer): the table in
+    # force already sends them there, nothing to gain on them either.
+    await loop.send(hard_traffic(random.Random(12), 20, marked=True))
+    await loop.stored(len(rows) + 20)
     mock_judge(mock_upstream)
     tally = await loop.judge()
-    assert tally.lost == sum(h for _, h in rows) > 0
+    assert tally.lost == sum(h for _, h in rows) + 20 > 20
     table = loop.rules.read_bytes()
 
     rc, text = await loop.refit(loop.rules)
-    assert rc == 1
+    assert rc == 1, text
     assert "REFUSED" in text
     assert "must gain" in text
+    assert "cannot be checked" not in text
     assert loop.rules.read_bytes() == table  # nothing written
 
     # `eval --from-store` shows the same comparison, and never writes.
@@ -248,7 +255,7 @@ async def test_feedback_on_redacted_rows_refits_on_their_stored_features(
     """With redact = "hash" no text is stored and the judge has nothing to read; the
     application's feedback labels the rows, and the refit learns from the features kept
     (the table's vocabulary: here "birthday", a word it knows but barely weighs)."""
-    loop = await start('redact = "hash"\n')
+    loop = await start('redact = "hash"\nfrontier_share = 1.0\n')
     rows = present_traffic(random.Random(6), 200)
     for body, property_ in rows:
         resp = await loop.post(body)
@@ -268,16 +275,23 @@ async def test_feedback_on_redacted_rows_refits_on_their_stored_features(
     assert len(labeled) == len(rows)
     assert sum(not o.weak_suffices for o in labeled) == sum(p for _, p in rows)
     assert {o.label_source for o in labeled} == {"feedback"}
+    # Hard requests the table sends to the frontier: no label can say they may go lower
+    # (feedback speaks of the answer the client got), so the refit keeps them there.
+    assert set(await loop.send(hard_traffic(random.Random(13), 30))) == {"frontier"}
+    await loop.stored(len(rows) + 30)
     assert (await loop.judge()).judged == 0  # no text to judge
     rc, text = await loop.refit(loop.rules)
     assert rc == 0, text
     assert "redacted: on their features" in text
+    assert "30 unlabeled rows the table in force sends to the frontier count as" in text
     table = load_rules(loop.rules)
     fresh = present_traffic(random.Random(7), 200)
     up = [table.decide(b).tier == "frontier" for b, p in fresh if p]
     down = [table.decide(b).tier != "frontier" for b, p in fresh if not p]
     assert sum(up) / len(up) >= 0.9
     assert sum(down) / len(down) >= 0.9
+    kept = [table.decide(b).tier == "frontier" for b, _ in hard_traffic(random.Random(14), 30)]
+    assert all(kept)
 
 
 def present_traffic(rng: random.Random, n: int) -> list[tuple[dict[str, Any], bool]]:

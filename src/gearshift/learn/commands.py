@@ -222,7 +222,7 @@ def from_store(
 
     stream = stream or sys.stdout
     current = current_rules(config)
-    rows = read_rows(config, labeled=True)
+    rows = read_rows(config)
     by_file = _files(files)
     if current is None or rows is None or by_file is None:
         return 2
@@ -235,10 +235,11 @@ def from_store(
             print(f"gearshift: {exc}", file=sys.stderr)
             return 2
     else:
-        if not data.train:
+        if not data.labeled or not data.train:
             print(
-                f"gearshift: the outcome store has no labeled rows to fit ({len(data.held)} "
-                "held back): switch [learn] on, run `gearshift judge`, or send feedback",
+                f"gearshift: the outcome store has no labeled rows to fit ({data.labeled} "
+                f"labeled, {len(data.held)} rows held back): switch [learn] on, run "
+                "`gearshift judge`, or send feedback",
                 file=sys.stderr,
             )
             return 1
@@ -257,9 +258,11 @@ def from_store(
         others = [e for rows_ in by_file.values() for e in rows_]
         candidate = refitting.refit(current, data.train, others, spec)
     comparison = refitting.compare(
-        current, candidate, data.held, by_file, spec, rep.tier_costs(config)
-    )
+        current, candidate, data.held, by_file, spec, rep.tier_costs(config),
+        in_force_frontier=data.in_force_frontier,
+    )  # fmt: skip
     comparison.train_rows, comparison.redacted = len(data.train), data.redacted
+    comparison.kept = data.kept
     if as_json:
         stream.write(orjson.dumps(comparison.doc()).decode() + "\n")
     else:

@@ -11,6 +11,9 @@
   store's rows alone. Data files given beside it (the shipped sets, from a checkout, or the
   team's own) are fitted too; ``store_weight`` is the store's weight against them. The
   thresholds and the risk map come from out-of-fold scores at ``target_recall``.
+- **What the table in force sends to the frontier** stays there unless a label says
+  otherwise: an unlabeled row it sends there counts as needing it (in the fit and the proof),
+  and the refit is refused while the store holds fewer than ``MIN_IN_FORCE`` of them.
 - **The proof**, on the held-back rows (held back by a hash of what they asked, so that a
   prompt asked twice stays on one side): the candidate must save at least ``min_gain`` more
   (share of the all-frontier bill) at frontier recall ``target_recall`` than the table in
@@ -43,6 +46,7 @@ STORE = "store"
 MIN_HELD = 20  # held-back rows needed to prove anything
 MIN_HELD_POSITIVE = 2  # of which needing the frontier
 MIN_CLUSTER = 10  # held-back rows of a cluster for it to be checked on its own
+MIN_IN_FORCE = 5  # stored requests the table in force sends to the frontier
 
 
 def held_back(key: str, share: float) -> bool:
@@ -52,24 +56,43 @@ def held_back(key: str, share: float) -> bool:
     return h / 2**64 < share
 
 
+def tier(rules: Rules, e: cal.Example) -> str:
+    """The tier ``rules`` gives ``e`` as traffic would get it: from its text, or from its
+    stored features (no lean for uncertain requests)."""
+    if e.features is None:
+        return rules.decide(e.body).tier
+    return rules.tier_for(cal.score_features(rules, e.features))
+
+
 @dataclass(slots=True)
 class StoreData:
     train: list[cal.Example]
     held: list[cal.Example]
-    redacted: int = 0  # labeled rows without text: fitted and measured on their features
+    redacted: int = 0  # rows without text: fitted and measured on their features
+    kept: int = 0  # unlabeled rows the table in force sends to the frontier (kept there)
+    labeled: int = 0
+    in_force_frontier: int = 0  # rows the table in force sends to the frontier
 
 
 def store_data(outcomes: Sequence[Outcome], spec: LearnSpec, rules: Rules) -> StoreData:
-    """The labeled rows as examples (``category``: their task cluster), split."""
+    """The store's rows as examples (``category``: their task cluster), split: the labeled
+    ones, and the unlabeled ones that ``rules`` (the table in force) sends to the frontier,
+    as needing it: without a label to say otherwise, a refit keeps them there."""
     data = StoreData([], [])
     for i, o in enumerate(outcomes):
-        if o.weak_suffices is None:
-            continue
         example = cal.example_from_row(routing_row(o), STORE, i)
-        example.category = cluster_of(o.request, o.features, rules)
         if o.redact != "none":  # no text: the features stored with it (the table's own)
-            data.redacted += 1
             example.features = o.features
+        up = tier(rules, example) == "frontier"
+        data.in_force_frontier += up
+        if o.weak_suffices is None:
+            if not up:
+                continue
+            data.kept += 1  # (routing_row labels an unlabeled row as needing the frontier)
+        else:
+            data.labeled += 1
+        data.redacted += example.features is not None
+        example.category = cluster_of(o.request, o.features, rules)
         # Held back by what was asked: the same prompt asked twice stays on one side.
         asked = orjson.dumps(o.request.get("messages") if isinstance(o.request, dict) else None)
         (data.held if held_back(asked.decode(), spec.hold_back) else data.train).append(example)
@@ -124,10 +147,7 @@ def figures(
     scores = [cal.score_of(rules, e) for e in examples]
     labels = [e.strong for e in examples]
     at = rep.savings_at_recall(scores, examples, recall, costs, rules)
-    routed = [
-        (rules.decide(e.body).tier if e.features is None else rules.tier_for(s)) == "frontier"
-        for e, s in zip(examples, scores, strict=True)
-    ]
+    routed = [tier(rules, e) == "frontier" for e in examples]
     pos = sum(labels)
     hit = sum(1 for r, y in zip(routed, labels, strict=True) if r and y)
     frontier = [costs.cost(e.body, costs.frontier) for e in examples]
@@ -152,6 +172,7 @@ class Comparison:
     reasons: list[str] = field(default_factory=list)
     train_rows: int = 0
     redacted: int = 0
+    kept: int = 0
 
     def doc(self) -> dict[str, Any]:
         return {
@@ -159,6 +180,7 @@ class Comparison:
             "reasons": self.reasons,
             "train_rows": self.train_rows,
             "redacted_rows": self.redacted,
+            "kept_at_the_frontier": self.kept,
             "sets": {
                 name: {"current": cur.doc(), "candidate": cand.doc()}
                 for name, (cur, cand) in self.sets.items()
@@ -167,6 +189,7 @@ class Comparison:
 
 
 HELD = "held-back"
+IN_FORCE = "held-back, frontier in force"  # those the table in force sends to the frontier
 
 
 def compare(
@@ -176,6 +199,7 @@ def compare(
     files: dict[str, list[cal.Example]],
     spec: LearnSpec,
     costs: rep.Costs,
+    in_force_frontier: int | None = None,
 ) -> Comparison:
     """Both tables on the held-back rows, on each of their task clusters with enough rows,
     and on each data file; accepted only as the module's docstring says."""
@@ -185,6 +209,9 @@ def compare(
     for e in held:
         clusters.setdefault(e.category, []).append(e)
     sets = {HELD: held}
+    up = [e for e in held if tier(current, e) == "frontier"]
+    if up:
+        sets[IN_FORCE] = up
     sets |= {name: rows for name, rows in sorted(clusters.items()) if len(rows) >= MIN_CLUSTER}
     sets |= {"file:" + name: rows for name, rows in sorted(files.items())}
     for name, rows in sets.items():
@@ -193,6 +220,12 @@ def compare(
             figures(candidate, rows, recall, costs),
         )
     cur, cand = out.sets[HELD]
+    if in_force_frontier is not None and in_force_frontier < MIN_IN_FORCE:
+        out.reasons.append(
+            f"the store holds {in_force_frontier} requests the table in force sends to the "
+            f"frontier (at least {MIN_IN_FORCE}): the candidate cannot be checked on them; set "
+            "[learn] frontier_share (or record_share) and record more traffic"
+        )
     if cur.n < MIN_HELD or cur.positives < MIN_HELD_POSITIVE:
         out.reasons.append(
             f"too few held-back rows to prove anything: {cur.n} rows, {cur.positives} needing "
@@ -249,6 +282,12 @@ def write_text(comparison: Comparison, out: Any) -> None:
     out.write(
         f"refit on {comparison.train_rows} labeled store rows"
         + (f" ({comparison.redacted} redacted: on their features)" if comparison.redacted else "")
+        + (
+            f"; {comparison.kept} unlabeled rows the table in force sends to the frontier "
+            "count as needing it"
+            if comparison.kept
+            else ""
+        )
         + "; measured on the held-back rows\n"
         "saving: share of the all-frontier bill saved at the target frontier recall (the "
         "threshold set on these rows); as deployed: at each table's own thresholds\n\n"

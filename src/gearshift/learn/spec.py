@@ -15,7 +15,8 @@ class LearnSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     (a model name; default the plan's baseline: the strongest offered model), and both
     answers are stored; ``frontier_share`` of those sent to the frontier too (their pair
     shows what a cheaper model would have lost: the reference is then ``cheap_reference``,
-    default the light tier's first model). ``record_share`` more are stored without a shadow
+    default the light tier's first model; 5% by default, at the cheaper model's price: a refit
+    is checked on them). ``record_share`` more are stored without a shadow
     call (so that feedback on them can label them). ``budget_daily_usd``: the shadow calls'
     spend per UTC day (in ``[state]``: shared by every process on Redis); shadowing pauses
     when it is reached. ``redact``: ``none`` keeps message text; ``hash`` replaces each text
@@ -33,7 +34,7 @@ class LearnSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     enabled: bool = False
     shadow_share: Share = 0.05
-    frontier_share: Share = 0.0
+    frontier_share: Share = 0.05
     record_share: Share = 0.0
     reference: str | None = None
     cheap_reference: str | None = None
