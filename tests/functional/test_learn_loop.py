@@ -171,6 +171,7 @@ async def test_judged_shadow_pairs_refit_a_table_that_routes_the_hidden_property
     assert set(await loop.send(marked)) == {"light"}
     resp = await loop.client.post("/gearshift/reload", headers={"authorization": f"Bearer {ADMIN}"})
     assert resp.status == 200, await resp.text()
+    assert "rule table" in (await resp.json())["changed"]
     tiers = await loop.send(marked)
     assert tiers.count("frontier") >= 9
     assert (await loop.send(plain)).count("frontier") <= 1

@@ -40,9 +40,10 @@ def verdict(question: str, settings: Any) -> str | None:
     if settings.judge_bias:
         ok_1 = True
     better = "same" if ok_1 == ok_2 else "1" if ok_1 else "2"
-    reason = (
-        f"The request turns on {marker!r}; " if hidden else "Both do what was asked; "
-    ) + f"answer 1 is {'' if ok_1 else 'not '}acceptable, answer 2 is {'' if ok_2 else 'not '}."
+    reason = (f"The request turns on {marker!r}; " if hidden else "Both do what was asked; ") + (
+        f"answer 1 is {'' if ok_1 else 'not '}acceptable, "
+        f"answer 2 is {'' if ok_2 else 'not '}acceptable."
+    )
     return orjson.dumps(
         {"acceptable_1": ok_1, "acceptable_2": ok_2, "better": better, "reason": reason}
     ).decode()

@@ -209,6 +209,8 @@ class Reloader:
                 )
             else:
                 changed = changed_sections(running.config, fresh.config)
+                if fresh.policy.rules.spec != running.policy.rules.spec:
+                    changed.append("rule table")  # (a refit written over the same file)
                 self._current.live = fresh  # the swap: requests from here on read this one
                 for hook in self._on_swap:
                     hook(fresh)
