@@ -205,14 +205,26 @@ async def test_redaction_leaves_no_message_text_in_the_store(
             {"role": "assistant", "content": None, "tool_calls": [secret_call]},
             {"role": "tool", "tool_call_id": "c1", "content": f"found {SECRET_WORDS}"},
         ]  # fmt: skip
+        schema = {"name": "out", "schema": {"type": "object", "description": SECRET_WORDS}}
         resp = await client.post(
             "/v1/chat/completions",
-            json={"model": "auto", "messages": messages, "tools": tools},
+            json={
+                "model": "auto",
+                "messages": messages,
+                "tools": tools,
+                "metadata": {"customer": SECRET_WORDS},
+                "user": SECRET_WORDS,
+                "stop": [SECRET_WORDS],
+                "temperature": 0.3,
+                "response_format": {"type": "json_schema", "json_schema": schema},
+            },
             headers={"authorization": f"Bearer {KEYS['TEAM_A']}"},
         )
         assert resp.status == 200, await resp.text()
         (_, row) = await stored(client, 2)
         assert row.request["tools"][0]["function"]["name"] == "lookup"  # names are not text
+        assert row.request["temperature"] == 0.3  # settings are kept
+        assert row.request["response_format"]["type"] == "json_schema"
         await client.close()  # the store closes: everything is on disk
         on_disk = b"".join(p.read_bytes() for p in where.iterdir() if p.is_file())
         assert SECRET_WORDS.encode() not in on_disk

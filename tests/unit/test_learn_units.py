@@ -8,6 +8,7 @@ import math
 import sqlite3
 from pathlib import Path
 
+import orjson
 import pytest
 
 from gearshift.learn.judge import Unparsed, Verdict, combine, judge_messages, parse_verdict
@@ -243,3 +244,23 @@ def test_processes_opening_one_store_at_once_all_open_it(tmp_path: Path) -> None
              for _ in range(6)]  # fmt: skip
     errors = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, errors
+
+
+def test_a_streamed_tool_call_is_stored_as_the_whole_one_is() -> None:
+    from gearshift.learn.shadow import answer_text, stream_text
+
+    whole = {"choices": [{"message": {"content": None, "tool_calls": [{"id": "c1",
+             "type": "function", "function": {"name": "get_weather",
+             "arguments": '{"city": "Oslo"}'}}]}}]}  # fmt: skip
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [{"index": 0,
+         "id": "c1", "type": "function", "function": {"name": "get_weather",
+         "arguments": ""}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0,
+         "function": {"arguments": '{"city": '}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0,
+         "function": {"arguments": '"Oslo"}'}}]}}]},
+    ]  # fmt: skip
+    data = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    assert stream_text(data) == answer_text(orjson.dumps(whole))
+    assert "get_weather" in stream_text(data)

@@ -151,12 +151,13 @@ def judge(config: Config, again: bool, limit: int | None, concurrency: int, as_j
         print(
             f"judged {doc['judged']} pairs: the cheaper answer sufficed in {doc['suffices']}, "
             f"lost in {doc['lost']}; {doc['split']} split verdicts and {doc['invalid']} "
-            f"unparsed replies left unlabeled; {doc['failed']} failed, "
-            f"{doc['skipped_for_budget']} left for the budget; cost ${doc['cost_usd']:.6f}"
+            f"unparsed replies left unlabeled; {doc['failed']} failed; cost "
+            f"${doc['cost_usd']:.6f}"
+            + (f"; stopped ({doc['stopped']}) with {doc['left']} left" if doc["stopped"] else "")
         )
     for error in tally.errors[:10]:
         print(f"  {error}", file=sys.stderr)
-    return 0 if not tally.failed else 1
+    return 0 if not tally.failed and tally.stopped is None else 1
 
 
 # ---------------------------------------------------------------- report
@@ -201,6 +202,14 @@ def _files(paths: Sequence[str]) -> dict[str, list[Any]] | None:
         return None
     out: dict[str, list[Any]] = {}
     for e in examples:
+        if e.dataset == refitting.STORE or e.id.startswith("store/"):
+            print(
+                f"gearshift: {e.dataset}.jsonl holds the outcome store's own rows (or is named "
+                "like them): the store is read directly, and its held-back rows must stay "
+                "out of the fit; leave the file out (or rename it)",
+                file=sys.stderr,
+            )
+            return None
         out.setdefault(e.dataset, []).append(e)
     return out
 
@@ -218,14 +227,18 @@ def from_store(
     exit 1 when refused) and ``eval --from-store`` (no ``out``: print only; the candidate
     is ``candidate_path``, else fitted here)."""
     from gearshift.offline import report as rep
+    from gearshift.routing.policy import tuned
     from gearshift.routing.tablefile import write_rules
 
     stream = stream or sys.stdout
-    current = current_rules(config)
+    raw = current_rules(config)
     rows = read_rows(config)
     by_file = _files(files)
-    if current is None or rows is None or by_file is None:
+    if raw is None or rows is None or by_file is None:
         return 2
+    # Both tables are measured as the server runs them: with the config's lean and its
+    # thresholds, max_risk or preset (``tuned``); the refit starts from the table's file.
+    current = tuned(raw, config)
     spec = config.learn
     data = refitting.store_data(rows, spec, current)
     if candidate_path is not None:
@@ -256,9 +269,9 @@ def from_store(
             print("gearshift: a refit needs numpy: pip install 'gearshift[fit]'", file=sys.stderr)
             return 2
         others = [e for rows_ in by_file.values() for e in rows_]
-        candidate = refitting.refit(current, data.train, others, spec)
+        candidate = refitting.refit(raw, data.train, others, spec)
     comparison = refitting.compare(
-        current, candidate, data.held, by_file, spec, rep.tier_costs(config),
+        current, tuned(candidate, config), data.held, by_file, spec, rep.tier_costs(config),
         in_force_frontier=data.in_force_frontier,
     )  # fmt: skip
     comparison.train_rows, comparison.redacted = len(data.train), data.redacted

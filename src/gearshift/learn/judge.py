@@ -30,7 +30,14 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from gearshift.errors import GearshiftError
+from gearshift.errors import (
+    CredentialsRejected,
+    GearshiftError,
+    ModelNotFound,
+    Rejected,
+    RequestError,
+    Unsupported,
+)
 from gearshift.governance.governor import periods
 from gearshift.inbound.chat import ChatRequest, content_text, parse_chat
 from gearshift.learn.outcomes import Outcome, OutcomeStore
@@ -139,7 +146,9 @@ class Tally:
     split: int = 0
     invalid: int = 0
     failed: int = 0  # a judge call failed (the row is tried again next run)
-    skipped: int = 0  # left for lack of budget
+    skipped: int = 0  # pairs cut short by the budget
+    left: int = 0  # rows not started when the run stopped
+    stopped: str | None = None  # why the run stopped before the end
     cost_usd: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -147,12 +156,30 @@ class Tally:
         return {
             "judged": self.judged, "suffices": self.suffices, "lost": self.lost,
             "split": self.split, "invalid": self.invalid, "failed": self.failed,
-            "skipped_for_budget": self.skipped, "cost_usd": round(self.cost_usd, 6),
+            "skipped_for_budget": self.skipped, "left": self.left, "stopped": self.stopped,
+            "cost_usd": round(self.cost_usd, 6),
         }  # fmt: skip
 
 
 class OutOfBudget(Exception):
     pass
+
+
+class JudgeDown(Exception):
+    """The judge cannot be reached or refuses gearshift itself: the run stops, no row is
+    blamed."""
+
+
+class EmptyReply(GearshiftError):
+    """The judge's reply has no text (a reasoning judge out of tokens)."""
+
+
+def _row_fault(error: GearshiftError) -> bool:
+    """Whether a failed judge call is the row's doing (too long a request, an empty reply),
+    not the judge's (unreachable, overloaded, its key or model wrong)."""
+    if isinstance(error, CredentialsRejected | ModelNotFound):
+        return False
+    return isinstance(error, EmptyReply | RequestError | Rejected | Unsupported)
 
 
 class Judge:
@@ -209,12 +236,12 @@ class Judge:
             relay.whole(ex, chat, answer)
             cost = ex.account.cost_usd if ex.account is not None else 0.0
         finally:
-            self._held -= plan.est_cost_usd
             if cost:
                 await self._store.run(self._store.judge_spent, cost)
+            self._held -= plan.est_cost_usd  # (after the ledger has the cost)
         text = _answer_text(answer.body)
         if not text.strip():  # (a reasoning judge out of tokens): tried again later
-            raise GearshiftError("the judge's reply is empty")
+            raise EmptyReply("the judge's reply is empty")
         try:
             return parse_verdict(text), cost, text
         except Unparsed:
@@ -234,6 +261,8 @@ class Judge:
             tally.failed += 1
             tally.cost_usd += sum(r[1] for r in results)
             tally.errors.append(f"{outcome.request_id}: {exc}")
+            if not _row_fault(exc):  # the judge is down or misconfigured: not this row's
+                raise JudgeDown(str(exc)) from None
             await self._store.run(self._store.judge_failed, outcome.request_id)
             return
         (v1, c1, t1), (v2, c2, t2) = results
@@ -276,6 +305,7 @@ class Judge:
         async def worker() -> None:
             while queue and not stop.is_set():
                 if keep is not None and not await keep():
+                    tally.stopped = tally.stopped or "another process took the judge lease"
                     stop.set()
                     break
                 if not queue:  # (another worker took the last while this one waited)
@@ -284,10 +314,14 @@ class Judge:
                 try:
                     await self.pair(outcome, tally)
                 except OutOfBudget:
+                    tally.stopped = tally.stopped or "the day's judge budget is spent"
+                    stop.set()
+                except JudgeDown as exc:
+                    tally.stopped = tally.stopped or f"the judge is unavailable: {exc}"
                     stop.set()
 
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-        tally.skipped += len(queue)
+        tally.left += len(queue)
         return tally
 
 

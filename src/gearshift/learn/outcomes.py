@@ -23,6 +23,7 @@ is the interface a shared backend would implement.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import sqlite3
@@ -352,6 +353,9 @@ class SqliteOutcomes:
         self, request_id: str, key: str, good: bool, score: float | None, note: str
     ) -> bool:
         assert self._conn is not None
+        if self._spec.redact != "none" and note:  # (the application's words, redacted too)
+            note = "sha256:" + hashlib.sha256(note.encode()).hexdigest()
+            note = note if self._spec.redact == "hash" else ""
         self._conn.execute(
             "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)",
             (request_id, key, self._clock(), int(good), score, note),
@@ -402,16 +406,15 @@ class SqliteOutcomes:
 
     def to_judge(self, *, again: bool = False, limit: int | None = None) -> list[Outcome]:
         """Shadow pairs with both answers in text, not labeled by feedback, not yet judged
-        (``again``: judged ones too), oldest first; those a judge call failed on come last,
-        and after ``MAX_JUDGE_FAILURES`` not at all."""
+        (``again``: judged ones too, and those left after failures), oldest first; those a
+        judge call failed on come last, and after ``MAX_JUDGE_FAILURES`` not at all."""
         assert self._conn is not None
         where = (
             "kind = 'shadow' AND redact = 'none' AND answer IS NOT NULL "
             "AND reference_answer IS NOT NULL AND (label_source IS NULL OR label_source = 'judge')"
-            f" AND judge_failures < {MAX_JUDGE_FAILURES}"
         )
         if not again:
-            where += " AND judged_at IS NULL"
+            where += f" AND judged_at IS NULL AND judge_failures < {MAX_JUDGE_FAILURES}"
         query = (
             f"SELECT {', '.join(_COLUMNS)} FROM outcomes WHERE {where} ORDER BY judge_failures, at"
         )

@@ -47,6 +47,7 @@ MIN_HELD = 20  # held-back rows needed to prove anything
 MIN_HELD_POSITIVE = 2  # of which needing the frontier
 MIN_CLUSTER = 10  # held-back rows of a cluster for it to be checked on its own
 MIN_IN_FORCE = 5  # stored requests the table in force sends to the frontier
+MIN_IN_FORCE_HELD = 2  # of them held back
 
 
 def held_back(key: str, share: float) -> bool:
@@ -93,9 +94,11 @@ def store_data(outcomes: Sequence[Outcome], spec: LearnSpec, rules: Rules) -> St
             data.labeled += 1
         data.redacted += example.features is not None
         example.category = cluster_of(o.request, o.features, rules)
-        # Held back by what was asked: the same prompt asked twice stays on one side.
+        # Held back by what was asked: the same prompt asked twice stays on one side (with
+        # the text dropped, every prompt looks alike: by the request id then).
         asked = orjson.dumps(o.request.get("messages") if isinstance(o.request, dict) else None)
-        (data.held if held_back(asked.decode(), spec.hold_back) else data.train).append(example)
+        key = o.request_id if o.redact == "drop" else asked.decode()
+        (data.held if held_back(key, spec.hold_back) else data.train).append(example)
     return data
 
 
@@ -220,11 +223,15 @@ def compare(
             figures(candidate, rows, recall, costs),
         )
     cur, cand = out.sets[HELD]
-    if in_force_frontier is not None and in_force_frontier < MIN_IN_FORCE:
+    held_up = len(sets.get(IN_FORCE, []))
+    if in_force_frontier is not None and (
+        in_force_frontier < MIN_IN_FORCE or held_up < MIN_IN_FORCE_HELD
+    ):
         out.reasons.append(
             f"the store holds {in_force_frontier} requests the table in force sends to the "
-            f"frontier (at least {MIN_IN_FORCE}): the candidate cannot be checked on them; set "
-            "[learn] frontier_share (or record_share) and record more traffic"
+            f"frontier, {held_up} of them held back (at least {MIN_IN_FORCE} and "
+            f"{MIN_IN_FORCE_HELD}): the candidate cannot be checked on them; set [learn] "
+            "frontier_share (or record_share) and record more traffic"
         )
     if cur.n < MIN_HELD or cur.positives < MIN_HELD_POSITIVE:
         out.reasons.append(
@@ -252,7 +259,10 @@ def compare(
                 f"{_p(could)} there"
             )
     for name, (c0, c1) in out.sets.items():
-        if c0.positives and not c1.recall >= min(c0.recall, recall) - spec.margin:
+        # What the table in force sends up stays up (less the margin); elsewhere the recall
+        # may come down to the target.
+        floor = c0.recall if name == IN_FORCE else min(c0.recall, recall)
+        if c0.positives and not c1.recall >= floor - spec.margin:
             out.reasons.append(
                 f"{name}: frontier recall as deployed {_p(c1.recall)} against {_p(c0.recall)} "
                 f"for the table in force, worse by more than {_p(spec.margin)}"

@@ -73,37 +73,71 @@ class Sample:
 
 
 def answer_text(body: bytes) -> str:
-    """The text of a chat completion (its first choice; tool calls as JSON)."""
+    """The text of a chat completion (its first choice; its tool calls as JSON after it)."""
     try:
         doc = orjson.loads(body)
         message = doc["choices"][0]["message"]
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
         return ""
     text = message.get("content") or ""
-    if message.get("tool_calls"):
-        text += orjson.dumps(message["tool_calls"]).decode()
+    calls = message.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        text += _calls_text(
+            [c.get("function") for c in calls if isinstance(c, dict)]
+        )  # fmt: skip
     return str(text)
 
 
 def stream_text(data: bytes) -> str:
-    """The text of a chat completion stream's content deltas."""
-    out = []
+    """The text of a chat completion stream (its first choice): the content deltas, then
+    its tool calls, assembled from their deltas, as ``answer_text`` writes them."""
+    out: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
     for line in data.split(b"\n"):
         if not line.startswith(b"data: ") or line == b"data: [DONE]":
             continue
         try:
-            delta = orjson.loads(line[6:])["choices"][0]["delta"]
+            choice = orjson.loads(line[6:])["choices"][0]
+            delta = choice["delta"]
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
             continue
-        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+        if not isinstance(delta, dict) or choice.get("index", 0) != 0:
+            continue
+        if isinstance(delta.get("content"), str):
             out.append(delta["content"])
-    return "".join(out)
+        for call in delta.get("tool_calls") or []:
+            if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+                continue
+            into = calls.setdefault(call.get("index", 0), {"name": "", "arguments": ""})
+            for part in ("name", "arguments"):
+                if isinstance(call["function"].get(part), str):
+                    into[part] += call["function"][part]
+    text = "".join(out)
+    if calls:
+        text += _calls_text([calls[i] for i in sorted(calls)])
+    return text
+
+
+def _calls_text(functions: list[Any]) -> str:
+    kept = [{"name": f.get("name"), "arguments": f.get("arguments")}
+            for f in functions if isinstance(f, dict)]  # fmt: skip
+    return orjson.dumps(kept).decode()
+
+
+# Request fields that are settings, not text: kept as they are when redacting.
+_SETTINGS = frozenset((
+    "model", "stream", "temperature", "top_p", "n", "max_tokens", "max_completion_tokens",
+    "seed", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
+    "parallel_tool_calls", "reasoning_effort", "service_tier", "tool_choice", "modalities",
+))  # fmt: skip
 
 
 def redacted(body: dict[str, Any], mode: str) -> dict[str, Any]:
-    """``body`` with every text the application or its users wrote hashed (``hash``) or
-    emptied (``drop``): message texts, tool-call arguments, tool results, image and file
-    URLs or data, and the tools' descriptions and parameter schemas (their names stay)."""
+    """``body`` with everything but settings hashed (``hash``) or emptied (``drop``): what
+    is kept is the settings (``_SETTINGS``), each message's role and tool-call id, the type
+    of each content part, and the names of the tools and of the calls to them. Everything
+    else (texts, arguments, tool results, image and file URLs or data, descriptions,
+    schemas, metadata, stop words, anything unknown) is hidden."""
     if mode == "none":
         return body
 
@@ -113,44 +147,49 @@ def redacted(body: dict[str, Any], mode: str) -> dict[str, Any]:
     def hidden(value: Any) -> Any:  # any JSON value: its text hashed or emptied
         return text(value if isinstance(value, str) else orjson.dumps(value).decode())
 
-    def part(p: Any) -> Any:
-        if not isinstance(p, dict):
-            return hidden(p)
-        kept = {"type": p.get("type")} if "type" in p else {}
-        return {**kept, **{k: hidden(v) for k, v in p.items() if k != "type"}}
+    def typed(item: Any) -> Any:  # a content part, a tool: its type kept, the rest hidden
+        if not isinstance(item, dict):
+            return hidden(item)
+        kept = {"type": item["type"]} if isinstance(item.get("type"), str) else {}
+        return {**kept, **{k: hidden(v) for k, v in item.items() if k != "type"}}
 
-    messages = []
-    for m in body.get("messages") or []:
+    def named(item: Any) -> Any:  # a tool or a tool call: its function's name kept
+        if not isinstance(item, dict) or not isinstance(item.get("function"), dict):
+            return hidden(item)
+        function = {k: v if k == "name" else hidden(v) for k, v in item["function"].items()}
+        kept = {k: item[k] for k in ("id", "type") if isinstance(item.get(k), str)}
+        return {**kept, "function": function}
+
+    def message(m: Any) -> Any:
         if not isinstance(m, dict):
-            continue
-        m = dict(m)
-        c = m.get("content")
-        if isinstance(c, str):
-            m["content"] = text(c)
-        elif isinstance(c, list):
-            m["content"] = [part(p) for p in c]
-        elif c is not None:
-            m["content"] = hidden(c)
-        if isinstance(m.get("tool_calls"), list):
-            m["tool_calls"] = [
-                {**call, "function": {**call["function"],
-                                      "arguments": hidden(call["function"].get("arguments"))}}
-                if isinstance(call, dict) and isinstance(call.get("function"), dict)
-                else hidden(call)
-                for call in m["tool_calls"]
-            ]  # fmt: skip
-        messages.append(m)
-    out = {**body, "messages": messages}
-    if isinstance(body.get("tools"), list):
-        out["tools"] = [_tool(t, hidden) for t in body["tools"]]
+            return hidden(m)
+        out: dict[str, Any] = {}
+        for k, v in m.items():
+            if k in ("role", "tool_call_id") and isinstance(v, str):
+                out[k] = v
+            elif k == "content" and isinstance(v, str):
+                out[k] = text(v)
+            elif k == "content" and isinstance(v, list):
+                out[k] = [typed(p) for p in v]
+            elif k == "tool_calls" and isinstance(v, list):
+                out[k] = [named(c) for c in v]
+            elif v is not None:
+                out[k] = hidden(v)
+        return out
+
+    out: dict[str, Any] = {}
+    for k, v in body.items():
+        if k in _SETTINGS:
+            out[k] = v
+        elif k == "messages" and isinstance(v, list):
+            out[k] = [message(m) for m in v]
+        elif k == "tools" and isinstance(v, list):
+            out[k] = [named(t) for t in v]
+        elif k == "response_format":
+            out[k] = typed(v)
+        else:
+            out[k] = hidden(v)
     return out
-
-
-def _tool(tool: Any, hidden: Callable[[Any], Any]) -> Any:
-    if not isinstance(tool, dict) or not isinstance(tool.get("function"), dict):
-        return hidden(tool)
-    function = {k: (v if k == "name" else hidden(v)) for k, v in tool["function"].items()}
-    return {**tool, "function": function}
 
 
 class Shadow:
@@ -206,6 +245,9 @@ class Shadow:
         sample = ex.sample
         if sample is None or ex.status != 200 or ex.served_by is None or ex.cache == "hit":
             return
+        plan = ex.plan
+        if plan is not None and plan.targets and ex.served_by.tier != plan.targets[0].tier:
+            return  # a fallback of another tier answered: not the pair the sample was for
         task = asyncio.get_running_loop().create_task(self._compare(ex, sample))
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -253,10 +295,13 @@ class Shadow:
                 model = self.spec.judge or (routing.baseline.name if routing.baseline else None)
                 rows = await store.run(lambda: store.to_judge(limit=JUDGE_BATCH)) or []
                 if model is not None and rows and await keep():
-                    judge = Judge(store, self._run, routing, model,
-                                  self.spec.judge_budget_daily_usd, wall=self._wall)  # fmt: skip
-                    tally = await judge.run_all(rows, concurrency=2, keep=keep)
-                    log.info("judged in the background: %s", tally.doc())
+                    try:
+                        budget = self.spec.judge_budget_daily_usd
+                        judge = Judge(store, self._run, routing, model, budget, wall=self._wall)
+                        tally = await judge.run_all(rows, concurrency=2, keep=keep)
+                        log.info("judged in the background: %s", tally.doc())
+                    finally:  # given back between rounds: `gearshift judge` may run
+                        await store.run(store.release, "judge", self._holder)
             except Exception:  # a round's failure is logged; the next round tries again
                 log.exception("background judging failed")
             self.judge_rounds += 1
@@ -299,7 +344,7 @@ class Shadow:
         assert plan is not None
         assert served is not None
         routing, chat = sample.routing, sample.chat
-        served_is_weak = plan.tier != routing.tiers[-1]
+        served_is_weak = served.tier != routing.tiers[-1]
         features: dict[str, float] = {}  # with the text kept, they are read from it again
         if self.spec.redact != "none":
             # A word feature is the word itself: only the table's own vocabulary stays.
