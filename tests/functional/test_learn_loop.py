@@ -398,3 +398,25 @@ async def test_a_judge_that_is_down_stops_the_run_and_blames_no_row(
         assert (await commands.judge_store(loop.config, store)).judged == 6
     finally:
         await store.close()
+
+
+async def test_a_templated_system_prompt_is_one_task_even_redacted(
+    start: Start, mock_upstream: TestServer
+) -> None:
+    loop = await start('redact = "hash"\n')
+    for customer, day in ((1234, 7), (98765, 8), (5, 9)):
+        system = f"You help customer {customer} of Northwind. Today is 2026-12-{day:02d}."
+        body = {
+            "model": "auto",
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": "Where is my tent?"},
+            ],
+        }
+        assert (await loop.post(body)).status == 200
+    await loop.stored(3)
+    out = io.StringIO()
+    assert commands.report(loop.config, as_json=True, out=out) == 0
+    (cluster,) = orjson.loads(out.getvalue())["clusters"]
+    assert cluster["rows"] == 3
+    assert cluster["example"] == "(redacted: hash)"

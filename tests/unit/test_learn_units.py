@@ -130,7 +130,8 @@ def test_a_candidate_that_loses_recall_where_the_current_table_had_it_is_refused
 def test_a_store_of_the_first_schema_is_opened_and_gains_the_new_columns(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     old = [c for c in Outcome.__dataclass_fields__ if c not in
-           ("redact", "judged_at", "judge_cost_usd", "verdict", "judge_failures")]  # fmt: skip
+           ("redact", "judged_at", "judge_cost_usd", "verdict", "judge_failures",
+            "cluster")]  # fmt: skip
     conn = sqlite3.connect(path)
     conn.execute(f"CREATE TABLE outcomes ({', '.join(old)}, size INTEGER)")
     values = ["r1", 1.0, "shadow", "k", "light", "0.1", "m", "light", "{}", "{}", "a", 0.0,

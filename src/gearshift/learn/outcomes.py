@@ -43,7 +43,9 @@ log = logging.getLogger("gearshift.learn")
 T = TypeVar("T")
 SCHEMA = 2
 # Columns added since schema 1 (a store of that version gains them when opened).
-_ADDED = {2: ("redact", "judged_at", "judge_cost_usd", "verdict", "judge_failures")}
+_ADDED = {
+    2: ("redact", "judged_at", "judge_cost_usd", "verdict", "judge_failures", "cluster"),
+}
 BUSY_TIMEOUT = 5.0
 EXPIRE_EVERY = 60.0
 MAX_JUDGE_FAILURES = 3
@@ -78,6 +80,7 @@ class Outcome:
     judge_cost_usd: float = 0.0
     verdict: str | None = None  # the judge's: "agree" (both orders), "split", "invalid"…
     judge_failures: int = 0  # judge calls that failed on this row (after 3 it is left)
+    cluster: str | None = None  # its task cluster, named before any redaction (report.py)
 
 
 _COLUMNS = [f for f in Outcome.__dataclass_fields__]

@@ -93,7 +93,7 @@ def store_data(outcomes: Sequence[Outcome], spec: LearnSpec, rules: Rules) -> St
         else:
             data.labeled += 1
         data.redacted += example.features is not None
-        example.category = cluster_of(o.request, o.features, rules)
+        example.category = o.cluster or cluster_of(o.request, o.features, rules)
         # Held back by what was asked: the same prompt asked twice stays on one side (with
         # the text dropped, every prompt looks alike: by the request id then).
         asked = orjson.dumps(o.request.get("messages") if isinstance(o.request, dict) else None)

@@ -163,7 +163,7 @@ def build(outcomes: Iterable[Outcome], rules: Rules) -> Report:
     report = Report()
     for o in outcomes:
         request = o.request if isinstance(o.request, dict) else {}
-        name = cluster_of(request, o.features, rules)
+        name = o.cluster or cluster_of(request, o.features, rules)
         c = report.clusters.get(name)
         if c is None:
             c = report.clusters[name] = Cluster(name, _example(request, o.redact))

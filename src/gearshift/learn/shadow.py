@@ -34,6 +34,7 @@ from gearshift.errors import GearshiftError, OverLimit
 from gearshift.governance.governor import Governor, StateDown
 from gearshift.governance.keys import KeyPolicy
 from gearshift.inbound.chat import ChatRequest
+from gearshift.learn import report
 from gearshift.learn.outcomes import Outcome, OutcomeStore
 from gearshift.learn.spec import LearnSpec
 from gearshift.providers import Completion
@@ -362,6 +363,9 @@ class Shadow:
             answer=self._kept(sample.answer()), served_is_weak=served_is_weak,
             cost_usd=ex.account.cost_usd if ex.account is not None else 0.0,
             redact=self.spec.redact,
+            # (Redacted, the text is gone: its cluster is named now; else when read.)
+            cluster=None if self.spec.redact == "none"
+            else report.cluster_of(chat.body, features, routing.rules),
         )  # fmt: skip
         if sample.kind == "shadow":
             reference = self._reference(plan, routing, served_is_weak)
