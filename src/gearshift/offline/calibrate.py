@@ -1,11 +1,5 @@
-"""Fitting and measuring the rule table on labeled requests.
-
-Labeled rows come in two schemas (one JSON object per line):
-
-- outcomes (``../shared/data/routing-dev/`` mt_bench, gsm8k, mmlu_sample): ``prompt``,
-  ``previous_user_turn``, ``weak_score``, ``strong_score``, ``weak_suffices``;
-- tiers (app_workload and gearshift's own ``bench/routing/*.jsonl``): ``request`` (a whole
-  OpenAI body) and ``tier`` (``light`` or ``frontier``).
+"""Fitting and measuring the rule table on labeled requests (``offline/examples.py``: the
+labeled rows; ``offline/measures.py``: AUC, PGR, APGR; both re-exported here).
 
 ``fit`` is an L2-regularised logistic regression over the table's features (hand-made
 counters and patterns, plus a lexicon of words seen in enough rows), each dataset weighted
@@ -16,215 +10,26 @@ extra). ``auc``, ``apgr`` and ``pgr`` are the routing-quality measures of
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import orjson
-
-from gearshift.offline.languages import language_of
+# Re-exported: what callers of this module read from it.
+from gearshift.offline.examples import Example as Example
+from gearshift.offline.examples import example_from_row as example_from_row
+from gearshift.offline.examples import load_examples as load_examples
+from gearshift.offline.examples import score_features as score_features
+from gearshift.offline.examples import score_of as score_of
+from gearshift.offline.measures import apgr as apgr
+from gearshift.offline.measures import auc as auc
+from gearshift.offline.measures import pgr_at as pgr_at
+from gearshift.offline.measures import threshold_report as threshold_report
+from gearshift.offline.measures import top_shares as top_shares
 from gearshift.offline.risk import isotonic, recall_threshold, widened
 from gearshift.routing.classify import Rules, RulesFile, Thresholds
 from gearshift.routing.risk import RiskMap
-
-
-@dataclass(slots=True)
-class Example:
-    """One labeled request: ``strong`` is 1 when the strong model is needed."""
-
-    id: str
-    dataset: str
-    group: str
-    body: dict[str, Any]
-    strong: int
-    weak_score: float
-    strong_score: float
-    category: str = ""
-    judged: bool = False  # a tier by judgment ("tiers" schema), not a measured outcome
-    language: str = "en"  # the row's ``language``, else a guess (offline/languages.py)
-    # Stored features instead of a text to compute them from (a redacted outcome-store row):
-    # scored by ``score_features``.
-    features: dict[str, float] | None = None
-
-
-def score_features(rules: Rules, f: Mapping[str, float]) -> float:
-    """The score ``rules`` gives a request whose features (``Rules.features``) are ``f``: the
-    same sum as ``Rules.score`` without the text (a word in the ask and the previous turn
-    counts once; no lean for uncertain requests)."""
-    spec = rules.spec
-    z = spec.bias + sum(w * f.get(c, 0.0) for c, w in spec.counters.items())
-    z += sum(p.weight for p in spec.patterns if f.get("re:" + p.id))
-    main = {k[2:] for k in f if k.startswith("w:")}
-    lexicon = spec.lexicon
-    z += sum(lexicon.get(w, 0.0) for w in main)
-    prev = {k[2:] for k in f if k.startswith("p:")} - main
-    z += spec.prev_lexicon_scale * sum(lexicon.get(w, 0.0) for w in prev)
-    z += sum(spec.lead_lexicon.get(k[2:], 0.0) for k in f if k.startswith("h:"))
-    if spec.semantic:
-        z += spec.semantic_weight * f.get("semantic", 0.0)
-    if z >= 0:  # (as Rules.score)
-        return 1.0 / (1.0 + math.exp(-z))
-    return math.exp(z) / (1.0 + math.exp(z))
-
-
-def score_of(rules: Rules, e: Example) -> float:
-    """``e``'s score: from its text, or from its stored features."""
-    return rules.score(e.body)[0] if e.features is None else score_features(rules, e.features)
-
-
-def example_from_row(row: dict[str, Any], dataset: str, line: int) -> Example:
-    """Either schema → an ``Example``; a tier row scores 1 for a right model, 0 for a wrong."""
-    rid = str(row.get("id", line))
-    if "request" in row:
-        body = row["request"]
-        tier = row.get("tier")
-        if tier not in ("light", "frontier") or not isinstance(body, dict):
-            raise ValueError(f"line {line}: needs a request object and tier light|frontier")
-        strong = 1 if tier == "frontier" else 0
-        return Example(
-            rid,
-            dataset,
-            rid,
-            body,
-            strong,
-            float(1 - strong),
-            1.0,
-            str(row.get("task") or row.get("category") or ""),
-            judged=True,
-        )
-    messages: list[dict[str, Any]] = []
-    if row.get("previous_user_turn"):
-        messages += [
-            {"role": "user", "content": row["previous_user_turn"]},
-            {"role": "assistant", "content": "(previous answer)"},
-        ]
-    messages.append({"role": "user", "content": row["prompt"]})
-    if not isinstance(row["weak_suffices"], bool) or not isinstance(row["prompt"], str):
-        raise ValueError(f"line {line}: weak_suffices must be a boolean, prompt a string")
-    strong = 0 if row["weak_suffices"] else 1
-    # The turns of one conversation ("81/turn1", "81/turn2") stay in one fold, and so do
-    # the rows of one prompt answered by several weak models (alpaca_eval, m_ifeval).
-    if "/turn" in rid:
-        group = rid.split("/")[0]
-    else:
-        group = str(row.get("previous_user_turn") or "") + "\n--\n" + row["prompt"]
-    return Example(
-        rid,
-        dataset,
-        group,
-        {"model": "auto", "messages": messages},
-        strong,
-        float(row["weak_score"]),
-        float(row["strong_score"]),
-        str(row.get("category", "")),
-    )
-
-
-def load_examples(paths: Iterable[str | Path]) -> list[Example]:
-    out: list[Example] = []
-    for path in paths:
-        p = Path(path)
-        for i, line in enumerate(p.read_bytes().splitlines(), 1):
-            if line.strip():
-                row = orjson.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError(f"{p}:{i}: a row must be a JSON object")
-                try:
-                    example = example_from_row(row, p.stem, i)
-                    example.language = language_of(row, example.body)
-                    out.append(example)
-                except (KeyError, ValueError, TypeError) as exc:
-                    raise ValueError(f"{p}:{i}: {exc}") from None
-    return out
-
-
-# ---------------------------------------------------------------- routing-quality measures
-
-
-def auc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """ROC-AUC (ties count half): P(score of a positive > score of a negative)."""
-    if any(math.isnan(s) for s in scores):
-        raise ValueError("a score is NaN")
-    pairs = sorted(zip(scores, labels, strict=True))
-    pos = sum(labels)
-    neg = len(labels) - pos
-    if not pos or not neg:
-        return float("nan")
-    rank_sum, i = 0.0, 0
-    while i < len(pairs):
-        j = i
-        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
-            j += 1
-        avg_rank = (i + j + 1) / 2.0  # 1-based average rank of the tie block
-        rank_sum += avg_rank * sum(lbl for _, lbl in pairs[i:j])
-        i = j
-    return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)
-
-
-def top_shares(scores: Sequence[float], strong_share: float) -> tuple[list[float], float]:
-    """Each row's chance of going strong when the top ``strong_share`` do (rows tied with
-    the cut share what is left of the calls evenly, so that the result does not depend on
-    the rows' order), and the cut score (NaN when none goes)."""
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])
-    k = round(strong_share * len(order))
-    share = [0.0] * len(order)
-    if not k:
-        return share, math.nan
-    cut = scores[order[k - 1]]
-    above = [i for i in order if scores[i] > cut]
-    tied = [i for i in order if scores[i] == cut]
-    for i in above:
-        share[i] = 1.0
-    for i in tied:
-        share[i] = (k - len(above)) / len(tied)
-    return share, cut
-
-
-def pgr_at(scores: Sequence[float], examples: Sequence[Example], strong_share: float) -> float:
-    """Share of the weak→strong gap recovered when the top ``strong_share`` go strong."""
-    share, _ = top_shares(scores, strong_share)
-    weak = sum(e.weak_score for e in examples)
-    strong = sum(e.strong_score for e in examples)
-    got = sum(
-        e.weak_score + share[i] * (e.strong_score - e.weak_score) for i, e in enumerate(examples)
-    )
-    return (got - weak) / (strong - weak) if strong != weak else float("nan")
-
-
-def apgr(scores: Sequence[float], examples: Sequence[Example]) -> float:
-    """Mean PGR over strong-call shares 0, 0.1, …, 1 (RouteLLM's APGR; random ≈ 0.5)."""
-    return sum(pgr_at(scores, examples, c / 10) for c in range(11)) / 11
-
-
-def threshold_report(
-    scores: Sequence[float],
-    examples: Sequence[Example],
-    threshold: float,
-    routed: Sequence[bool] | None = None,
-) -> dict[str, float]:
-    """Quality recovered and strong-call share when ``score >= threshold`` goes strong
-    (or, given ``routed``, when each row's own decision says so: held-out thresholds)."""
-    if routed is None:
-        routed = [s >= threshold for s in scores]
-    weak = sum(e.weak_score for e in examples)
-    strong = sum(e.strong_score for e in examples)
-    got = sum(e.strong_score if r else e.weak_score for r, e in zip(routed, examples, strict=True))
-    tp = sum(1 for r, e in zip(routed, examples, strict=True) if r and e.strong)
-    tn = sum(1 for r, e in zip(routed, examples, strict=True) if not r and not e.strong)
-    pos = sum(e.strong for e in examples)
-    neg = len(examples) - pos
-    return {
-        "pgr": (got - weak) / (strong - weak) if strong != weak else float("nan"),
-        "strong_share": sum(routed) / len(routed) if routed else float("nan"),
-        "accuracy": (tp + tn) / len(examples) if examples else float("nan"),
-        "strong_recall": tp / pos if pos else float("nan"),
-        "weak_recall": tn / neg if neg else float("nan"),
-    }
-
 
 # ---------------------------------------------------------------- fitting
 
