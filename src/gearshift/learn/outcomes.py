@@ -38,6 +38,7 @@ import orjson
 
 from gearshift.config_checks import ConfigError
 from gearshift.learn.spec import LearnSpec
+from gearshift.sqlite_wal import switch_to_wal
 
 log = logging.getLogger("gearshift.learn")
 T = TypeVar("T")
@@ -188,7 +189,11 @@ class SqliteOutcomes:
     def _connect(self, target: str) -> None:
         conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None)
         if target != ":memory:":
-            conn.execute("PRAGMA journal_mode=WAL")
+            try:
+                switch_to_wal(conn, BUSY_TIMEOUT)
+            except BaseException:
+                conn.close()
+                raise
             # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a power cut may
             # lose the last rows, never the file (sqlite.org/pragma.html#pragma_synchronous).
             conn.execute("PRAGMA synchronous=NORMAL")

@@ -41,6 +41,7 @@ from typing import Annotated, Any, Protocol, TypeVar
 import msgspec
 
 from gearshift.config_checks import ConfigError
+from gearshift.sqlite_wal import switch_to_wal
 
 log = logging.getLogger("gearshift.store")
 
@@ -258,7 +259,7 @@ class SqliteStore(ResponseStore):
     def _connect(self, target: str, now: float) -> None:
         conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None)
         try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = switch_to_wal(conn, BUSY_TIMEOUT)
             if mode not in ("wal", "memory"):  # a file system without shared memory (NFS)
                 log.warning(
                     "store %s: journal mode %s, not WAL (one worker only)", self._where, mode
