@@ -134,6 +134,8 @@ async def test_judged_shadow_pairs_refit_a_table_that_routes_the_hidden_property
     calls = mock_upstream.app[MOCK_STATE].requests[before:]
     assert len(calls) == 2 * 270  # both orders of every pair
     assert {c.body["model"] for c in calls} == {"gpt-4o"}
+    assert {_max_tokens(c.body) for c in calls} == {4096}  # the default room to answer in
+    assert {c.body["model"] for c in calls} == {"gpt-4o"}
     assert (await loop.judge()).judged == 0  # judged once; `--again` to judge again
 
     # The report: the support task carries the gap, the extraction task none.
@@ -341,10 +343,14 @@ async def test_the_judge_leaves_rows_the_application_labeled(
     assert (row.weak_suffices, row.label_source, row.judged_at) == (1, "feedback", None)
 
 
+def _max_tokens(body: dict[str, Any]) -> Any:
+    return body.get("max_completion_tokens", body.get("max_tokens"))
+
+
 async def test_the_server_judges_in_the_background_when_asked(
     start: Start, mock_upstream: TestServer
 ) -> None:
-    loop = await start("judge_every = 0.01\n")
+    loop = await start("judge_every = 0.01\njudge_max_tokens = 1536\n")
     mock_judge(mock_upstream)
     rows = traffic(random.Random(9), 30)
     await loop.send(rows)
@@ -358,6 +364,10 @@ async def test_the_server_judges_in_the_background_when_asked(
     assert len(labeled) == len(rows)
     assert sum(not o.weak_suffices for o in labeled) == sum(h for _, h in rows)
     assert all(o.label_source == "judge" and o.judge_cost_usd > 0 for o in labeled)
+    judged = [c.body for c in mock_upstream.app[MOCK_STATE].requests if "acceptable_1"
+              in str(c.body)]  # fmt: skip
+    assert len(judged) == 2 * len(rows)
+    assert {_max_tokens(b) for b in judged} == {1536}  # judge_max_tokens
 
 
 async def test_one_judge_at_a_time_per_store(start: Start, mock_upstream: TestServer) -> None:

@@ -115,7 +115,7 @@ async def judge_store(
     try:
         judge = judging.Judge(
             store, Router(transport, config.reliability).run, routing, model,
-            config.learn.judge_budget_daily_usd,
+            config.learn.judge_budget_daily_usd, max_tokens=config.learn.judge_max_tokens,
         )  # fmt: skip
         return await judge.run_all(rows, concurrency, keep)
     finally:

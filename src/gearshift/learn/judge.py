@@ -66,7 +66,6 @@ Reply with exactly one JSON object and nothing else:
 
 MAX_TEXT = 12_000  # characters of each message and answer shown to the judge
 MAX_REASON = 600  # characters of the judge's reasons kept with a label
-JUDGE_MAX_TOKENS = 4096  # room for a reasoning judge; the verdict itself is short
 
 
 class Verdict(msgspec.Struct, forbid_unknown_fields=True):
@@ -195,9 +194,11 @@ class Judge:
         model: str,
         budget_daily_usd: float,
         *,
+        max_tokens: int = 4096,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._max_tokens = max_tokens  # room for a reasoning judge; the verdict is short
         self._run = run
         self._routing = routing
         self._model = model
@@ -220,7 +221,7 @@ class Judge:
         body = {
             "model": self._model,
             "messages": judge_messages(outcome.request, first, second),
-            "max_tokens": JUDGE_MAX_TOKENS,
+            "max_tokens": self._max_tokens,
             "temperature": 0,
         }
         chat = parse_chat(orjson.dumps(body))

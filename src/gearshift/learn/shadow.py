@@ -297,8 +297,10 @@ class Shadow:
                 rows = await store.run(lambda: store.to_judge(limit=JUDGE_BATCH)) or []
                 if model is not None and rows and await keep():
                     try:
-                        budget = self.spec.judge_budget_daily_usd
-                        judge = Judge(store, self._run, routing, model, budget, wall=self._wall)
+                        judge = Judge(
+                            store, self._run, routing, model, self.spec.judge_budget_daily_usd,
+                            max_tokens=self.spec.judge_max_tokens, wall=self._wall,
+                        )  # fmt: skip
                         tally = await judge.run_all(rows, concurrency=2, keep=keep)
                         log.info("judged in the background: %s", tally.doc())
                     finally:  # given back between rounds: `gearshift judge` may run

@@ -25,6 +25,7 @@ class LearnSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``judge``: the model ``gearshift judge`` asks to compare stored pairs (default: the
     strongest offered model); its calls spend from ``judge_budget_daily_usd`` per UTC day.
     ``judge_every``: seconds between the server's own judging rounds (0: only the command).
+    ``judge_max_tokens``: what a judge call may write (a reasoning judge thinks within it).
     ``target_recall``: the frontier recall a refit from the store (``calibrate
     --from-store``) is measured and tuned at; ``hold_back``: the share of labeled rows kept
     out of the refit to prove it; ``store_weight``: the store rows' weight against the
@@ -46,6 +47,7 @@ class LearnSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     judge: str | None = None
     judge_budget_daily_usd: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 2.0
     judge_every: Annotated[float, msgspec.Meta(ge=0, le=7 * 86_400)] = 0.0  # 0: no background
+    judge_max_tokens: Annotated[int, msgspec.Meta(ge=256, le=200_000)] = 4096
     target_recall: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.95
     hold_back: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.3
     store_weight: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 1.0
