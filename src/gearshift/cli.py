@@ -25,7 +25,7 @@ from gearshift import __version__
 from gearshift.config import Config, ConfigError, load
 from gearshift.mock.flow import BEHAVIOURS
 from gearshift.providers import REGISTRY
-from gearshift.serve.workers import Supervisor, worker_count
+from gearshift.serve.workers import Supervisor, cpu_quota, worker_count
 
 log = logging.getLogger("gearshift")
 
@@ -102,6 +102,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"gearshift: --{exc}", file=sys.stderr)
         return 2
+    if args.workers == "auto" and (quota := cpu_quota()) is not None:
+        log.info("--workers auto: %d, under a cgroup CPU quota of %.2f CPUs", workers, quota)
     if workers > 1 and not args.worker:
         if port == 0:
             print("gearshift: --workers needs a fixed --port (all workers share it)",
@@ -380,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         default="1",
-        help="worker processes sharing the port (SO_REUSEPORT), or 'auto' (one per CPU)",
+        help="worker processes sharing the port (SO_REUSEPORT), or 'auto' (one per CPU, "
+        "within a container's CPU quota)",
     )
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)

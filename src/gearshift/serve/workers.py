@@ -16,6 +16,7 @@ worst). ``/gearshift/stats`` stays per worker and says which (``worker``: its pi
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 
 log = logging.getLogger("gearshift")
@@ -33,13 +35,21 @@ _YOUNG_S = 5.0  # a worker that dies sooner than this is restarted after a pause
 _PAUSE_S = 1.0
 
 
-def worker_count(value: str) -> int:
-    """``auto`` (the number of CPUs this process may use) or a positive integer."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+OWN_CGROUP = Path("/proc/self/cgroup")
+
+
+def worker_count(value: str, cgroup_root: Path = CGROUP_ROOT, own_cgroup: Path = OWN_CGROUP) -> int:
+    """``auto`` or a positive integer. ``auto``: the CPUs this process may run on (its
+    affinity mask), fewer under a cgroup CPU quota (a container's ``--cpus``, a Kubernetes
+    ``limits.cpu``): the quota rounded down, at least 1."""
     if value == "auto":
         try:
-            return len(os.sched_getaffinity(0))
+            cpus = len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
             return os.cpu_count() or 1
+        quota = cpu_quota(cgroup_root, own_cgroup)
+        return cpus if quota is None else max(1, min(cpus, math.floor(quota)))
     try:
         n = int(value)
     except ValueError:
@@ -47,6 +57,55 @@ def worker_count(value: str) -> int:
     if n < 1:
         raise ValueError(f"workers must be a positive integer or 'auto', not {value!r}")
     return n
+
+
+def cpu_quota(root: Path = CGROUP_ROOT, own: Path = OWN_CGROUP) -> float | None:
+    """The CPUs a cgroup CPU quota gives this process, the smallest along its cgroup and
+    their parents (cgroup v2 ``cpu.max``; v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``);
+    None when no quota is set or none can be read."""
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
+        return None
+    quotas: list[float] = []
+    for line in lines:  # "hierarchy:controllers:path"; v2 is "0::path"
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:
+            quotas += [q for d in _cgroup_dirs(root, path) if (q := _v2_quota(d)) is not None]
+        elif "cpu" in controllers.split(","):
+            for base in (root / controllers, root / "cpu"):
+                quotas += [q for d in _cgroup_dirs(base, path) if (q := _v1_quota(d)) is not None]
+    return min(quotas, default=None)
+
+
+def _cgroup_dirs(base: Path, path: str) -> list[Path]:
+    """The process's cgroup directory under ``base`` and its parents up to ``base``; just
+    ``base`` when the path is not there (a container sees its own cgroup as the root)."""
+    parts = [part for part in path.split("/") if part]
+    dirs = [base]
+    for part in parts:
+        dirs.append(dirs[-1] / part)
+    if ".." in parts or not dirs[-1].is_dir():
+        return [base] if base.is_dir() else []
+    return dirs
+
+
+def _v2_quota(cgroup: Path) -> float | None:
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _v1_quota(cgroup: Path) -> float | None:
+    try:
+        quota = int((cgroup / "cpu.cfs_quota_us").read_text())
+        period = int((cgroup / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 class Supervisor:
@@ -137,4 +196,4 @@ class Supervisor:
         return status
 
 
-__all__ = ["MULTIPROC_ENV", "Supervisor", "worker_count"]
+__all__ = ["MULTIPROC_ENV", "Supervisor", "cpu_quota", "worker_count"]
