@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from bench import overhead
+from bench import cli, overhead
 from bench import wrk as wrk_bench
 from bench.procs import CATALOG_2024, GEARSHIFT, free_port, running
 
@@ -203,22 +202,12 @@ def render(report: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.governance", description=(__doc__ or "").splitlines()[0]
-    )
-    parser.add_argument("--round", type=float, default=5.0, help="seconds per target per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = cli.parser("bench.governance", __doc__)
     parser.add_argument("--rates", type=float, nargs="*", default=[200.0, 500.0])
-    parser.add_argument("--json", help="write the report here")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("bench.governance needs wrk (apt install wrk)", file=sys.stderr)
+    if cli.wrk_missing("bench.governance"):
         return 2
-    report = asyncio.run(run(args))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
-    print(render(report))
-    return 0
+    return cli.finish(asyncio.run(run(args)), args.json, render)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,13 @@ import argparse
 import asyncio
 import json
 import random
-import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench import overhead
+from bench import cli, overhead
 from bench import wrk as wrk_bench
 from bench.load import TASKS
 from bench.procs import CATALOG_2024, GEARSHIFT, free_port, running
@@ -243,28 +242,19 @@ def render(report: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.learn", description=(__doc__ or "").splitlines()[0]
-    )
-    parser.add_argument("--round", type=float, default=5.0, help="seconds per target per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = cli.parser("bench.learn", __doc__)
     parser.add_argument("--rates", type=float, nargs="*", default=[200.0, 500.0])
     parser.add_argument("--rows", type=int, nargs="*", default=[1000, 5000])
     parser.add_argument("--no-path", action="store_true", help="only the offline steps")
-    parser.add_argument("--json", help="write the report here")
     args = parser.parse_args(argv)
     report: dict[str, object] = {}
     if not args.no_path:
-        if shutil.which("wrk") is None:
-            print("bench.learn needs wrk (apt install wrk)", file=sys.stderr)
+        if cli.wrk_missing("bench.learn"):
             return 2
         report["path"] = asyncio.run(on_the_path(args))
     if args.rows:
         report["offline"] = offline(args.rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
-    print(render(report))
-    return 0
+    return cli.finish(report, args.json, render)
 
 
 if __name__ == "__main__":

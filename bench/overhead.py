@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
+from bench import cli
 from bench.load import Runner, Sample, Summary, closed_loop, open_loop, summarize
 from bench.procs import running, trio
 
@@ -151,12 +150,8 @@ def render(report: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.overhead", description=(__doc__ or "").splitlines()[0]
-    )
+    parser = cli.parser("bench.overhead", __doc__, rounds=2)
     parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 200.0, 400.0])
-    parser.add_argument("--round", type=float, default=5.0, help="seconds per target per round")
-    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--users", type=int, default=64)
     parser.add_argument("--peer", action="append", default=[], help="another proxy's base URL")
@@ -170,13 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=["latency", "stream", "throughput"],
         default=["latency", "stream", "throughput"],
     )
-    parser.add_argument("--json", help="write the report here")
     args = parser.parse_args(argv)
-    report = asyncio.run(run(args))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
-    print(render(report))
-    return 0
+    return cli.finish(asyncio.run(run(args)), args.json, render)
 
 
 if __name__ == "__main__":

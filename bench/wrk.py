@@ -26,16 +26,15 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import statistics
 import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import aiohttp
 
+from bench import cli
 from bench.load import TASKS
 from bench.procs import running, trio
 
@@ -297,11 +296,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.wrk", description=(__doc__ or "").splitlines()[0]
-    )
-    parser.add_argument("--round", type=float, default=5.0, help="seconds per target per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = cli.parser("bench.wrk", __doc__)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--workers", default="1", help="gearshift serve --workers")
@@ -314,16 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         "--unique", action="store_true",
         help="a different prompt in every request (what a response cache has not seen)",
     )  # fmt: skip
-    parser.add_argument("--json", help="write the report here")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (Debian: apt-get install wrk); nothing measured.")
+    if cli.wrk_missing("bench.wrk"):
         return 2
-    report = asyncio.run(run(args))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
-    print(render(report))
-    return 0
+    return cli.finish(asyncio.run(run(args)), args.json, render)
 
 
 if __name__ == "__main__":
