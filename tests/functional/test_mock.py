@@ -379,8 +379,11 @@ async def test_error_event_stream_ends_without_done(aiohttp_client: Any) -> None
 async def test_stream_cut_drops_the_connection_mid_stream(aiohttp_client: Any) -> None:
     client, app = await mock_client(aiohttp_client)
     lines: list[bytes] = []
+    # The cut waits until we read: bytes and cut landing together, before a read, lose the bytes.
+    app[MOCK_STATE].cut_gate = gate = asyncio.Event()
     async with client.post(CHAT, json=chat_body("stream-cut", stream=True)) as resp:
         assert resp.status == 200
+        gate.set()
         with pytest.raises(aiohttp.ClientPayloadError):
             await read_lines_into(resp, lines)
     events = [orjson.loads(line[6:]) for line in lines if line.startswith(b"data: ")]
@@ -388,6 +391,22 @@ async def test_stream_cut_drops_the_connection_mid_stream(aiohttp_client: Any) -
     assert all(e["choices"][0]["finish_reason"] is None for e in events)
     assert b"data: [DONE]\n" not in lines
     assert app[MOCK_STATE].disconnects == 0  # a cut made by the mock is not a disconnect
+
+
+async def test_a_held_cut_waits_for_its_gate(aiohttp_client: Any) -> None:
+    client, app = await mock_client(aiohttp_client)
+    app[MOCK_STATE].cut_gate = gate = asyncio.Event()
+    async with client.post(CHAT, json=chat_body("reset-body", stream=True)) as resp:
+        data = [await resp.content.readline() for _ in range(6)]  # 3 events, blank-separated
+        assert sum(line.startswith(b"data: ") for line in data) == 3
+        reading = asyncio.ensure_future(resp.content.read())
+        async with client.post(CHAT, json=chat_body()) as other:  # the mock went on serving
+            assert other.status == 200
+            await other.read()
+        assert not reading.done()  # ... and held this connection open, not cut
+        gate.set()
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await reading
 
 
 async def test_stream_cut_non_stream_closes_without_response(aiohttp_client: Any) -> None:

@@ -490,8 +490,11 @@ async def test_anthropic_stream_cut(aiohttp_client: Any) -> None:
     client = await mock_client(aiohttp_client)
     lines: list[bytes] = []
     body = claude("stream-cut", stream=True)
+    # The cut waits until we read: bytes and cut landing together, before a read, lose the bytes.
+    client.server.app[MOCK_STATE].cut_gate = gate = asyncio.Event()
     async with client.post(MESSAGES, json=body, headers=VERSION) as resp:
         assert resp.status == 200
+        gate.set()
         with pytest.raises(aiohttp.ClientPayloadError):
             await read_into(resp.content, lines)
     kinds = [line[7:].strip() for line in lines if line.startswith(b"event: ")]
@@ -890,8 +893,10 @@ async def test_gemini_stream_cut(aiohttp_client: Any, query: str) -> None:
     client = await mock_client(aiohttp_client)
     chunks: list[bytes] = []
     url = generate("gemini-stream-cut", stream=True, query=query)
+    client.server.app[MOCK_STATE].cut_gate = gate = asyncio.Event()
     async with client.post(url, json=gemini()) as resp:
         assert resp.status == 200
+        gate.set()
         with pytest.raises(aiohttp.ClientPayloadError):
             await read_into(resp.content.iter_any(), chunks)
     raw = b"".join(chunks)

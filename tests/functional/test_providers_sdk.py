@@ -6,6 +6,7 @@ Each answer is compared with what the mock itself says for the very request gear
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from conftest import MakeConfig
 
-from gearshift.mock import MockState
+from gearshift.mock import MOCK_STATE, MockState
 from gearshift.serve.app import create_app
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -267,10 +268,13 @@ async def test_a_stream_failing_midway_ends_with_an_error_not_a_clean_end(
 ) -> None:
     ids = {kind: f"{UPSTREAM_ID[kind]}-{behaviour}"}
     client = await _gateway(aiohttp_server, make_config, mock_upstream, [kind], ids)
+    # The cut waits until gearshift has answered, so it cannot land with the first bytes.
+    mock_upstream.app[MOCK_STATE].cut_gate = gate = asyncio.Event()
     async with client:
         stream = await client.chat.completions.create(
             model="m-" + kind, messages=MESSAGES, stream=True
         )
+        gate.set()
         with pytest.raises(openai.APIError):
             async for _ in stream:
                 pass

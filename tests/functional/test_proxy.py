@@ -320,13 +320,17 @@ async def test_upstream_errors_map_to_what_the_client_expects(
 
 @pytest.mark.parametrize("model", ["gpt-4o-stream-cut", "gpt-4o-garbage"])
 async def test_a_stream_that_breaks_ends_with_an_error_event(
-    aiohttp_client: ClientFactory, make_config: MakeConfig, model: str
+    aiohttp_client: ClientFactory, make_config: MakeConfig, mock_state: MockState, model: str
 ) -> None:
     toml = solo(model)
     client = await aiohttp_client(create_app(make_config(toml)))
+    # The cut waits until gearshift has answered (after the first bytes it read): otherwise
+    # the bytes and the cut can land together and gearshift sees only the cut.
+    mock_state.cut_gate = gate = asyncio.Event()
     resp = await client.post(
         "/v1/chat/completions", json={"model": model, "messages": MESSAGES, "stream": True}
     )
+    gate.set()
     assert resp.status == 200
     events = _events(await resp.read())
     assert "[DONE]" not in events

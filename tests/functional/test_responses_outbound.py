@@ -5,6 +5,7 @@ back as chat completions. A chat-API model still gets ``/v1/chat/completions``."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -283,10 +284,13 @@ async def test_a_stream_that_fails_after_its_first_content_ends_with_an_error(
     server = await aiohttp_server(create_app(_config(mock, FAULTY.format(behaviour=behaviour))))
     sdk = openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key="x", max_retries=0)
     texts: list[str] = []
+    # The cut waits until gearshift has answered, so it cannot land with the first bytes.
+    mock.app[MOCK_STATE].cut_gate = gate = asyncio.Event()
     async with sdk:
         stream = await sdk.chat.completions.create(
             model="faulty", messages=MESSAGES, stream=True, extra_headers=PIN
         )
+        gate.set()
         with pytest.raises(openai.APIError) as caught:
             await _read(stream, texts)
     assert "".join(texts).startswith("Mock"), "the content before the failure reached the client"

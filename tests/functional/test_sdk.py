@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from conftest import MakeConfig, solo
 
+from gearshift.mock import MockState
 from gearshift.serve.app import create_app
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -134,14 +135,17 @@ async def test_sdk_sees_openai_errors(gearshift_server: TestServer) -> None:
 
 
 async def test_sdk_raises_on_a_truncated_stream(
-    aiohttp_server: ServerFactory, make_config: MakeConfig
+    aiohttp_server: ServerFactory, make_config: MakeConfig, mock_state: MockState
 ) -> None:
     toml = solo("gpt-4o-stream-cut")
     server = await aiohttp_server(create_app(make_config(toml)))
+    # The cut waits until gearshift has answered, so it cannot land with the first bytes.
+    mock_state.cut_gate = gate = asyncio.Event()
     async with openai.AsyncOpenAI(base_url=_base(server), api_key="x", max_retries=0) as client:
         stream = await client.chat.completions.create(
             model="gpt-4o-stream-cut", messages=MESSAGES, stream=True
         )
+        gate.set()
         received: list[Any] = []
 
         async def consume() -> None:

@@ -144,6 +144,11 @@ class MockState:
         self._changed = asyncio.Event()
         # Set on app shutdown so hanging handlers end instead of stalling graceful shutdown.
         self._closing = asyncio.Event()
+        # When a test sets it, a streamed cut (stream-cut, reset-body) waits for it after the
+        # answer's start is written. Otherwise the bytes and the cut can land together, and a
+        # reader that was not waiting at that moment loses the bytes (aiohttp raises the
+        # connection error before handing out what it buffered): the race a test must rule out.
+        self.cut_gate: asyncio.Event | None = None
 
     def reset(self) -> None:
         """Restore the creation settings; forget requests, disconnects and the id counter."""
@@ -151,6 +156,7 @@ class MockState:
         self.requests.clear()
         self.disconnects = 0
         self._seq = 0
+        self.cut_gate = None
         self._notify()
 
     async def wait_for_disconnects(self, n: int = 1) -> None:
@@ -168,6 +174,18 @@ class MockState:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
+
+    async def _hold_cut(self) -> None:
+        """Wait for ``cut_gate`` (if a test set one) or for shutdown, whichever is first."""
+        gate = self.cut_gate
+        if gate is None:
+            return
+        waits = [asyncio.ensure_future(gate.wait()), asyncio.ensure_future(self._closing.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     def _record(self, request: web.Request, body: Any, api: str) -> int:
         headers = {name.lower(): value for name, value in request.headers.items()}
@@ -386,6 +404,7 @@ async def _send_events(
         if cut:
             # The transport flushes what was written and closes without the terminating
             # chunk, so the client sees a truncated body, like an upstream that died.
+            await state._hold_cut()
             return _drop(request)
         await resp.write_eof()
     except ConnectionResetError:
