@@ -156,19 +156,10 @@ async def _measure(
         )  # fmt: skip
         latency: dict[str, object] = {}
         if args.rates:
-            keyed = [urls[n] for n in ("keys-memory", "keys-redis") if n in urls]
-            _log(f"latency at fixed rates (peer1..: {', '.join(keyed)}) …")
-            latency = await overhead.run(
-                argparse.Namespace(
-                    mock_port=mock_port, latency_ms=20.0, workers=1, peer=keyed,
-                    rates=args.rates, round=args.round, rounds=args.rounds,
-                    phases=["latency"], users=64,
-                )
+            latency = await overhead.peer_latency(
+                {n: urls[n] for n in ("keys-memory", "keys-redis") if n in urls},
+                mock_port=mock_port, rates=args.rates, round=args.round, rounds=args.rounds,
             )  # fmt: skip
-            latency["peers"] = {
-                f"peer{i + 1}": n
-                for i, n in enumerate(n for n in ("keys-memory", "keys-redis") if n in urls)
-            }
     return {"throughput": throughput, "misses": misses, "latency": latency}
 
 

@@ -126,16 +126,10 @@ async def on_the_path(args: argparse.Namespace) -> dict[str, object]:
                 targets = await _throughput(args, urls, pids, str(lua))
             latency: dict[str, object] = {}
             if args.rates:
-                peers = [urls["shadow-0.05"], urls["shadow-1.0"]]
-                _log(f"latency at fixed rates (peer1, peer2: {', '.join(peers)}) …")
-                latency = await overhead.run(
-                    argparse.Namespace(
-                        mock_port=mock_port, latency_ms=20.0, workers=1, peer=peers,
-                        rates=args.rates, round=args.round, rounds=args.rounds,
-                        phases=["latency"], users=64,
-                    )
+                latency = await overhead.peer_latency(
+                    {n: urls[n] for n in ("shadow-0.05", "shadow-1.0")},
+                    mock_port=mock_port, rates=args.rates, round=args.round, rounds=args.rounds,
                 )  # fmt: skip
-                latency["peers"] = {"peer1": "shadow-0.05", "peer2": "shadow-1.0"}
     return {"throughput": {"targets": targets}, "latency": latency}
 
 

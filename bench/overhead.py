@@ -116,6 +116,22 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     return report
 
 
+async def peer_latency(
+    peers: dict[str, str], *, mock_port: int, rates: list[float], round: float, rounds: int
+) -> dict[str, object]:
+    """Latency at fixed rates of gearshift servers already running (``peers``: name to URL,
+    in order) beside this bench's own trio; the report names them (``peer1``: the first)."""
+    _log(f"latency at fixed rates (peer1..: {', '.join(peers.values())}) …")
+    latency = await run(
+        argparse.Namespace(
+            mock_port=mock_port, latency_ms=20.0, workers=1, peer=list(peers.values()),
+            rates=rates, round=round, rounds=rounds, phases=["latency"], users=64,
+        )
+    )  # fmt: skip
+    latency["peers"] = {f"peer{i + 1}": name for i, name in enumerate(peers)}
+    return latency
+
+
 def render(report: dict[str, object]) -> str:
     lines = [f"upstream latency {report['latency_ms_upstream']} ms", ""]
     head = "| rate | target | p50 ms | p99 ms | p99.9 ms | added p50 | added p99 | added p99.9 |"
